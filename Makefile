@@ -1,0 +1,55 @@
+# pianotx: every target installs what it needs first. `make help` lists them.
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+DATA     ?= data
+RENDER   := $(DATA)/render
+DATASET  := $(DATA)/default
+SPACE    ?= search_spaces/quick.yaml
+# TensorFlow flavour: CUDA build only where an NVIDIA GPU answers.
+TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+APT_PKGS := fluidsynth fluid-soundfont-gm timgm6mb-soundfont
+STAMP    := $(VENV)/.installed-$(TF_EXTRA)
+
+.PHONY: help install system-deps data search ui test lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+install: system-deps $(STAMP) ## Create .venv with pianotx (editable) and the tools it needs
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
+	touch $@
+
+system-deps: ## FluidSynth and the piano soundfonts (apt, when root)
+	@if command -v fluidsynth >/dev/null && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	else \
+		echo "pianotx needs FluidSynth and two piano soundfonts; install them as root:"; \
+		echo "  apt-get install $(APT_PKGS)"; \
+		exit 1; \
+	fi
+
+data: install ## Render the default corpus and build the default dataset (skipped when up to date)
+	@test -f $(RENDER)/render.json || $(BIN)/pianotx data render $(RENDER)
+	$(BIN)/pianotx data build $(RENDER) $(DATASET)
+
+search: data ## Run the default search (SPACE=...) and register the best model as `piano`
+	$(BIN)/pianotx search $(SPACE) --data $(DATASET)
+
+ui: install ## Open MLflow's UI on 127.0.0.1 over pianotx's store
+	$(BIN)/pianotx ui
+
+test: install ## Run the test suite (slow tests included)
+	$(BIN)/python -m pytest -q
+
+lint: install ## Ruff over the package, tests and benchmarks
+	$(BIN)/ruff check pianotx tests benchmarks
+
+clean: ## Remove the virtual environment (keeps data/ and mlruns/)
+	rm -rf $(VENV)

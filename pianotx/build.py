@@ -1,0 +1,297 @@
+"""``pianotx data build``: (audio, MIDI) pieces -> aligned, chunked, split dataset.
+
+Per piece (in parallel processes): load audio, compute features (the one feature
+function), read the MIDI's notes (sustain pedal applied), estimate the audio-vs-MIDI
+offset, shift the notes by it, draw frame and onset rolls, cut chunks. Then the chunks
+are gathered into per-split shards (see :mod:`pianotx.store`).
+
+The whole build happens in a temporary sibling folder renamed into place at the end:
+an interrupted build leaves the previous dataset (or none) untouched. The same inputs
+and config again give "up to date" without work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pianotx.config import BuildConfig, to_dict
+from pianotx.datasets import PieceSource, Problem, discover
+from pianotx.store import MANIFEST, MANIFEST_VERSION, SPLITS, chunk, load_manifest, write_json_atomic, write_split
+
+Log = Callable[[str], None]
+
+
+class BuildError(RuntimeError):
+    """The build cannot produce a dataset (nothing usable, or --strict and a bad piece)."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    status: str  # "built" or "up to date"
+    root: Path
+    manifest: dict[str, Any]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(config: BuildConfig, sources: list[PieceSource]) -> str:
+    """Hash of the config and of every input's name, split, group, piano and content."""
+    h = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode())
+    for s in sorted(sources, key=lambda s: s.name):
+        meta = [s.name, s.split, s.group, s.piano, file_hash(s.audio), file_hash(s.midi)]
+        h.update(json.dumps(meta).encode())
+    return h.hexdigest()
+
+
+def assign_splits(
+    sources: list[PieceSource], config: BuildConfig
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Split by group (the same music never spans splits), seeded.
+
+    A source's own split (MAESTRO) wins. When pieces name their piano and
+    ``holdout_piano`` is not "none", that piano ("auto": the last name in sorted order)
+    is held out: test holds only its renderings of test-group music, train and
+    validation never hear it, and its renderings of other music are excluded.
+
+    Returns:
+        (split of each included piece by name, exclusion reason by name).
+    """
+    cfg = config.splits
+    groups = sorted({s.group for s in sources if s.split is None})
+    rng = np.random.default_rng(cfg.seed)
+    rng.shuffle(groups)
+    n = len(groups)
+    n_test = int(round(n * cfg.test_fraction)) if n < 3 else max(1, int(round(n * cfg.test_fraction)))
+    n_val = int(round(n * cfg.validation_fraction)) if n < 3 else max(1, int(round(n * cfg.validation_fraction)))
+    group_split = {g: "test" for g in groups[:n_test]}
+    group_split.update({g: "validation" for g in groups[n_test : n_test + n_val]})
+    pianos = sorted({s.piano for s in sources if s.piano})
+    held = None
+    if cfg.holdout_piano != "none" and len(pianos) >= 2:
+        held = pianos[-1] if cfg.holdout_piano == "auto" else cfg.holdout_piano
+        if held not in pianos:
+            raise BuildError(f"holdout piano {held!r} is not among {', '.join(pianos)}")
+    splits, excluded = {}, {}
+    for s in sources:
+        split = s.split or group_split.get(s.group, "train")
+        if held and s.split is None and (s.piano == held) != (split == "test"):
+            excluded[s.name] = (
+                f"piano {held} is held out for the test split"
+                if s.piano == held
+                else f"test music is played on the held-out piano {held} only"
+            )
+        else:
+            splits[s.name] = split
+    return splits, excluded
+
+
+def process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> dict[str, Any]:
+    """Features, alignment and labels of one piece, chunks saved to ``out_file`` (.npz).
+
+    Returns the piece's manifest record; a bad piece gives ``excluded`` and ``reason``
+    instead of raising.
+    """
+    from pianotx.align import estimate_offset
+    from pianotx.audio import AudioError, load_audio
+    from pianotx.features import compute_features
+    from pianotx.labels import notes_to_rolls
+    from pianotx.midi import MidiError, read_notes
+
+    fc = config.features
+    record: dict[str, Any] = {"name": source.name, "audio": str(source.audio), "midi": str(source.midi)}
+    try:
+        notes = read_notes(source.midi, config.labels.sustain_pedal, config.labels.pedal_threshold)
+    except MidiError as exc:
+        return {**record, "excluded": True, "reason": str(exc), "bad_file": str(source.midi)}
+    try:
+        samples = load_audio(source.audio, fc.sample_rate)
+    except AudioError as exc:
+        return {**record, "excluded": True, "reason": str(exc), "bad_file": str(source.audio)}
+    seconds = len(samples) / fc.sample_rate
+    if seconds + 1.0 < notes.end_time:
+        reason = f"audio ({seconds:.1f} s) is much shorter than its MIDI ({notes.end_time:.1f} s)"
+        return {**record, "excluded": True, "reason": reason, "bad_file": str(source.audio)}
+    features = compute_features(samples, fc)
+    alignment = estimate_offset(features, notes, fc.frame_rate, config.align)
+    record.update(
+        n_frames=len(features),
+        seconds=round(seconds, 3),
+        offset_frames=alignment.offset_frames,
+        offset_seconds=round(alignment.offset_frames / fc.frame_rate, 4),
+        alignment_confidence=round(alignment.confidence, 4),
+    )
+    if alignment.confidence < config.align.min_confidence:
+        reason = f"alignment confidence {alignment.confidence:.2f} < {config.align.min_confidence}"
+        return {**record, "excluded": True, "reason": reason, "bad_file": str(source.audio)}
+    aligned = notes.shifted(alignment.offset_frames / fc.frame_rate)
+    frames, onsets = notes_to_rolls(aligned, len(features), fc.frame_rate)
+    np.savez(
+        out_file,
+        features=chunk(features, config.chunks),
+        frames=chunk(frames, config.chunks),
+        onsets=chunk(onsets, config.chunks),
+        **{f"notes/{k}": v for k, v in aligned.save_npz().items()},
+    )
+    return {**record, "excluded": False, "reason": ""}
+
+
+def _process_all(
+    sources: list[PieceSource], config: BuildConfig, work: Path, workers: int, progress: bool
+) -> list[dict[str, Any]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    records: list[dict[str, Any] | None] = [None] * len(sources)
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("building", total=len(sources))
+        if workers <= 1:
+            for i, s in enumerate(sources):
+                records[i] = process_piece(s, config, work / f"{i:06d}.npz")
+                bar.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(process_piece, s, config, work / f"{i:06d}.npz"): i for i, s in enumerate(sources)}
+                for future in as_completed(futures):
+                    records[futures[future]] = future.result()
+                    bar.advance(task)
+    return [r for r in records if r is not None]
+
+
+def _gather(
+    records: list[dict[str, Any]], splits: dict[str, str], work: Path, tmp: Path, config: BuildConfig
+) -> dict[str, Any]:
+    """Write split shards and notes from the per-piece files; fill chunk indices."""
+    split_info: dict[str, Any] = {}
+    for split in SPLITS:
+        members = [(i, r) for i, r in enumerate(records) if not r["excluded"] and r["split"] == split]
+        files = [work / f"{i:06d}.npz" for i, _ in members]
+        shards = write_split(tmp / split, files, config.chunks.shard_chunks)
+        start, notes = 0, {}
+        for (i, r), f in zip(members, files):
+            with np.load(f) as z:
+                r["chunk_start"], r["n_chunks"] = start, int(z["features"].shape[0])
+                notes.update({f"{r['name']}/{k[6:]}": z[k] for k in z.files if k.startswith("notes/")})
+            start += r["n_chunks"]
+        np.savez(tmp / split / "notes.npz", **notes)
+        split_info[split] = {
+            "pieces": len(members),
+            "chunks": start,
+            "frames": int(sum(r["n_frames"] for _, r in members)),
+            "shards": shards,
+        }
+    return split_info
+
+
+def build_dataset(
+    input_dir: str | Path,
+    out_dir: str | Path,
+    config: BuildConfig | None = None,
+    strict: bool = False,
+    workers: int | None = None,
+    progress: bool = True,
+    log: Log = _stderr,
+) -> BuildResult:
+    """Build (or confirm up to date) the dataset of ``input_dir`` in ``out_dir``.
+
+    Raises:
+        BuildError: no usable piece, or ``strict`` and any bad input.
+    """
+    config = config or BuildConfig()
+    root, out = Path(input_dir), Path(out_dir)
+    if not root.is_dir():
+        raise BuildError(f"{root}: input folder does not exist")
+    sources, problems = discover(root)
+    for p in problems:
+        log(f"skipped {p.path}: {p.reason}")
+    if strict and problems:
+        raise BuildError(f"{problems[0].path}: {problems[0].reason} (--strict)")
+    if not sources:
+        raise BuildError(f"{root}: no (audio, MIDI) pairs found")
+    fp = fingerprint(config, sources)
+    if (out / MANIFEST).is_file():
+        try:
+            if load_manifest(out).data.get("fingerprint") == fp:
+                return BuildResult("up to date", out, load_manifest(out).data)
+        except ValueError:
+            pass  # unreadable or old manifest: rebuild
+    return _build(root, out, sources, problems, fp, config, strict, workers, progress, log)
+
+
+def _build(root, out, sources, problems, fp, config, strict, workers, progress, log) -> BuildResult:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed build
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    work = tmp / "pieces"
+    work.mkdir(parents=True)
+    try:
+        splits, held_out = assign_splits(sources, config)
+        todo = [s for s in sources if s.name in splits]
+        records = _process_all(todo, config, work, workers or os.cpu_count() or 1, progress)
+        for s, r in zip(todo, records):
+            r["split"] = splits[s.name]
+            if r["excluded"]:
+                log(f"skipped {r.pop('bad_file')}: {r['reason']}")
+                if strict:
+                    raise BuildError(f"{s.audio}: {r['reason']} (--strict)")
+        if not any(not r["excluded"] for r in records):
+            raise BuildError(f"{root}: no usable piece ({len(records)} tried, all skipped)")
+        records += [
+            {"name": s.name, "audio": str(s.audio), "midi": str(s.midi), "split": None,
+             "excluded": True, "reason": held_out[s.name]}
+            for s in sources if s.name in held_out
+        ]
+        manifest = _manifest(root, records, problems, fp, config, _gather(records, splits, work, tmp, config))
+        shutil.rmtree(work)
+        write_json_atomic(tmp / MANIFEST, manifest)
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BuildResult("built", out, manifest)
+
+
+def _manifest(root, records, problems, fp, config, split_info) -> dict[str, Any]:
+    for r in records:
+        r.pop("bad_file", None)
+    return {
+        "version": MANIFEST_VERSION,
+        "source": str(root.resolve()),
+        "features": to_dict(config.features) | {"frame_rate": config.features.frame_rate},
+        "chunk_frames": config.chunks.chunk_frames,
+        "config": to_dict(config),
+        "splits": split_info,
+        "pieces": records,
+        "problems": [{"path": str(p.path), "reason": p.reason} for p in problems],
+        "fingerprint": fp,
+    }
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp`` with renames only (the old one removed last)."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,200 @@
+"""Typed, frozen configuration for every stage.
+
+Each stage has one dataclass with documented defaults. ``from_dict`` builds one from
+plain data (a YAML file, a manifest, a model's metadata) and rejects unknown keys, so a
+typo is an error rather than a silently ignored setting.
+
+Piano range: MIDI 21 (A0) .. 108 (C8), 88 keys. The default CQT starts at A0 with 12
+bins per octave, so bin ``k`` is centred on MIDI note ``21 + k``; 84 bins reach G#7.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+MIDI_MIN = 21
+MIDI_MAX = 108
+N_KEYS = MIDI_MAX - MIDI_MIN + 1  # 88
+A0_HZ = 440.0 * 2.0 ** ((MIDI_MIN - 69) / 12.0)  # 27.5 Hz
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting keys it does not declare.
+
+    Args:
+        cls: a dataclass type of this module.
+        data: mapping of field name to value; ``None`` gives the defaults.
+        where: names the source in error messages (a file, a section).
+
+    Raises:
+        ConfigError: on an unknown key or a value of the wrong type.
+    """
+    data = dict(data or {})
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(known)}"
+        )
+    for name, value in data.items():
+        default = getattr(cls, name, None)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: {name} must be a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(default, bool):
+                if float(value) != int(value):
+                    raise ConfigError(f"{where}: {name} must be an integer, got {value!r}")
+                data[name] = int(value)
+            else:
+                data[name] = float(value)
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-data form of a config dataclass (JSON and YAML friendly)."""
+    return dataclasses.asdict(obj)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Constant-Q log-magnitude features.
+
+    Frame ``i`` is centred on ``i * hop_length / sample_rate`` seconds (librosa's
+    ``center=True``); a clip of ``n`` samples has ``1 + n // hop_length`` frames.
+    Defaults: 16 kHz, hop 512, so 31.25 frames/s (32 ms per frame); 84 bins from A0.
+    """
+
+    sample_rate: int = 16000
+    hop_length: int = 512
+    n_bins: int = 84
+    bins_per_octave: int = 12
+    fmin: float = A0_HZ
+    # Magnitudes are converted to dB, floored at -top_db and mapped to [0, ~1]:
+    # (dB + top_db) / top_db. Silence is exactly 0, so zero padding is silence.
+    top_db: float = 80.0
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.hop_length <= 0 or self.n_bins <= 0:
+            raise ValueError("sample_rate, hop_length and n_bins must be positive")
+        n_octaves = -(-self.n_bins // self.bins_per_octave)
+        if self.hop_length % (2 ** max(n_octaves - 1, 0)):
+            raise ValueError(
+                f"hop_length {self.hop_length} must be divisible by 2**(octaves-1) = "
+                f"{2 ** (n_octaves - 1)} for a {self.n_bins}-bin CQT"
+            )
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second."""
+        return self.sample_rate / self.hop_length
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of feature frames for a clip of ``n_samples`` samples."""
+        return 1 + n_samples // self.hop_length
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How MIDI notes become frame and onset rolls."""
+
+    sustain_pedal: bool = True  # CC64 >= 64 holds notes until the pedal is released
+    pedal_threshold: int = 64
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Audio-vs-MIDI offset search (see :mod:`pianotx.align`)."""
+
+    max_lag_seconds: float = 2.0
+    min_confidence: float = 0.3  # pieces below this Pearson correlation are excluded
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    """Fixed-length training chunks. The last partial chunk is zero-padded (silence)."""
+
+    chunk_frames: int = 512
+    min_last_chunk_frames: int = 32  # a shorter tail is dropped rather than padded
+    shard_chunks: int = 1024  # chunks per .npy shard
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Train/validation/test split by piece (pair folders); MAESTRO uses its own."""
+
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    # Piano (render.json's name) held out for the test split; "auto" = the last one
+    # rendered, "none" = no held-out piano.
+    holdout_piano: str = "auto"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines a built dataset (and its fingerprint)."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    chunks: ChunkConfig = field(default_factory=ChunkConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The LSTM transcriber. Defaults are exactly the seed model:
+    LSTM(120, dropout 0.2, recurrent dropout 0.2) -> Dense(120, relu) -> Dense(88, sigmoid).
+
+    Any ``recurrent_dropout`` above 0 disables the fused cuDNN kernel on GPU and trains
+    ~3.5x slower on CPU; searches should not depend on it.
+    """
+
+    lstm_layers: int = 1
+    lstm_units: int = 120
+    dropout: float = 0.2
+    recurrent_dropout: float = 0.2
+    bidirectional: bool = False
+    dense_units: int = 120  # 0: no hidden dense layer
+
+    def __post_init__(self) -> None:
+        if self.lstm_layers < 1 or self.lstm_units < 1 or self.dense_units < 0:
+            raise ValueError("lstm_layers and lstm_units must be >= 1, dense_units >= 0")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.recurrent_dropout < 1.0):
+            raise ValueError("dropout and recurrent_dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and callbacks. Defaults follow the seed (Adam, binary cross-entropy)."""
+
+    optimizer: str = "adam"  # "adam" or "sgd" (with momentum)
+    learning_rate: float = 1.0e-3
+    momentum: float = 0.9  # SGD only
+    batch_size: int = 8
+    epochs: int = 10
+    early_stopping_patience: int = 4
+    reduce_lr_patience: int = 2
+    reduce_lr_factor: float = 0.5
+    threshold: float = 0.5  # frame decision threshold for validation P/R/F1
+    steps_per_epoch: int = 0  # 0: one pass over the training split
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("learning_rate, batch_size and epochs must be positive")

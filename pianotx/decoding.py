@@ -1,0 +1,192 @@
+"""Probability rolls -> notes.
+
+A roll is (n_frames, n_keys) with key ``k`` = MIDI ``21 + k`` and frame ``i`` centred on
+``i / frame_rate`` seconds. Each run of active frames ``[s, e)`` of one key is a note
+with onset ``s / frame_rate`` and offset ``e / frame_rate`` seconds: exactly the inverse
+of :func:`pianotx.labels.notes_to_rolls`, so notes -> rolls -> notes gives back the
+notes quantised to the frame grid (:func:`pianotx.labels.note_frames`).
+
+Notes of one key never overlap: a run is split where an onset re-triggers the key, and
+the earlier note ends where the later one starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pianotx.config import MIDI_MIN
+from pianotx.midi import Notes
+
+# Tolerance for comparing a note's frame count with min_duration * frame_rate.
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How probabilities become notes (see :func:`decode`).
+
+    Attributes:
+        threshold: a key is down in a frame where its frame probability is
+            ``>= threshold``.
+        onset_threshold: with an onset output, a note starts where the onset probability
+            rises to ``>= onset_threshold`` (rising edge: the frame before is below).
+        min_duration: notes shorter than this many seconds are dropped (after gap
+            bridging). The default 0.05 s drops one-frame notes at 31.25 frames/s
+            (32 ms, usually spurious blips) and keeps two-frame notes (64 ms).
+        gap_frames: inactive runs of at most this many frames between two active runs
+            of the same key are filled (one note instead of two), unless an onset
+            re-triggers the key inside the gap or on the frame after it. 0 (default)
+            bridges nothing; 1 bridges one-frame dropouts of a sustained note, at the
+            cost of merging repeated notes released for a single frame.
+        velocity: 0 gives each note ``clip(round(127 * m), 1, 127)`` where ``m`` is
+            the mean frame probability over the note's frames (bridged gap frames
+            included); any other value (1..127) is given to every note.
+    """
+
+    threshold: float = 0.5
+    onset_threshold: float = 0.5
+    min_duration: float = 0.05
+    gap_frames: int = 0
+    velocity: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.threshold <= 1.0 and 0.0 <= self.onset_threshold <= 1.0):
+            raise ValueError("threshold and onset_threshold must be in [0, 1]")
+        if self.min_duration < 0 or self.gap_frames < 0:
+            raise ValueError("min_duration and gap_frames must be >= 0")
+        if not 0 <= self.velocity <= 127:
+            raise ValueError("velocity must be 0 (from activations) or 1..127")
+
+
+def _segments(active: np.ndarray, split: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Runs of ``True`` per key, optionally split where ``split`` is set.
+
+    Args:
+        active: (n_frames, n_keys) bool.
+        split: (n_frames, n_keys) bool or None; a set cell inside a run starts a new
+            run there (cells outside runs are ignored).
+
+    Returns:
+        keys, starts, ends: (m,) int64 each, ``ends`` exclusive; sorted by key, start.
+    """
+    n_frames, n_keys = active.shape
+    pad = np.zeros((n_keys, 1), bool)
+    act = np.concatenate([active.T, pad], axis=1)  # (n_keys, n_frames + 1), last False
+    prev = np.concatenate([pad, act[:, :-1]], axis=1)
+    begins = act & ~prev
+    if split is not None:
+        begins[:, :-1] |= act[:, :-1] & split.T
+    bounds = np.flatnonzero((begins | ~act).ravel())
+    starts = np.flatnonzero(begins.ravel())
+    ends = bounds[np.searchsorted(bounds, starts, side="right")]
+    width = n_frames + 1
+    keys = starts // width
+    return keys, starts - keys * width, ends - keys * width
+
+
+def _rising(on: np.ndarray) -> np.ndarray:
+    """Cells that are set while the frame before (same key) is not; (n, k) bool."""
+    prev = np.zeros_like(on)
+    prev[1:] = on[:-1]
+    return on & ~prev
+
+
+def _fill_gaps(active: np.ndarray, max_gap: int, trigger: np.ndarray | None) -> np.ndarray:
+    """Copy of ``active`` with short inner gaps filled (see ``DecodingConfig.gap_frames``)."""
+    if max_gap <= 0 or not active.size:
+        return active
+    keys, starts, ends = _segments(~active, None)
+    inner = (starts > 0) & (ends < active.shape[0]) & (ends - starts <= max_gap)
+    if trigger is not None:
+        csum = np.concatenate([np.zeros((1, active.shape[1]), np.int64), trigger.cumsum(0)])
+        # any trigger in frames [start, end] (the gap and the frame after it)
+        inner &= csum[np.minimum(ends + 1, len(trigger)), keys] == csum[starts, keys]
+    keys, starts, ends = keys[inner], starts[inner], ends[inner]
+    lengths = ends - starts
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    filled = active.copy()
+    filled[np.repeat(starts, lengths) + offsets, np.repeat(keys, lengths)] = True
+    return filled
+
+
+def _check_roll(roll: np.ndarray, name: str) -> np.ndarray:
+    roll = np.asarray(roll)
+    if roll.ndim != 2:
+        raise ValueError(f"{name} must be (n_frames, n_keys), got shape {roll.shape}")
+    return roll
+
+
+def roll_to_notes(
+    roll: np.ndarray,
+    frame_rate: float,
+    onsets: np.ndarray | None = None,
+    velocity: int = 80,
+) -> Notes:
+    """Binary roll -> notes, the exact inverse of :func:`pianotx.labels.notes_to_rolls`.
+
+    Args:
+        roll: (n_frames, n_keys) any dtype; nonzero = key down. Key ``k`` = MIDI 21 + k.
+        frame_rate: frames per second.
+        onsets: optional (n_frames, n_keys) binary onset roll; every nonzero cell inside
+            a run starts a new note there (repeated notes of a held key).
+        velocity: velocity of every note (1..127).
+
+    Returns:
+        Notes, one per run: onset ``first_frame / frame_rate``, offset
+        ``end_frame / frame_rate`` seconds (end exclusive), sorted by onset then pitch.
+    """
+    active = _check_roll(roll, "roll") != 0
+    split = None if onsets is None else _check_roll(onsets, "onsets") != 0
+    if split is not None and split.shape != active.shape:
+        raise ValueError(f"onsets shape {split.shape} differs from roll shape {active.shape}")
+    keys, starts, ends = _segments(active, split)
+    intervals = np.stack([starts, ends], axis=1) / frame_rate
+    return Notes.from_lists(intervals, keys + MIDI_MIN, np.full(len(keys), velocity))
+
+
+def decode(
+    frame_probs: np.ndarray,
+    frame_rate: float,
+    config: DecodingConfig = DecodingConfig(),
+    onset_probs: np.ndarray | None = None,
+) -> Notes:
+    """Frame (and optional onset) probabilities -> notes.
+
+    Steps: threshold the frames; fill short gaps (``config.gap_frames``); cut each run
+    of a key into notes, splitting where the onset probability rises through
+    ``config.onset_threshold`` (onsets only split runs: they create no note where the
+    frame probability is below threshold); drop notes shorter than
+    ``config.min_duration``; set velocities (see :class:`DecodingConfig`).
+
+    Args:
+        frame_probs: (n_frames, n_keys) float in [0, 1]; key ``k`` = MIDI 21 + k.
+        frame_rate: frames per second (31.25 with the default features).
+        config: thresholds, minimum duration, gap bridging, velocity.
+        onset_probs: optional (n_frames, n_keys) onset probabilities.
+
+    Returns:
+        Notes sorted by onset then pitch; onset ``s / frame_rate`` and offset
+        ``e / frame_rate`` seconds for a run of frames ``[s, e)``. No two notes of
+        the same pitch overlap.
+    """
+    probs = _check_roll(frame_probs, "frame_probs").astype(np.float64)
+    trigger = None
+    if onset_probs is not None:
+        onset_probs = _check_roll(onset_probs, "onset_probs")
+        if onset_probs.shape != probs.shape:
+            raise ValueError(f"onset_probs shape {onset_probs.shape} != {probs.shape}")
+        trigger = _rising(onset_probs >= config.onset_threshold)
+    active = _fill_gaps(probs >= config.threshold, config.gap_frames, trigger)
+    keys, starts, ends = _segments(active, trigger)
+    keep = (ends - starts) >= config.min_duration * frame_rate - _EPS
+    keys, starts, ends = keys[keep], starts[keep], ends[keep]
+    if config.velocity:
+        velocities = np.full(len(keys), config.velocity, np.int64)
+    else:
+        csum = np.concatenate([np.zeros((1, probs.shape[1])), probs.cumsum(0)])
+        mean = (csum[ends, keys] - csum[starts, keys]) / np.maximum(ends - starts, 1)
+        velocities = np.clip(np.round(127.0 * mean), 1, 127).astype(np.int64)
+    intervals = np.stack([starts, ends], axis=1) / frame_rate
+    return Notes.from_lists(intervals, keys + MIDI_MIN, velocities)

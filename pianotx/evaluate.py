@@ -1,0 +1,173 @@
+"""Transcription metrics: thin wrappers over mir_eval, with the field's settings.
+
+- Frame scores: both note sets drawn as piano rolls on a common 10 ms grid (the
+  quantisation of :func:`pianotx.labels.note_frames`) and compared cell by cell with
+  ``mir_eval.multipitch`` (counts summed over the piece), as in Onsets and Frames.
+- Note scores: ``mir_eval.transcription.precision_recall_f1_overlap`` with onset
+  tolerance 50 ms, pitch tolerance 50 cents and, with offsets, offset ratio 0.2 and
+  offset minimum tolerance 50 ms.
+- Per piece, then the mean over pieces.
+
+Empty sets follow mir_eval: precision is 0 when there is no estimate, recall is 0 when
+there is no reference, and F1 is 0 when precision + recall is 0 (so a piece with no
+reference and no estimate scores 0 everywhere). Nothing raises or warns on empty sets.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from pianotx.labels import note_frames
+from pianotx.midi import Notes
+
+ONSET_TOLERANCE = 0.05  # seconds
+PITCH_TOLERANCE = 50.0  # cents
+OFFSET_RATIO = 0.2  # of the reference note's duration
+OFFSET_MIN_TOLERANCE = 0.05  # seconds
+FRAME_HOP = 0.01  # seconds
+
+GROUPS = ("frame", "note", "note_with_offset")
+PARTS = ("precision", "recall", "f1")
+METRIC_KEYS = tuple(f"{group}_{part}" for group in GROUPS for part in PARTS)
+_GROUP_TITLES = {"frame": "frame", "note": "note", "note_with_offset": "note+offset"}
+_PART_TITLES = {"precision": "P", "recall": "R", "f1": "F1"}
+
+
+def _prf(precision: float, recall: float) -> dict[str, float]:
+    """``{"precision", "recall", "f1"}`` with F1 = 2PR/(P+R), 0 when both are 0."""
+    total = precision + recall
+    f1 = 2.0 * precision * recall / total if total > 0 else 0.0
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def _pitch_sets(notes: Notes, n_frames: int, hop: float) -> list[np.ndarray]:
+    """Per grid frame, the sounding pitches in Hz: n_frames arrays of float64."""
+    import mir_eval
+
+    roll = np.zeros((n_frames, 128), bool)
+    if len(notes):
+        start, end = note_frames(notes, 1.0 / hop)
+        for s, e, pitch in zip(start, end, notes.pitches, strict=True):
+            roll[max(s, 0) : e, pitch] = True
+    return [mir_eval.util.midi_to_hz(np.flatnonzero(row).astype(np.float64)) for row in roll]
+
+
+def frame_scores(ref: Notes, est: Notes, hop: float = FRAME_HOP) -> dict[str, float]:
+    """Frame-level precision, recall and F1 on a ``hop``-second piano-roll grid.
+
+    A note [on, off) covers grid frames ``round(on / hop)`` up to, not including,
+    ``round(off / hop)`` (at least one frame); the grid runs from 0 to the last end
+    frame of either set. Cells are compared with ``mir_eval.multipitch.evaluate``.
+
+    Args:
+        ref: reference notes (MIDI pitches 0..127).
+        est: estimated notes.
+        hop: grid step in seconds.
+
+    Returns:
+        ``{"precision", "recall", "f1"}`` floats in [0, 1] (empty sets: module docstring).
+    """
+    import mir_eval
+
+    ends = [note_frames(n, 1.0 / hop)[1].max() for n in (ref, est) if len(n)]
+    n_frames = int(max(ends, default=0)) or 1
+    times = np.arange(n_frames) * hop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = mir_eval.multipitch.evaluate(
+            times, _pitch_sets(ref, n_frames, hop), times, _pitch_sets(est, n_frames, hop)
+        )
+    return _prf(scores["Precision"], scores["Recall"])
+
+
+def note_scores(ref: Notes, est: Notes, offset: bool) -> dict[str, float]:
+    """Note-level precision, recall and F1 (mir_eval.transcription).
+
+    Args:
+        ref: reference notes; intervals must have positive durations, as mir_eval
+            requires (it raises ``ValueError`` otherwise).
+        est: estimated notes.
+        offset: also require offsets within ``max(0.2 * ref duration, 50 ms)``;
+            ``False`` scores onsets (50 ms) and pitch (50 cents) only.
+
+    Returns:
+        ``{"precision", "recall", "f1"}`` floats in [0, 1] (empty sets: module docstring).
+    """
+    import mir_eval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        precision, recall, _, _ = mir_eval.transcription.precision_recall_f1_overlap(
+            ref.intervals,
+            mir_eval.util.midi_to_hz(ref.pitches.astype(np.float64)),
+            est.intervals,
+            mir_eval.util.midi_to_hz(est.pitches.astype(np.float64)),
+            onset_tolerance=ONSET_TOLERANCE,
+            pitch_tolerance=PITCH_TOLERANCE,
+            offset_ratio=OFFSET_RATIO if offset else None,
+            offset_min_tolerance=OFFSET_MIN_TOLERANCE,
+        )
+    return _prf(precision, recall)
+
+
+def evaluate_piece(ref: Notes, est: Notes) -> dict[str, float]:
+    """All metrics of one piece, keyed by :data:`METRIC_KEYS`.
+
+    Returns:
+        ``{"frame_precision", ..., "note_with_offset_f1"}``: nine floats in [0, 1].
+    """
+    by_group = {
+        "frame": frame_scores(ref, est),
+        "note": note_scores(ref, est, offset=False),
+        "note_with_offset": note_scores(ref, est, offset=True),
+    }
+    return {f"{group}_{part}": by_group[group][part] for group in GROUPS for part in PARTS}
+
+
+def mean_scores(per_piece: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over pieces (each piece counts once, as in the field).
+
+    Args:
+        per_piece: one :func:`evaluate_piece` result per piece, all with the same keys.
+
+    Returns:
+        The same keys, each the unweighted mean over pieces.
+
+    Raises:
+        ValueError: no pieces, or pieces with different keys.
+    """
+    if not per_piece:
+        raise ValueError("no pieces to average")
+    keys = list(per_piece[0])
+    if any(set(scores) != set(keys) for scores in per_piece):
+        raise ValueError("pieces have different metric keys")
+    return {key: float(np.mean([scores[key] for scores in per_piece])) for key in keys}
+
+
+def format_table(per_piece: dict[str, dict[str, float]], mean: dict[str, float]) -> str:
+    """Plain-text table: one row per piece and a final mean row, values in percent.
+
+    Args:
+        per_piece: piece name -> :func:`evaluate_piece` result.
+        mean: :func:`mean_scores` result.
+
+    Returns:
+        Lines joined by newlines (no trailing newline): a group header (frame, note,
+        note+offset), a P/R/F1 header, a rule, the pieces, a rule, the mean.
+    """
+    mean_label = f"mean ({len(per_piece)})"
+    width = max([len(name) for name in per_piece] + [len(mean_label), len("piece")])
+    groups = "  ".join(f"{_GROUP_TITLES[g]:^20}" for g in GROUPS)
+    parts = "  ".join(" ".join(f"{_PART_TITLES[p]:>6}" for p in PARTS) for _ in GROUPS)
+
+    def row(name: str, scores: dict[str, float]) -> str:
+        cells = (" ".join(f"{100.0 * scores[f'{g}_{p}']:6.1f}" for p in PARTS) for g in GROUPS)
+        return f"{name:<{width}}  " + "  ".join(cells)
+
+    rule = "-" * (width + 2 + len(parts))
+    lines = [f"{'':<{width}}  {groups}", f"{'piece':<{width}}  {parts}", rule]
+    lines += [row(name, scores) for name, scores in per_piece.items()]
+    lines += [rule, row(mean_label, mean)]
+    return "\n".join(lines)

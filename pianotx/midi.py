@@ -1,0 +1,176 @@
+"""Notes in memory, and reading and writing them as MIDI (pretty_midi).
+
+A :class:`Notes` is three parallel arrays, the layout mir_eval expects:
+``intervals`` (n, 2) float64 onset/offset seconds, ``pitches`` (n,) int MIDI numbers,
+``velocities`` (n,) int 1..127. Notes are kept sorted by onset, then pitch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pianotx.config import MIDI_MAX, MIDI_MIN
+
+
+class MidiError(ValueError):
+    """A MIDI file cannot be read or has nothing usable in it."""
+
+
+@dataclass(frozen=True)
+class Notes:
+    """Notes as parallel arrays (see module docstring)."""
+
+    intervals: np.ndarray  # (n, 2) float64 seconds
+    pitches: np.ndarray  # (n,) int64 MIDI
+    velocities: np.ndarray  # (n,) int64
+
+    @staticmethod
+    def empty() -> Notes:
+        return Notes(np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    @staticmethod
+    def from_lists(
+        intervals: list[tuple[float, float]] | np.ndarray,
+        pitches: list[int] | np.ndarray,
+        velocities: list[int] | np.ndarray | None = None,
+    ) -> Notes:
+        """Build sorted notes; velocities default to 80."""
+        iv = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
+        p = np.asarray(pitches, dtype=np.int64).reshape(-1)
+        v = np.full(len(p), 80, np.int64) if velocities is None else np.asarray(velocities, np.int64)
+        if not (len(iv) == len(p) == len(v)):
+            raise ValueError("intervals, pitches and velocities differ in length")
+        order = np.lexsort((p, iv[:, 0])) if len(p) else np.zeros(0, np.int64)
+        return Notes(iv[order], p[order], v[order])
+
+    def __len__(self) -> int:
+        return len(self.pitches)
+
+    @property
+    def end_time(self) -> float:
+        return float(self.intervals[:, 1].max()) if len(self) else 0.0
+
+    def shifted(self, seconds: float) -> Notes:
+        """The same notes ``seconds`` later (earlier if negative)."""
+        return Notes(self.intervals + seconds, self.pitches.copy(), self.velocities.copy())
+
+    def in_piano_range(self) -> Notes:
+        """Only the notes within MIDI 21..108."""
+        keep = (self.pitches >= MIDI_MIN) & (self.pitches <= MIDI_MAX)
+        return Notes(self.intervals[keep], self.pitches[keep], self.velocities[keep])
+
+    def save_npz(self) -> dict[str, np.ndarray]:
+        """Arrays for ``np.savez`` (see :meth:`from_arrays`)."""
+        return {"intervals": self.intervals, "pitches": self.pitches, "velocities": self.velocities}
+
+    @staticmethod
+    def from_arrays(arrays: dict[str, np.ndarray] | np.lib.npyio.NpzFile) -> Notes:
+        return Notes(
+            np.asarray(arrays["intervals"], np.float64).reshape(-1, 2),
+            np.asarray(arrays["pitches"], np.int64),
+            np.asarray(arrays["velocities"], np.int64),
+        )
+
+
+def _pedal_intervals(cc: list[tuple[float, int]], end: float, threshold: int) -> list[tuple[float, float]]:
+    """Spans where the sustain pedal (value >= threshold) is down."""
+    spans, down_at = [], None
+    for time, value in sorted(cc):
+        if value >= threshold and down_at is None:
+            down_at = time
+        elif value < threshold and down_at is not None:
+            spans.append((down_at, time))
+            down_at = None
+    if down_at is not None:
+        spans.append((down_at, max(end, down_at)))
+    return spans
+
+
+def apply_sustain(notes: Notes, pedal: list[tuple[float, float]]) -> Notes:
+    """Extend notes released while the pedal is down to the pedal's release.
+
+    A sustained note still ends when the same key is struck again (the damper is lifted
+    by the new note), as in the Onsets and Frames label convention.
+    """
+    if not len(notes) or not pedal:
+        return notes
+    iv = notes.intervals.copy()
+    for i, (_, off) in enumerate(iv):
+        for down, up in pedal:
+            if down <= off < up:
+                iv[i, 1] = up
+                break
+    for pitch in np.unique(notes.pitches):
+        idx = np.flatnonzero(notes.pitches == pitch)
+        idx = idx[np.argsort(iv[idx, 0], kind="stable")]
+        for a, b in zip(idx[:-1], idx[1:]):
+            # cut the pedal extension at the re-strike, never the note as played
+            iv[a, 1] = min(iv[a, 1], max(iv[b, 0], notes.intervals[a, 1]))
+    return Notes.from_lists(iv, notes.pitches, notes.velocities)
+
+
+def read_notes(path: str | Path, sustain: bool = True, pedal_threshold: int = 64) -> Notes:
+    """All non-drum notes of a MIDI file, in the piano range, optionally pedal-extended.
+
+    Raises:
+        MidiError: the file does not parse, or has no notes in MIDI 21..108.
+    """
+    import pretty_midi
+
+    pretty_midi.pretty_midi.MAX_TICK = max(pretty_midi.pretty_midi.MAX_TICK, 10**8)
+    try:
+        pm = pretty_midi.PrettyMIDI(str(path))
+    except Exception as exc:  # pretty_midi/mido raise many types on bad files
+        raise MidiError(f"MIDI does not parse ({type(exc).__name__}: {exc})") from exc
+    all_notes: list[Notes] = []
+    for inst in pm.instruments:
+        if inst.is_drum or not inst.notes:
+            continue
+        n = Notes.from_lists(
+            [(x.start, x.end) for x in inst.notes],
+            [x.pitch for x in inst.notes],
+            [x.velocity for x in inst.notes],
+        )
+        if sustain:
+            cc = [(c.time, c.value) for c in inst.control_changes if c.number == 64]
+            n = apply_sustain(n, _pedal_intervals(cc, n.end_time, pedal_threshold))
+        all_notes.append(n)
+    if not all_notes:
+        raise MidiError("MIDI has no notes")
+    merged = Notes.from_lists(
+        np.concatenate([n.intervals for n in all_notes]),
+        np.concatenate([n.pitches for n in all_notes]),
+        np.concatenate([n.velocities for n in all_notes]),
+    ).in_piano_range()
+    keep = merged.intervals[:, 1] > merged.intervals[:, 0]
+    merged = Notes(merged.intervals[keep], merged.pitches[keep], merged.velocities[keep])
+    if not len(merged):
+        raise MidiError(f"MIDI has no notes in the piano range {MIDI_MIN}..{MIDI_MAX}")
+    return merged
+
+
+def write_midi(notes: Notes, path: str | Path, program: int = 0) -> None:
+    """Write notes as a one-track piano MIDI file, atomically (temp file, then rename)."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=program, name="piano")
+    for (start, end), pitch, vel in zip(notes.intervals, notes.pitches, notes.velocities):
+        inst.notes.append(
+            pretty_midi.Note(int(np.clip(vel, 1, 127)), int(pitch), float(start), float(end))
+        )
+    pm.instruments.append(inst)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pm.write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,213 @@
+"""On-disk dataset: chunk shards per split plus ``manifest.json``.
+
+Layout of a built dataset ``OUT``::
+
+    OUT/manifest.json
+    OUT/<split>/features-000.npy   (chunks, chunk_frames, n_bins) float32, memory-mappable
+    OUT/<split>/frames-000.npy     (chunks, chunk_frames, 88) uint8, 1 = key sounding
+    OUT/<split>/onsets-000.npy     (chunks, chunk_frames, 88) uint8, 1 = note starts here
+    OUT/<split>/notes.npz          aligned reference notes of every piece of the split
+
+A piece of ``n`` frames becomes ``ceil(n / chunk_frames)`` consecutive chunks (the last
+zero-padded, i.e. silence with no notes; a last part shorter than
+``min_last_chunk_frames`` is dropped unless it is the whole piece). Each piece's first
+chunk index within its split and its chunk count are in the manifest, so a piece can
+be reassembled: ``concatenate(chunks)[:n_frames]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pianotx.config import BuildConfig, ChunkConfig, FeatureConfig, from_dict
+from pianotx.midi import Notes
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+SPLITS = ("train", "validation", "test")
+ARRAYS = ("features", "frames", "onsets")
+
+
+class DatasetError(ValueError):
+    """A dataset folder is missing or malformed."""
+
+
+def chunk(array: np.ndarray, config: ChunkConfig) -> np.ndarray:
+    """Cut (n, d) frames into (c, chunk_frames, d) chunks, zero-padding the last one.
+
+    The last partial chunk is kept (padded) when it has at least
+    ``min_last_chunk_frames`` frames or when it is the only chunk; otherwise dropped.
+    """
+    size = config.chunk_frames
+    n = len(array)
+    full, rest = divmod(n, size)
+    keep_rest = rest > 0 and (rest >= config.min_last_chunk_frames or full == 0)
+    count = full + int(keep_rest)
+    out = np.zeros((count, size) + array.shape[1:], array.dtype)
+    flat = out.reshape((count * size,) + array.shape[1:])
+    used = min(n, count * size)
+    flat[:used] = array[:used]
+    return out
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def write_split(
+    split_dir: Path, piece_files: list[Path], shard_chunks: int
+) -> list[dict[str, Any]]:
+    """Concatenate per-piece chunk files (``.npz`` of features/frames/onsets) into shards.
+
+    Streams one piece at a time into memory-mapped shards; returns the shard list for
+    the manifest: ``[{"index": i, "chunks": c}]``.
+    """
+    split_dir.mkdir(parents=True, exist_ok=True)
+    counts = []
+    for path in piece_files:
+        with np.load(path) as z:
+            counts.append(z["features"].shape[0])
+    total = sum(counts)
+    shards: list[dict[str, Any]] = []
+    piece_iter = iter(zip(piece_files, counts))
+    pending: dict[str, np.ndarray] | None = None
+    for index, start in enumerate(range(0, total, shard_chunks)):
+        size = min(shard_chunks, total - start)
+        maps: dict[str, np.ndarray] = {}
+        filled = 0
+        while filled < size:
+            if pending is None:
+                path, _ = next(piece_iter)
+                with np.load(path) as z:
+                    pending = {k: z[k] for k in ARRAYS}
+            take = min(size - filled, len(pending["features"]))
+            for key in ARRAYS:
+                if key not in maps:
+                    shape = (size,) + pending[key].shape[1:]
+                    maps[key] = np.lib.format.open_memmap(
+                        split_dir / f"{key}-{index:03d}.npy", "w+", pending[key].dtype, shape
+                    )
+                maps[key][filled : filled + take] = pending[key][:take]
+                pending[key] = pending[key][take:]
+            filled += take
+            if len(pending["features"]) == 0:
+                pending = None
+        for m in maps.values():
+            m.flush()
+        del maps
+        shards.append({"index": index, "chunks": size})
+    return shards
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded ``manifest.json`` (the raw dict plus typed accessors)."""
+
+    root: Path
+    data: dict[str, Any]
+
+    @property
+    def features(self) -> FeatureConfig:
+        return from_dict(FeatureConfig, self.data["config"]["features"], f"{self.root / MANIFEST} features")
+
+    @property
+    def config(self) -> BuildConfig:
+        cfg = self.data["config"]
+        from pianotx.config import AlignConfig, LabelConfig, SplitConfig
+
+        where = str(self.root / MANIFEST)
+        return BuildConfig(
+            features=self.features,
+            labels=from_dict(LabelConfig, cfg["labels"], where),
+            align=from_dict(AlignConfig, cfg["align"], where),
+            chunks=from_dict(ChunkConfig, cfg["chunks"], where),
+            splits=from_dict(SplitConfig, cfg["splits"], where),
+        )
+
+    @property
+    def chunk_frames(self) -> int:
+        return int(self.data["chunk_frames"])
+
+    def pieces(self, split: str | None = None) -> list[dict[str, Any]]:
+        """Included pieces (of one split, or all), in chunk order."""
+        return [
+            p
+            for p in self.data["pieces"]
+            if not p["excluded"] and (split is None or p["split"] == split)
+        ]
+
+
+def load_manifest(root: str | Path) -> Manifest:
+    """Read ``root/manifest.json``.
+
+    Raises:
+        DatasetError: no manifest, unreadable, or of another version.
+    """
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"{root}: not a pianotx dataset (no {MANIFEST}); run `pianotx data build`")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(f"{path}: unreadable manifest ({exc})") from exc
+    if data.get("version") != MANIFEST_VERSION:
+        raise DatasetError(f"{path}: manifest version {data.get('version')} is not {MANIFEST_VERSION}; rebuild")
+    return Manifest(root, data)
+
+
+class SplitArrays:
+    """Memory-mapped chunks of one split; nothing is read until indexed.
+
+    ``get(indices)`` returns ``(features, frames, onsets)`` for chunk indices of the
+    split: (k, chunk_frames, n_bins) float32 and (k, chunk_frames, 88) uint8 twice.
+    """
+
+    def __init__(self, manifest: Manifest, split: str):
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        info = manifest.data["splits"][split]
+        folder = manifest.root / split
+        self.manifest = manifest
+        self.split = split
+        self.shards = [
+            {k: np.load(folder / f"{k}-{s['index']:03d}.npy", mmap_mode="r") for k in ARRAYS}
+            for s in info.get("shards", [])
+        ]
+        sizes = [s["chunks"] for s in info.get("shards", [])]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.n_chunks = int(self.starts[-1])
+
+    def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        indices = np.asarray(indices, np.int64)
+        order = np.argsort(indices, kind="stable")  # read each shard in ascending order
+        shard_of = np.searchsorted(self.starts, indices[order], side="right") - 1
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ARRAYS}
+        for s in np.unique(shard_of):
+            local = indices[order][shard_of == s] - self.starts[s]
+            for key in ARRAYS:
+                parts[key].append(self.shards[s][key][local])
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        out = [np.concatenate(parts[k])[inverse] for k in ARRAYS]
+        return out[0].astype(np.float32, copy=False), out[1], out[2]
+
+    def piece(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A whole piece: (n_frames, n_bins) features, (n_frames, 88) frames and onsets."""
+        idx = np.arange(record["chunk_start"], record["chunk_start"] + record["n_chunks"])
+        arrays = self.get(idx)
+        n = record["n_frames"]
+        return tuple(a.reshape((-1,) + a.shape[2:])[:n] for a in arrays)  # type: ignore[return-value]
+
+    def notes(self, name: str) -> Notes:
+        """The aligned reference notes of piece ``name`` (seconds on the audio's clock)."""
+        with np.load(self.manifest.root / self.split / "notes.npz") as z:
+            return Notes.from_arrays({k: z[f"{name}/{k}"] for k in ("intervals", "pitches", "velocities")})

@@ -1,0 +1,145 @@
+"""Metrics: reference and estimated notes written inline, scores counted by hand."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from pianotx.evaluate import (
+    METRIC_KEYS,
+    evaluate_piece,
+    format_table,
+    frame_scores,
+    mean_scores,
+    note_scores,
+)
+from pianotx.midi import Notes
+
+# 4 reference notes, one second each.
+REF = Notes.from_lists([(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0)], [60, 62, 64, 65])
+# 5 estimated notes:
+#   e0 onset +20 ms, offset exact           -> onset match, offset match
+#   e1 onset +30 ms, offset 0.5 s early     -> onset match, offset miss (tol. 0.2 s)
+#   e2 onset +40 ms, offset +0.1 s          -> onset match, offset match
+#   e3 right time, pitch 66 (100 cents off) -> no match
+#   e4 pitch 65, onset 60 ms late           -> no match (tolerance 50 ms)
+EST = Notes.from_lists(
+    [(0.02, 1.0), (1.03, 1.5), (2.04, 3.1), (3.0, 4.0), (3.06, 4.0)], [60, 62, 64, 66, 65]
+)
+
+
+def test_note_scores_onsets_by_hand() -> None:
+    scores = note_scores(REF, EST, offset=False)
+    assert scores["precision"] == pytest.approx(3 / 5)
+    assert scores["recall"] == pytest.approx(3 / 4)
+    assert scores["f1"] == pytest.approx(2 / 3)
+
+
+def test_note_scores_with_offsets_by_hand() -> None:
+    scores = note_scores(REF, EST, offset=True)
+    assert scores["precision"] == pytest.approx(2 / 5)
+    assert scores["recall"] == pytest.approx(2 / 4)
+    assert scores["f1"] == pytest.approx(4 / 9)
+
+
+def test_offset_min_tolerance_for_short_notes() -> None:
+    # 0.1 s notes: 20 % is 20 ms, so the 50 ms minimum applies
+    ref = Notes.from_lists([(0.0, 0.1), (1.0, 1.1)], [60, 60])
+    est = Notes.from_lists([(0.0, 0.14), (1.0, 1.16)], [60, 60])  # +40 ms, +60 ms
+    scores = note_scores(ref, est, offset=True)
+    assert scores["precision"] == pytest.approx(1 / 2)
+    assert scores["recall"] == pytest.approx(1 / 2)
+    assert note_scores(ref, est, offset=False)["f1"] == pytest.approx(1.0)
+
+
+def test_pitch_tolerance_is_half_a_semitone() -> None:
+    ref = Notes.from_lists([(0.0, 1.0)], [60])
+    assert note_scores(ref, Notes.from_lists([(0.0, 1.0)], [61]), offset=False)["f1"] == 0.0
+
+
+def test_frame_scores_by_hand() -> None:
+    # 10 ms grid. ref: 60 on frames 0-4 (5 cells), 64 on frames 2-3 (2 cells) = 7 cells
+    #             est: 60 on frames 1-5 (5 cells), 67 on frame 2 (1 cell)       = 6 cells
+    # true positives: 60 on frames 1-4 = 4 cells -> P = 4/6, R = 4/7
+    ref = Notes.from_lists([(0.0, 0.05), (0.02, 0.04)], [60, 64])
+    est = Notes.from_lists([(0.01, 0.06), (0.02, 0.03)], [60, 67])
+    scores = frame_scores(ref, est)
+    assert scores["precision"] == pytest.approx(4 / 6)
+    assert scores["recall"] == pytest.approx(4 / 7)
+    assert scores["f1"] == pytest.approx(8 / 13)
+
+
+def test_frame_scores_other_hop() -> None:
+    # 0.1 s grid: ref 60 on frames 0-9 (10 cells), est 60 on frames 5-14 (10 cells)
+    ref = Notes.from_lists([(0.0, 1.0)], [60])
+    est = Notes.from_lists([(0.5, 1.5)], [60])
+    scores = frame_scores(ref, est, hop=0.1)
+    assert scores["precision"] == pytest.approx(0.5)
+    assert scores["recall"] == pytest.approx(0.5)
+
+
+def test_frame_scores_perfect_and_disjoint() -> None:
+    assert frame_scores(REF, REF) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    other = Notes.from_lists([(5.0, 6.0)], [60])
+    assert frame_scores(REF, other) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("ref", "est"),
+    [(REF, Notes.empty()), (Notes.empty(), EST), (Notes.empty(), Notes.empty())],
+    ids=["no-estimate", "no-reference", "both-empty"],
+)
+def test_empty_sets_score_zero_without_warnings(ref: Notes, est: Notes) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = evaluate_piece(ref, est)
+    assert scores == dict.fromkeys(METRIC_KEYS, 0.0)
+
+
+def test_evaluate_piece_keys_and_values() -> None:
+    scores = evaluate_piece(REF, EST)
+    assert list(scores) == [
+        "frame_precision",
+        "frame_recall",
+        "frame_f1",
+        "note_precision",
+        "note_recall",
+        "note_f1",
+        "note_with_offset_precision",
+        "note_with_offset_recall",
+        "note_with_offset_f1",
+    ]
+    assert list(scores) == list(METRIC_KEYS)
+    assert scores["note_precision"] == pytest.approx(3 / 5)
+    assert scores["note_with_offset_recall"] == pytest.approx(2 / 4)
+    assert evaluate_piece(REF, REF) == dict.fromkeys(METRIC_KEYS, 1.0)
+
+
+def test_mean_scores_is_the_mean_over_pieces() -> None:
+    a = evaluate_piece(REF, REF)
+    b = evaluate_piece(REF, EST)
+    mean = mean_scores([a, b])
+    assert mean["note_f1"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert mean["note_with_offset_f1"] == pytest.approx((1.0 + 4 / 9) / 2)
+    assert list(mean) == list(METRIC_KEYS)
+    with pytest.raises(ValueError):
+        mean_scores([])
+    with pytest.raises(ValueError):
+        mean_scores([a, {"note_f1": 1.0}])
+
+
+def test_format_table() -> None:
+    per_piece = {"bach_prelude": evaluate_piece(REF, EST), "x": evaluate_piece(REF, REF)}
+    mean = mean_scores(list(per_piece.values()))
+    table = format_table(per_piece, mean)
+    lines = table.splitlines()
+    assert "frame" in lines[0] and "note+offset" in lines[0]
+    assert lines[1].split() == ["piece"] + ["P", "R", "F1"] * 3
+    row = lines[3].split()
+    assert row[0] == "bach_prelude"
+    assert row[4:7] == ["60.0", "75.0", "66.7"]  # note P, R, F1 in percent
+    assert row[7:10] == ["40.0", "50.0", "44.4"]
+    assert lines[4].split()[1:] == ["100.0"] * 9
+    assert lines[-1].startswith("mean (2)")
+    assert len({len(line) for line in lines}) == 1  # aligned columns

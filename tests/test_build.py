@@ -1,0 +1,163 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import melody, write_pair
+from pianotx.build import BuildError, assign_splits, build_dataset
+from pianotx.config import BuildConfig, ChunkConfig, SplitConfig
+from pianotx.datasets import PieceSource
+from pianotx.loader import ChunkDataset
+from pianotx.midi import Notes, write_midi
+from pianotx.store import SplitArrays, load_manifest
+
+QUIET = {"workers": 1, "progress": False, "log": lambda m: None}
+
+
+def test_manifest_shapes_and_labels(pairs_dir, tmp_path):
+    out = tmp_path / "ds"
+    result = build_dataset(pairs_dir, out, **QUIET)
+    m = result.manifest
+    assert result.status == "built"
+    assert m["version"] == 1 and m["chunk_frames"] == 512
+    assert m["features"] | {} == {"sample_rate": 16000, "hop_length": 512, "n_bins": 84,
+                                  "bins_per_octave": 12, "fmin": 27.5, "top_db": 80.0, "frame_rate": 31.25}
+    assert {k: v["pieces"] for k, v in m["splits"].items()} == {"train": 8, "validation": 1, "test": 1}
+    assert sum(v["chunks"] for v in m["splits"].values()) == 10  # 8.5 s each: one padded chunk
+    assert all(p["offset_frames"] == 0 and p["alignment_confidence"] > 0.5 for p in m["pieces"])
+    assert len(m["fingerprint"]) == 64
+    train = SplitArrays(load_manifest(out), "train")
+    rec = load_manifest(out).pieces("train")[0]
+    features, frames, onsets = train.piece(rec)
+    assert features.shape == (rec["n_frames"], 84) and frames.shape == (rec["n_frames"], 88)
+    from pianotx.labels import notes_to_rolls
+
+    expected, expected_on = notes_to_rolls(train.notes(rec["name"]), rec["n_frames"], 31.25)
+    assert np.array_equal(frames, expected) and np.array_equal(onsets, expected_on)
+    # padding after the piece is silence without notes
+    idx = rec["chunk_start"]
+    padded = train.get(np.array([idx]))
+    assert padded[0][0, rec["n_frames"]:].sum() == 0 and padded[1][0, rec["n_frames"]:].sum() == 0
+
+
+def test_late_audio_is_found_and_labels_shifted(tmp_path):
+    notes = melody(7)
+    write_pair(tmp_path / "in", "late", notes, delay=0.5)
+    m = build_dataset(tmp_path / "in", tmp_path / "ds", **QUIET).manifest
+    (piece,) = m["pieces"]
+    assert piece["offset_frames"] == 16 and piece["offset_seconds"] == 0.512
+    arrays = SplitArrays(load_manifest(tmp_path / "ds"), piece["split"])
+    np.testing.assert_allclose(arrays.notes("late").intervals, notes.intervals + 0.512)
+
+
+def test_up_to_date_then_rebuilt_on_config_or_input_change(pairs_dir, tmp_path):
+    out = tmp_path / "ds"
+    first = build_dataset(pairs_dir, out, **QUIET)
+    assert build_dataset(pairs_dir, out, **QUIET).status == "up to date"
+    changed = replace(BuildConfig(), chunks=ChunkConfig(chunk_frames=256))
+    again = build_dataset(pairs_dir, out, changed, **QUIET)
+    assert again.status == "built" and again.manifest["chunk_frames"] == 256
+    assert again.manifest["fingerprint"] != first.manifest["fingerprint"]
+    write_midi(melody(99), pairs_dir / "piece00.mid")
+    assert build_dataset(pairs_dir, out, changed, **QUIET).status == "built"
+    assert not list(tmp_path.glob(".ds.*"))
+
+
+def test_split_is_by_group_and_holds_out_a_piano():
+    sources = [
+        PieceSource(f"s{g}__{piano}", Path("a"), Path("m"), group=f"s{g}", piano=piano)
+        for g in range(20) for piano in ("Alpha", "Beta")
+    ]
+    splits, excluded = assign_splits(sources, BuildConfig())
+    by_group: dict[str, set] = {}
+    for name, split in splits.items():
+        by_group.setdefault(name.split("__")[0], set()).add(split)
+    assert all(len(s) == 1 for s in by_group.values())
+    assert sorted(splits.values()).count("test") == 2 and sorted(splits.values()).count("validation") == 2
+    assert {n.split("__")[1] for n, s in splits.items() if s == "test"} == {"Beta"}
+    assert {n.split("__")[1] for n, s in splits.items() if s != "test"} == {"Alpha"}
+    assert len(excluded) == 20 - 2 + 2  # Beta outside test, Alpha inside test
+    none = replace(BuildConfig(), splits=SplitConfig(holdout_piano="none"))
+    assert len(assign_splits(sources, none)[1]) == 0
+
+
+def test_bad_inputs_are_skipped_with_reasons(tmp_path):
+    src = tmp_path / "in"
+    write_pair(src, "good", melody(1))
+    (src / "corrupt.wav").write_bytes(b"RIFF....garbage")
+    write_midi(melody(2), src / "corrupt.mid")
+    write_pair(src, "badmidi", melody(3))
+    (src / "badmidi.mid").write_bytes(b"MThd garbage")
+    write_pair(src, "lownotes", melody(4))
+    write_midi(Notes.from_lists([(0, 1)], [12]), src / "lownotes.mid")
+    write_pair(src, "short", melody(5))
+    write_midi(melody(5).shifted(5.0), src / "short.mid")
+    write_midi(melody(6), src / "orphan.mid")
+    write_pair(src, "noise", melody(8), noise=True)
+    lines: list[str] = []
+    m = build_dataset(src, tmp_path / "ds", workers=1, progress=False, log=lines.append).manifest
+    reasons = {Path(line.split(": ")[0].removeprefix("skipped ")).name: line.split(": ", 1)[1] for line in lines}
+    assert set(reasons) == {"corrupt.wav", "badmidi.mid", "lownotes.mid", "short.wav", "orphan.mid", "noise.wav"}
+    assert reasons["corrupt.wav"].startswith("cannot decode audio")
+    assert reasons["badmidi.mid"].startswith("MIDI does not parse")
+    assert reasons["lownotes.mid"] == "MIDI has no notes in the piano range 21..108"
+    assert "much shorter than its MIDI" in reasons["short.wav"]
+    assert reasons["orphan.mid"] == "no audio file with the same name"
+    assert reasons["noise.wav"].startswith("alignment confidence")
+    assert [p["name"] for p in m["pieces"] if not p["excluded"]] == ["good"]
+    assert m["problems"] == [{"path": str(src / "orphan.mid"), "reason": "no audio file with the same name"}]
+    with pytest.raises(BuildError, match=r"orphan\.mid: no audio file with the same name \(--strict\)"):
+        build_dataset(src, tmp_path / "ds2", strict=True, **QUIET)
+    assert not (tmp_path / "ds2").exists()
+
+
+def test_nothing_usable_is_an_error(tmp_path):
+    write_pair(tmp_path / "in", "noise", melody(1), noise=True)
+    with pytest.raises(BuildError, match="no usable piece"):
+        build_dataset(tmp_path / "in", tmp_path / "ds", **QUIET)
+    assert not (tmp_path / "ds").exists() and not list(tmp_path.glob(".ds.*"))
+
+
+def test_killed_build_leaves_no_dataset(pairs_dir, tmp_path):
+    out = tmp_path / "ds"
+    code = (
+        "import time, pianotx.build as b\n"
+        "orig = b.process_piece\n"
+        "def slow(*a):\n    time.sleep(0.5)\n    return orig(*a)\n"
+        "b.process_piece = slow\n"
+        f"b.build_dataset({str(pairs_dir)!r}, {str(out)!r}, workers=1, progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".ds.tmp-*/pieces/*.npz")) and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".ds.tmp-*")) and not out.exists()
+    assert build_dataset(pairs_dir, out, **QUIET).status == "built"
+    assert not list(tmp_path.glob(".ds.tmp-*"))
+
+
+def test_loader_streams_shuffled_batches(pairs_dir, tmp_path):
+    build_dataset(pairs_dir, tmp_path / "ds", replace(BuildConfig(), chunks=ChunkConfig(chunk_frames=64)), **QUIET)
+    seq = ChunkDataset(tmp_path / "ds", "train", batch_size=5, seed=1)
+    total = load_manifest(tmp_path / "ds").data["splits"]["train"]["chunks"]
+    assert len(seq) == -(-total // 5)
+    assert all(isinstance(s["features"], np.memmap) for s in seq.arrays.shards)
+    seen = np.concatenate([seq.order[i * 5:(i + 1) * 5] for i in range(len(seq))])
+    assert sorted(seen.tolist()) == list(range(total))
+    x, y = seq[0]
+    assert x.shape == (5, 64, 84) and x.dtype == np.float32 and y.shape == (5, 64, 88) and y.dtype == np.float32
+    first = seq.order.copy()
+    seq.on_epoch_end()
+    assert not np.array_equal(first, seq.order)
+    ref = SplitArrays(load_manifest(tmp_path / "ds"), "train").get(seq.order[:5])
+    assert np.array_equal(seq[0][0], ref[0])
+    json.dumps(load_manifest(tmp_path / "ds").data)

@@ -66,6 +66,58 @@ def data_build(
     typer.echo(f"{out_dir}: {result.status} ({summary}; {excluded} excluded)")
 
 
+@app.command()
+def search(
+    space: Annotated[Path, typer.Argument(help="Search-space YAML file (see search_spaces/).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder built by `pianotx data build`.")] = Path("data/default"),
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")] = None,
+    register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = "piano",
+    register: Annotated[bool, typer.Option(help="Register the best model (stage Production, alias production).")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
+    note_eval_pieces: Annotated[int, typer.Option(help="Validation pieces scored with mir_eval per trial (0: all).")] = 0,
+) -> None:
+    """Run (or resume) a Keras Tuner search, every trial tracked in MLflow."""
+    from pianotx.config import ConfigError
+    from pianotx.store import DatasetError
+    from pianotx.tracking import resolve_store
+
+    if not space.is_file():
+        fail(f"{space}: no such search-space file")
+    store = resolve_store(tracking_uri)
+    try:
+        from pianotx.tuning.search import run_search
+
+        result = run_search(space, data, store, register_as if register else None, overwrite,
+                            note_eval_pieces=note_eval_pieces)
+    except (ConfigError, DatasetError) as exc:
+        fail(str(exc))
+    if result.best_trial_id is None:
+        fail(f"no trial of {space} completed ({result.failed} failed); see the runs in {store.tracking_uri}")
+    typer.echo(
+        f"{result.trials} trials done, {result.failed} failed; best trial {result.best_trial_id} "
+        f"({result.best_value:.4f}), run {result.best_run_id}"
+    )
+    if result.registered_version is not None:
+        typer.echo(f"registered {register_as} version {result.registered_version}: "
+                   f"models:/{register_as}/Production and models:/{register_as}@production")
+
+
+@app.command()
+def ui(
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: as for search).")] = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open MLflow's UI over pianotx's store, on 127.0.0.1."""
+    import os
+
+    from pianotx.tracking import resolve_store, ui_command
+
+    cmd = ui_command(resolve_store(tracking_uri), port)
+    typer.echo(" ".join(cmd), err=True)
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    os.execv(str(mlflow_bin), [str(mlflow_bin), *cmd[1:]])
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m pianotx.cli`
     app()
 

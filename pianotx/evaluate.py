@@ -16,9 +16,12 @@ reference and no estimate scores 0 everywhere). Nothing raises or warns on empty
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
+from pianotx.decoding import DecodingConfig, decode
 from pianotx.labels import note_frames
 from pianotx.midi import Notes
 
@@ -171,3 +174,36 @@ def format_table(per_piece: dict[str, dict[str, float]], mean: dict[str, float])
     lines += [row(name, scores) for name, scores in per_piece.items()]
     lines += [rule, row(mean_label, mean)]
     return "\n".join(lines)
+
+
+def evaluate_split(
+    predict: Callable[[np.ndarray], np.ndarray],
+    dataset_dir: str | Path,
+    split: str,
+    decoding: DecodingConfig | None = None,
+    limit: int = 0,
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Score a model on every piece of a built dataset's split.
+
+    Args:
+        predict: maps a piece's (n_frames, n_bins) features to (n_frames, 88)
+            probabilities (e.g. :func:`pianotx.transcribe.predict_frames` over a model).
+        dataset_dir: a dataset built by ``pianotx data build``.
+        split: train, validation or test.
+        decoding: how probabilities become notes.
+        limit: score only the first ``limit`` pieces (0: all).
+
+    Returns:
+        (scores per piece name, mean over pieces); both empty when the split has none.
+    """
+    from pianotx.store import SplitArrays, load_manifest
+
+    manifest = load_manifest(dataset_dir)
+    arrays = SplitArrays(manifest, split)
+    frame_rate = manifest.features.frame_rate
+    per_piece: dict[str, dict[str, float]] = {}
+    for record in manifest.pieces(split)[: limit or None]:
+        features, _, _ = arrays.piece(record)
+        est = decode(predict(features), frame_rate, decoding or DecodingConfig())
+        per_piece[record["name"]] = evaluate_piece(arrays.notes(record["name"]), est)
+    return per_piece, (mean_scores(list(per_piece.values())) if per_piece else {})

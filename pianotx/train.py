@@ -91,8 +91,10 @@ def iter_batches(data: Data, batch_size: int = 8) -> Iterator[Batch]:
             yield x[start : start + batch_size], y[start : start + batch_size]
         return
     if isinstance(data, keras.utils.PyDataset):
-        data = (data[i] for i in range(len(data)))
-    for batch in data:  # type: ignore[union-attr]
+        batches: Iterable[Any] = (data[i] for i in range(len(data)))
+    else:
+        batches = data  # type: ignore[assignment]
+    for batch in batches:
         yield np.asarray(batch[0]), np.asarray(batch[1])
 
 

@@ -11,7 +11,7 @@ batches for a batched predict), :func:`stitch` (kept parts back into one roll).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,3 +116,33 @@ def stitch(
             )
         roll[w.keep_start : w.keep_stop] = out[w.keep_start - w.start : w.keep_stop - w.start]
     return roll
+
+
+def predict_frames(
+    predict_batch: Callable[[np.ndarray], np.ndarray],
+    features: np.ndarray,
+    window: int = 2048,
+    context: int = 256,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Frame probabilities of a whole piece, computed window by window.
+
+    Working memory is bounded by ``batch_size`` windows whatever the piece's length.
+
+    Args:
+        predict_batch: maps (batch, frames, n_bins) float32 to (batch, frames, 88),
+            e.g. a Keras model's ``predict_on_batch``.
+        features: (n_frames, n_bins) float32.
+        window: output frames kept per window.
+        context: warm-up frames computed and discarded on each side of a window.
+        batch_size: windows per call of ``predict_batch``.
+
+    Returns:
+        (n_frames, 88) float32 probabilities.
+    """
+    windows = plan_windows(len(features), window, context)
+    outputs: list[np.ndarray] = []
+    for i in range(0, len(windows), batch_size):
+        group = windows[i : i + batch_size]
+        outputs.extend(np.asarray(predict_batch(batch_windows(features, group))))
+    return stitch(windows, outputs, len(features))

@@ -1,0 +1,283 @@
+"""Everything MLflow: the store, runs of searches and trials, models, the registry.
+
+This is the only module that imports mlflow (a test keeps it so).
+
+The store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the embedded default,
+SQLite at ``mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``. The ``mlruns/``
+folder is looked for from the working directory upwards (like git looks for ``.git``),
+so a command run from a subfolder finds the same store; where there is none, it is
+created in the working directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+STORE_DIR = "mlruns"
+DB_NAME = "mlflow.db"
+METADATA_KEY = "pianotx"
+TRIAL_TAG = "pianotx.trial_id"
+SEARCH_TAG = "pianotx.search"
+PIP_REQUIREMENTS = ["pianotx", "tensorflow", "keras>=3"]
+
+
+class TrackingError(RuntimeError):
+    """A model URI or store that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Store:
+    tracking_uri: str
+    artifact_root: str | None  # file URI for new experiments; None: the server decides
+
+    @property
+    def description(self) -> str:
+        return self.tracking_uri
+
+
+def find_store_dir(start: Path | None = None) -> Path:
+    """The nearest ``mlruns/`` holding a store, from ``start`` upwards; else ``start/mlruns``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / STORE_DIR / DB_NAME).is_file():
+            return folder / STORE_DIR
+    return start / STORE_DIR
+
+
+def resolve_store(tracking_uri: str | None = None) -> Store:
+    """The store to use: explicit URI, ``MLFLOW_TRACKING_URI``, or the embedded default."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        local = uri.startswith("sqlite:///")
+        root = Path(uri.removeprefix("sqlite:///")).parent / "artifacts" if local else None
+        return Store(uri, root.resolve().as_uri() if root else None)
+    folder = find_store_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return Store(f"sqlite:///{folder / DB_NAME}", (folder / "artifacts").as_uri())
+
+
+def connect(store: Store) -> MlflowClient:
+    """Point MLflow (tracking and registry) at ``store``; quiet its migrations' logging."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(store.tracking_uri)
+    mlflow.set_registry_uri(store.tracking_uri)
+    return MlflowClient(store.tracking_uri, store.tracking_uri)
+
+
+def experiment_id(client: MlflowClient, store: Store, name: str) -> str:
+    """The experiment ``name``, created with its artifacts under the store's root."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = f"{store.artifact_root}/{name}" if store.artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def clean_value(value: Any) -> Any:
+    """Round floats so 0.30000000000000004 is logged (and re-logged) as 0.3."""
+    return round(value, 10) if isinstance(value, float) else value
+
+
+class SearchTracker:
+    """A parent run per search (one experiment per search name), a nested run per trial.
+
+    Keras Tuner workers of a distributed search each make their own tracker; they find
+    the same parent run through its tag, so all trials nest under one search run.
+    """
+
+    def __init__(self, store: Store, search_name: str):
+        self.store = store
+        self.client = connect(store)
+        self.name = search_name
+        self.experiment_id = experiment_id(self.client, store, search_name)
+        self.parent_id: str | None = None
+
+    def _runs(self, query: str) -> list:
+        return self.client.search_runs([self.experiment_id], query, max_results=10000)
+
+    def start_search(self, params: dict[str, Any], tags: dict[str, str], files: list[Path], fresh: bool = False) -> str:
+        """Open (or reopen, when resuming) the parent run and record the search's setup.
+
+        ``fresh``: an earlier search of this name is kept but no longer resumed.
+        """
+        found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.pianotx_kind = 'search'")
+        if fresh:
+            for run in found:
+                self.client.set_tag(run.info.run_id, "pianotx_kind", "search-superseded")
+                if run.info.status == "RUNNING":
+                    self.client.set_terminated(run.info.run_id, "KILLED")
+            found = []
+        if found:
+            self.parent_id = found[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+            return self.parent_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=self.name, tags={SEARCH_TAG: self.name, "pianotx_kind": "search", **tags}
+        )
+        self.parent_id = run.info.run_id
+        for key, value in params.items():
+            self.client.log_param(self.parent_id, key, clean_value(value))
+        for path in files:
+            self.client.log_artifact(self.parent_id, str(path))
+        return self.parent_id
+
+    def kill_stale_trials(self) -> list[str]:
+        """Mark trial runs left RUNNING by an interrupted search KILLED; their run ids."""
+        stale = self._runs(f"tags.mlflow.parentRunId = '{self.parent_id}' and attributes.status = 'RUNNING'")
+        for run in stale:
+            self.client.set_tag(run.info.run_id, "pianotx.failure", "interrupted")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return [r.info.run_id for r in stale]
+
+    def trial_runs(self) -> list:
+        """All trial runs of this search."""
+        return self._runs(f"tags.mlflow.parentRunId = '{self.parent_id}'")
+
+    def start_trial(self, trial_id: str, params: dict[str, Any]) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial_id}",
+            tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: trial_id, SEARCH_TAG: self.name},
+        )
+        for key, value in params.items():
+            self.client.log_param(run.info.run_id, key, clean_value(value))
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value), step=step or 0)
+
+    def log_figure(self, run_id: str, figure: Any, name: str) -> None:
+        self.client.log_figure(run_id, figure, name)
+
+    def log_model(self, run_id: str, model: Any, example: tuple[Any, Any], metadata: dict[str, Any]) -> str:
+        """Log a Keras model (MLflow's Keras flavor) carrying ``metadata``; its URI."""
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example[0], example[1])
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            info = mlflow.keras.log_model(
+                model, name="model", signature=signature, pip_requirements=PIP_REQUIREMENTS,
+                metadata={METADATA_KEY: metadata},
+            )
+        self.client.set_tag(run_id, "pianotx.model_uri", info.model_uri)
+        return info.model_uri
+
+    def end_trial(self, run_id: str, failure: str | None = None) -> None:
+        if failure:
+            self.client.set_tag(run_id, "pianotx.failure", failure[:5000])
+        self.client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
+
+    def end_search(self, best: dict[str, Any] | None, failure: str | None = None) -> None:
+        if best:
+            self.client.set_tag(self.parent_id, "best_trial_id", best["trial_id"])
+            self.client.set_tag(self.parent_id, "best_run_id", best["run_id"])
+            self.client.set_tag(self.parent_id, "best_model_uri", best["model_uri"])
+            self.log_metrics(self.parent_id, {f"best_{best['objective']}": best["value"]})
+        self.client.set_terminated(self.parent_id, "FAILED" if failure else "FINISHED")
+
+
+def register(store: Store, model_uri: str, name: str, stage: str = "Production", alias: str = "production") -> int:
+    """Register ``model_uri`` as a new version of ``name``, move it to ``stage``
+    (archiving the previous one) and point ``alias`` at it; the version number."""
+    client = connect(store)
+    version = mlflow.register_model(model_uri, name)
+    with warnings.catch_warnings():  # stages are deprecated but still serve models:/NAME/Production
+        warnings.simplefilter("ignore")
+        client.transition_model_version_stage(name, version.version, stage, archive_existing_versions=True)
+    client.set_registered_model_alias(name, alias, version.version)
+    return int(version.version)
+
+
+def registered_models(store: Store) -> list[str]:
+    return sorted(m.name for m in connect(store).search_registered_models())
+
+
+def has_model(store: Store, uri: str) -> bool:
+    """Whether ``uri`` (models:/...) resolves in ``store``."""
+    try:
+        connect(store)
+        mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/MLmodel", dst_path=tempfile.mkdtemp())
+        return True
+    except (MlflowException, OSError):
+        return False
+
+
+def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
+    """Load a logged Keras model and the pianotx metadata it carries.
+
+    ``uri``: ``models:/NAME/STAGE``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+    ``runs:/RUN_ID/model`` or a local model folder.
+
+    Raises:
+        TrackingError: the URI does not resolve (the message lists registered models).
+    """
+    import mlflow.keras
+    from mlflow.models import Model
+
+    connect(store)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri) if ":" in uri else uri
+        meta = (Model.load(local).metadata or {}).get(METADATA_KEY)
+        model = mlflow.keras.load_model(local)
+    except (MlflowException, OSError) as exc:
+        names = ", ".join(registered_models(store)) or "none"
+        raise TrackingError(
+            f"model {uri} not found in {store.tracking_uri} (registered models: {names})"
+        ) from exc
+    if meta is None:
+        raise TrackingError(f"model {uri} carries no pianotx metadata (feature config)")
+    return model, meta
+
+
+def model_version(store: Store, uri: str) -> dict[str, str]:
+    """Registered name and version behind a ``models:/`` URI (empty when not registered)."""
+    if not uri.startswith("models:/") or uri.startswith("models:/m-"):
+        return {}
+    client = connect(store)
+    rest = uri.removeprefix("models:/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return {"model_name": name, "model_version": client.get_model_version_by_alias(name, alias).version}
+    name, _, ref = rest.partition("/")
+    if ref.isdigit():
+        return {"model_name": name, "model_version": ref}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        latest = client.get_latest_versions(name, stages=[ref])
+    return {"model_name": name, "model_version": latest[0].version} if latest else {"model_name": name}
+
+
+def log_evaluation(store: Store, experiment: str, params: dict[str, Any], metrics: dict[str, float],
+                   tags: dict[str, str], report: dict[str, Any]) -> str:
+    """One run recording an evaluation: params, metrics, tags and the full JSON report."""
+    client = connect(store)
+    run = client.create_run(experiment_id(client, store, experiment), tags=tags)
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, clean_value(value))
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, float(value))
+    client.log_dict(run.info.run_id, report, "evaluation.json")
+    client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run.info.run_id
+
+
+def ui_command(store: Store, port: int = 5000) -> list[str]:
+    """The ``mlflow ui`` command line over ``store``, bound to 127.0.0.1."""
+    cmd = ["mlflow", "ui", "--backend-store-uri", store.tracking_uri, "--host", "127.0.0.1", "--port", str(port)]
+    if store.artifact_root:
+        cmd += ["--default-artifact-root", store.artifact_root]
+    return cmd

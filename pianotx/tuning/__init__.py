@@ -1,0 +1,1 @@
+"""Hyperparameter search: the only package that imports keras_tuner."""

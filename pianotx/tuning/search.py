@@ -1,0 +1,164 @@
+"""``pianotx search``: one search-space file, one Keras Tuner search, one MLflow parent run.
+
+The same command again resumes: Keras Tuner reloads finished trials from its folder
+(they are neither rerun nor logged again); a trial that was interrupted is retried and
+goes on from its last epoch (Keras' BackupAndRestore), while its old MLflow run is
+marked KILLED. A search-space file changed since the search began is refused unless
+``overwrite`` starts the search afresh.
+
+Distributed search is Keras Tuner's own: set ``KERASTUNER_TUNER_ID`` (``chief``,
+``tuner0``, ...), ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` and run the same
+command on every machine with a shared ``--tracking-uri``; the chief serves the oracle
+and registers the best model when all trials are done.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pianotx.config import ConfigError
+from pianotx.decoding import DecodingConfig
+from pianotx.store import MANIFEST, load_manifest
+from pianotx.tracking import TRIAL_TAG, SearchTracker, Store, register
+from pianotx.tuning.space import SearchSpec, load_spec, to_hyperparameters
+
+SPEC_COPY = "search_space.yaml"
+PACKAGES = ("pianotx", "tensorflow", "keras", "keras-tuner", "mlflow", "librosa", "numpy", "mir_eval")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    trials: int  # completed trials
+    failed: int
+    best_trial_id: str | None
+    best_value: float | None
+    best_run_id: str | None
+    model_uri: str | None
+    registered_version: int | None
+
+
+def tuner_directory(store: Store) -> Path:
+    """Keras Tuner's state beside a local store (``mlruns/keras-tuner``), else ``./keras-tuner``."""
+    if store.tracking_uri.startswith("sqlite:///"):
+        return Path(store.tracking_uri.removeprefix("sqlite:///")).parent / "keras-tuner"
+    return Path("keras-tuner").resolve()
+
+
+def _check_unchanged(spec: SearchSpec, project: Path, overwrite: bool) -> None:
+    saved = project / SPEC_COPY
+    if overwrite and project.exists():
+        shutil.rmtree(project)
+    elif saved.is_file() and saved.read_bytes() != spec.path.read_bytes():
+        raise ConfigError(
+            f"{spec.path}: changed since search {spec.name!r} began ({saved}); "
+            "use --overwrite to start it afresh, or give the search a new name"
+        )
+    project.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec.path, saved)
+
+
+def _environment_tags() -> dict[str, str]:
+    tags = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            tags[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            tags["mlflow.source.git.commit"] = commit.stdout.strip()
+    except OSError:
+        pass
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    tags["device"] = f"GPU x{len(gpus)}" if gpus else "CPU"
+    return tags
+
+
+def make_tuner(spec: SearchSpec, n_bins: int, directory: Path) -> Any:
+    """The Keras Tuner tuner of ``spec`` with the whole space declared up front."""
+    import keras_tuner as kt
+
+    from pianotx.tuning.tuner import TUNERS, PianoHyperModel
+
+    settings = dict(spec.tuner_settings)
+    return TUNERS[spec.tuner](
+        hypermodel=PianoHyperModel(n_bins),
+        objective=kt.Objective(spec.objective, spec.direction),
+        hyperparameters=to_hyperparameters(spec),
+        tune_new_entries=False,
+        allow_new_entries=False,
+        directory=str(directory),
+        project_name=spec.name,
+        overwrite=False,
+        **settings,
+    )
+
+
+def run_search(
+    spec_path: str | Path,
+    dataset_dir: str | Path,
+    store: Store,
+    register_as: str | None = "piano",
+    overwrite: bool = False,
+    decoding: DecodingConfig | None = None,
+    note_eval_pieces: int = 0,
+    verbose: int = 2,
+) -> SearchResult:
+    """Run (or resume) the search of ``spec_path`` on the dataset in ``dataset_dir``."""
+    spec = load_spec(spec_path)
+    manifest = load_manifest(dataset_dir)
+    if not manifest.data["splits"]["validation"]["chunks"] or not manifest.data["splits"]["train"]["chunks"]:
+        raise ConfigError(f"{dataset_dir}: the dataset needs train and validation chunks")
+    directory = tuner_directory(store)
+    _check_unchanged(spec, directory / spec.name, overwrite)
+    tracker = SearchTracker(store, spec.name)
+    params = {"tuner": spec.tuner, "objective": f"{spec.objective} ({spec.direction})",
+              "dataset": str(Path(dataset_dir).resolve()), "dataset_fingerprint": manifest.data["fingerprint"],
+              **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()}}
+    tracker.start_search(params, _environment_tags(), [spec.path, Path(dataset_dir) / MANIFEST], fresh=overwrite)
+    tracker.kill_stale_trials()
+    tuner = make_tuner(spec, manifest.features.n_bins, directory)
+    tuner.tracker, tuner.features = tracker, manifest.features
+    tuner.decoding, tuner.note_eval_pieces = decoding or DecodingConfig(), note_eval_pieces
+    try:
+        tuner.search(str(dataset_dir), verbose=verbose)
+    except BaseException:
+        tracker.end_search(None, failure="interrupted")
+        raise
+    return _finish(tuner, tracker, spec, store, None if is_worker() else register_as)
+
+
+def _finish(tuner: Any, tracker: SearchTracker, spec: SearchSpec, store: Store, register_as: str | None) -> SearchResult:
+    from keras_tuner.src.engine.trial import TrialStatus
+
+    trials = list(tuner.oracle.trials.values())
+    done = [t for t in trials if t.status == TrialStatus.COMPLETED]
+    failed = sum(t.status in (TrialStatus.FAILED, TrialStatus.INVALID) for t in trials)
+    best = tuner.oracle.get_best_trials(1) if done else []
+    if not best:
+        tracker.end_search(None, failure="no trial completed")
+        return SearchResult(len(done), failed, None, None, None, None, None)
+    trial = best[0]
+    runs = {r.data.tags.get(TRIAL_TAG): r for r in tracker.trial_runs() if r.info.status == "FINISHED"}
+    run = runs[trial.trial_id]
+    model_uri = run.data.tags["pianotx.model_uri"]
+    value = float(trial.score)
+    tracker.end_search({"trial_id": trial.trial_id, "run_id": run.info.run_id, "model_uri": model_uri,
+                        "objective": spec.objective, "value": value})
+    version = register(store, model_uri, register_as) if register_as else None
+    return SearchResult(len(done), failed, trial.trial_id, value, run.info.run_id, model_uri, version)
+
+
+def is_worker() -> bool:
+    """True in a Keras Tuner distributed worker (not the chief, not a lone process)."""
+    return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"

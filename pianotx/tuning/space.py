@@ -1,0 +1,190 @@
+"""Search spaces as YAML files: one search per file, Keras Tuner's own names.
+
+Example (every key shown; see ``search_spaces/``)::
+
+    name: quick                      # experiment name in MLflow (default: file stem)
+    description: ...                 # free text
+    objective: {name: val_f1, direction: max}
+    tuner:
+      type: random                   # random | bayesian | hyperband
+      max_trials: 6                  # random, bayesian
+      seed: 0
+      # bayesian: num_initial_points, alpha, beta
+      # hyperband: max_epochs, factor, hyperband_iterations (instead of max_trials)
+      max_consecutive_failed_trials: 3
+    hyperparameters:                 # hp.Int / hp.Float / hp.Choice / hp.Boolean
+      lstm_units: {type: int, min_value: 64, max_value: 256, step: 64}
+      learning_rate: {type: float, min_value: 1.0e-4, max_value: 1.0e-2, sampling: log}
+      optimizer: {type: choice, values: [adam, sgd]}
+      bidirectional: {type: boolean}
+    fixed:                           # hp.Fixed: set, not searched
+      recurrent_dropout: 0.0
+      epochs: 6
+
+Every name under ``hyperparameters`` and ``fixed`` must be a field of
+:class:`~pianotx.config.ModelConfig` or :class:`~pianotx.config.TrainConfig`; anything
+else is an error before anything trains. Unlisted fields keep their defaults (the seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pianotx.config import ConfigError, ModelConfig, TrainConfig
+
+TOP_KEYS = {"name", "description", "objective", "tuner", "hyperparameters", "fixed"}
+TUNER_KEYS = {
+    "random": {"max_trials", "seed", "max_consecutive_failed_trials"},
+    "bayesian": {"max_trials", "seed", "max_consecutive_failed_trials", "num_initial_points", "alpha", "beta"},
+    "hyperband": {"max_epochs", "factor", "hyperband_iterations", "seed", "max_consecutive_failed_trials"},
+}
+HP_KEYS = {
+    "int": ({"min_value", "max_value"}, {"step", "sampling", "default"}),
+    "float": ({"min_value", "max_value"}, {"step", "sampling", "default"}),
+    "choice": ({"values"}, {"ordered", "default"}),
+    "boolean": (set(), {"default"}),
+}
+TUNABLE = {f.name: f.type for f in fields(ModelConfig)} | {f.name: f.type for f in fields(TrainConfig)}
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """A parsed search-space file."""
+
+    path: Path
+    name: str
+    objective: str = "val_f1"
+    direction: str = "max"
+    tuner: str = "random"
+    tuner_settings: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def digest(self) -> str:
+        """Hash of the file's content: a changed space must not silently resume."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def _check_keys(where: str, got: dict[str, Any], allowed: set[str], required: set[str] = frozenset()) -> None:
+    unknown = sorted(set(got) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(got))
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
+
+
+def _check_hp(where: str, name: str, entry: Any) -> dict[str, Any]:
+    if name not in TUNABLE:
+        raise ConfigError(f"{where}: {name!r} is not a model or training setting; known: {', '.join(TUNABLE)}")
+    if not isinstance(entry, dict) or entry.get("type") not in HP_KEYS:
+        raise ConfigError(f"{where}: {name} needs type: one of {', '.join(HP_KEYS)}")
+    required, optional = HP_KEYS[entry["type"]]
+    _check_keys(f"{where}: {name}", entry, required | optional | {"type"}, required)
+    for key in ("min_value", "max_value", "step"):
+        if key in entry and (isinstance(entry[key], bool) or not isinstance(entry[key], (int, float))):
+            raise ConfigError(f"{where}: {name}.{key} must be a number, got {entry[key]!r} (write 1.0e-4, not 1e-4)")
+    if entry["type"] == "choice" and not (isinstance(entry["values"], list) and entry["values"]):
+        raise ConfigError(f"{where}: {name}.values must be a non-empty list")
+    if entry.get("sampling", "linear") not in ("linear", "log", "reverse_log"):
+        raise ConfigError(f"{where}: {name}.sampling must be linear, log or reverse_log")
+    return dict(entry)
+
+
+def load_spec(path: str | Path) -> SearchSpec:
+    """Read and validate a search-space file.
+
+    Raises:
+        ConfigError: naming the file and the offending key.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{where}: cannot read search space ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a search space is a mapping of {', '.join(sorted(TOP_KEYS))}")
+    _check_keys(where, data, TOP_KEYS, {"tuner"})
+    objective = data.get("objective") or {}
+    _check_keys(f"{where}: objective", objective, {"name", "direction"})
+    if objective.get("direction", "max") not in ("max", "min"):
+        raise ConfigError(f"{where}: objective.direction must be max or min")
+    tuner = dict(data["tuner"] or {})
+    kind = tuner.pop("type", None)
+    if kind not in TUNER_KEYS:
+        raise ConfigError(f"{where}: tuner.type must be one of {', '.join(TUNER_KEYS)}")
+    _check_keys(f"{where}: tuner ({kind})", tuner, TUNER_KEYS[kind])
+    hps = {k: _check_hp(f"{where}: hyperparameters", k, v) for k, v in (data.get("hyperparameters") or {}).items()}
+    fixed = dict(data.get("fixed") or {})
+    for name in fixed:
+        if name not in TUNABLE:
+            raise ConfigError(f"{where}: fixed: {name!r} is not a model or training setting; known: {', '.join(TUNABLE)}")
+    both = sorted(set(hps) & set(fixed))
+    if both:
+        raise ConfigError(f"{where}: {', '.join(both)} both searched and fixed")
+    if kind == "hyperband" and "epochs" in set(hps) | set(fixed):
+        raise ConfigError(f"{where}: with hyperband the epoch budget is tuner.max_epochs, not epochs")
+    spec = SearchSpec(
+        path=path,
+        name=str(data.get("name") or path.stem),
+        objective=str(objective.get("name", "val_f1")),
+        direction=str(objective.get("direction", "max")),
+        tuner=kind,
+        tuner_settings=tuner,
+        hyperparameters=hps,
+        fixed=fixed,
+        description=str(data.get("description", "")),
+    )
+    configs_from_values(spec.fixed | {k: _example_value(v) for k, v in hps.items()}, where)
+    return spec
+
+
+def _example_value(entry: dict[str, Any]) -> Any:
+    if entry["type"] == "choice":
+        return entry["values"][0]
+    if entry["type"] == "boolean":
+        return False
+    return entry["min_value"]
+
+
+def configs_from_values(values: dict[str, Any], where: str = "hyperparameters") -> tuple[ModelConfig, TrainConfig]:
+    """Model and training configs from hyperparameter values (``tuner/...`` keys ignored).
+
+    Raises:
+        ConfigError: a value the config refuses (wrong type, out of range).
+    """
+    from pianotx.config import from_dict
+
+    own = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    model_keys = {f.name for f in fields(ModelConfig)}
+    model = from_dict(ModelConfig, {k: v for k, v in own.items() if k in model_keys}, where)
+    train = from_dict(TrainConfig, {k: v for k, v in own.items() if k not in model_keys}, where)
+    return model, train
+
+
+def to_hyperparameters(spec: SearchSpec) -> Any:
+    """The spec as a ``keras_tuner.HyperParameters`` declaring the whole space up front."""
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    for name, value in spec.fixed.items():
+        hp.Fixed(name, value)
+    for name, entry in spec.hyperparameters.items():
+        args = {k: v for k, v in entry.items() if k != "type"}
+        if entry["type"] == "int":
+            hp.Int(name, **args)
+        elif entry["type"] == "float":
+            hp.Float(name, **args)
+        elif entry["type"] == "choice":
+            hp.Choice(name, **args)
+        else:
+            hp.Boolean(name, **args)
+    return hp

@@ -1,0 +1,165 @@
+"""Keras Tuner's own tuners, with every trial tracked in MLflow.
+
+:class:`PianoHyperModel` builds and fits the model of :mod:`pianotx.model` from a
+trial's hyperparameters. :class:`TrackedTrials` is mixed into Keras Tuner's
+RandomSearch, BayesianOptimization and Hyperband: its ``run_trial`` opens a nested
+MLflow run, logs every epoch, and at the end logs the trial's best model (MLflow's
+Keras flavor, carrying the feature config), a piano-roll figure and note-level scores
+on the validation pieces; a diverging trial is FAILED with its reason and the search
+goes on. Hyperband's epoch budget and weight inheritance are Keras Tuner's own.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from pianotx.config import FeatureConfig, to_dict
+from pianotx.decoding import DecodingConfig
+from pianotx.evaluate import evaluate_split
+from pianotx.loader import ChunkDataset
+from pianotx.model import build_model
+from pianotx.plots import piano_roll_figure
+from pianotx.store import SplitArrays, load_manifest
+from pianotx.tracking import SearchTracker
+from pianotx.train import TrainingDiverged, fit, release_memory, standard_callbacks
+from pianotx.transcribe import predict_frames
+from pianotx.tuning.space import configs_from_values
+
+EPOCH_KEYS = ("loss", "val_loss", "val_precision", "val_recall", "val_f1")
+FIGURE_SECONDS = 12.0
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs loss, val_loss, validation P/R/F1 and the learning rate at every epoch."""
+
+    def __init__(self, tracker: SearchTracker, run_id: str):
+        super().__init__()
+        self.tracker, self.run_id = tracker, run_id
+
+    def __deepcopy__(self, memo: dict) -> EpochLogger:  # Keras Tuner deep-copies callbacks
+        return self
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        metrics = {k: float(logs[k]) for k in EPOCH_KEYS if k in logs}
+        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.tracker.log_metrics(self.run_id, metrics, step=epoch + 1)
+
+
+class PianoHyperModel(kt.HyperModel):
+    """Builds and fits the LSTM transcriber from hyperparameter values.
+
+    ``fit`` receives the dataset folder and makes its streaming loaders itself, since
+    the batch size may be one of the hyperparameters.
+    """
+
+    def __init__(self, n_bins: int):
+        super().__init__(name="pianotx")
+        self.n_bins = n_bins
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        model_cfg, train_cfg = configs_from_values(hp.values)
+        keras.utils.set_random_seed(train_cfg.seed)
+        return build_model(model_cfg, train_cfg, self.n_bins)
+
+    def fit(self, hp, model, dataset_dir, callbacks=(), epochs=None, initial_epoch=0, verbose=2):
+        _, train_cfg = configs_from_values(hp.values)
+        train_data = ChunkDataset(dataset_dir, "train", train_cfg.batch_size, seed=train_cfg.seed,
+                                  limit_batches=train_cfg.steps_per_epoch)
+        val_data = ChunkDataset(dataset_dir, "validation", train_cfg.batch_size, shuffle=False)
+        return fit(model, train_data, val_data, train_cfg, callbacks, initial_epoch, epochs, verbose)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    run_id: str
+    model_uri: str
+
+
+class TrackedTrials:
+    """Mixin for a Keras Tuner tuner: MLflow runs per trial (see module docstring).
+
+    Set ``tracker``, ``features`` and ``decoding`` on the instance before ``search``.
+    """
+
+    tracker: SearchTracker
+    features: FeatureConfig
+    decoding: DecodingConfig
+    note_eval_pieces: int = 0  # validation pieces scored with mir_eval (0: all)
+
+    def run_trial(self, trial, dataset_dir, verbose=2):
+        hp = trial.hyperparameters
+        model_cfg, train_cfg = configs_from_values(hp.values)
+        run_id = self.tracker.start_trial(trial.trial_id, hp.values)
+        trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        callbacks = [
+            EpochLogger(self.tracker, run_id),
+            *standard_callbacks(train_cfg, trial_dir / "checkpoint.keras"),
+            # an interrupted trial, retried on resume, goes on from its last epoch
+            keras.callbacks.BackupAndRestore(str(trial_dir / "backup")),
+        ]
+        try:
+            results = super().run_trial(trial, dataset_dir, callbacks=callbacks,
+                                        epochs=train_cfg.epochs, verbose=verbose)
+            self._log_outcome(trial, run_id, dataset_dir, model_cfg, train_cfg)
+        except TrainingDiverged as exc:
+            self.tracker.end_trial(run_id, failure=f"NaN loss: {exc}")
+            raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from exc
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else traceback.format_exc(limit=3)
+            self.tracker.end_trial(run_id, failure=reason)
+            raise
+        finally:
+            release_memory()
+        self.tracker.end_trial(run_id)
+        return results
+
+    def _log_outcome(self, trial, run_id, dataset_dir, model_cfg, train_cfg) -> None:
+        """Log the trial's best model, validation note scores and a piano-roll figure."""
+        model = self.load_model(trial)
+        manifest = load_manifest(dataset_dir)
+        def predict(features: np.ndarray) -> np.ndarray:
+            return predict_frames(model.predict_on_batch, features)
+
+        _, mean = evaluate_split(predict, dataset_dir, "validation", self.decoding, self.note_eval_pieces)
+        self.tracker.log_metrics(run_id, {f"val_{k}": v for k, v in mean.items()})
+        arrays = SplitArrays(manifest, "validation")
+        pieces = manifest.pieces("validation")
+        if pieces:
+            features, frames, _ = arrays.piece(pieces[0])
+            n = int(FIGURE_SECONDS * self.features.frame_rate)
+            probs = predict(features[:n])
+            title = f"trial {trial.trial_id}: {pieces[0]['name']}"
+            self.tracker.log_figure(run_id, piano_roll_figure(probs, frames[:n], self.features.frame_rate, title),
+                                    "piano_roll.png")
+        example = np.zeros((1, 32, self.features.n_bins), np.float32)
+        metadata = {
+            "features": to_dict(self.features),
+            "decoding": to_dict(self.decoding),
+            "model": to_dict(model_cfg),
+            "train": to_dict(train_cfg),
+            "dataset_fingerprint": manifest.data["fingerprint"],
+        }
+        self.tracker.log_model(run_id, model, (example, model.predict_on_batch(example)), metadata)
+
+
+class TrackedRandomSearch(TrackedTrials, kt.RandomSearch):
+    pass
+
+
+class TrackedBayesianOptimization(TrackedTrials, kt.BayesianOptimization):
+    pass
+
+
+class TrackedHyperband(TrackedTrials, kt.Hyperband):
+    pass
+
+
+TUNERS = {"random": TrackedRandomSearch, "bayesian": TrackedBayesianOptimization, "hyperband": TrackedHyperband}

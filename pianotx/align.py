@@ -1,9 +1,25 @@
-"""Constant audio-vs-MIDI offset by 1-D cross-correlation (the seed's method).
+"""Constant audio-vs-MIDI offset by cross-correlation over a bounded lag.
 
-Per-frame summed CQT energy is correlated with the per-frame number of sounding notes,
-for every lag within a bound; the lag with the highest Pearson correlation is the
-offset, and that correlation is its confidence. Noise, or audio of other music, gives a
-low peak; a faithful recording of the MIDI gives a high one.
+Two signals are compared frame by frame at every lag in ``[-max_lag, max_lag]``, and
+the lag with the highest Pearson correlation is the offset:
+
+- ``method="onsets"`` (default): pitch-wise onset strength. Each CQT bin's positive
+  frame-to-frame increase is correlated with the MIDI's onset roll drawn on the same
+  bins (bin k is MIDI 21 + k at 12 bins per octave; each onset also counts half in the
+  bin an octave up, its strongest partial), smoothed over +-1 frame.
+- ``method="energy"``: the seed's method, per-frame summed CQT energy against per-frame
+  counts of sounding notes.
+
+Why onsets are the default, measured on the default rendered corpus (52 pieces, each
+also shifted by +16 and -9 frames): the energy method found the exact offset in 33% of
+cases and was more than 3 frames off in 22 of 156 (up to 2 s: chorales keep an almost
+constant number of voices, so the count curve is flat and periodic); pitch-wise onsets
+were exact in 98% and never more than 1 frame off.
+
+Confidence is the peak's strength: how many standard deviations the best correlation
+stands above the correlations at the other lags (excluding +-2 frames around the
+peak). On that corpus real pairs scored 4.7..10, audio of noise 2.0..3.5 and audio of
+other music 1.9..4.2.
 
 Sign: a positive offset means the audio is *late*: a note at MIDI time t sounds at
 t + offset, so labels are shifted later by the offset.
@@ -15,16 +31,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pianotx.config import AlignConfig
-from pianotx.features import frame_energy
-from pianotx.labels import active_counts
+from pianotx.config import AlignConfig, FeatureConfig
+from pianotx.labels import notes_to_rolls
 from pianotx.midi import Notes
 
 
 @dataclass(frozen=True)
 class Alignment:
     offset_frames: int  # audio lateness in frames (positive: audio later than MIDI)
-    confidence: float  # Pearson correlation at the best lag, in [-1, 1]
+    confidence: float  # peak strength (z-score of the best lag's correlation)
+    correlation: float  # Pearson correlation at the best lag
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -34,43 +50,81 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float((x * y).sum() / denom) if denom > 0 else 0.0
 
 
-def lagged_correlations(energy: np.ndarray, activity: np.ndarray, max_lag: int) -> np.ndarray:
-    """Pearson correlation of ``energy[t]`` with ``activity[t - lag]`` for each lag.
+def lagged_correlations(audio: np.ndarray, midi: np.ndarray, max_lag: int) -> np.ndarray:
+    """Pearson correlation of ``audio[t]`` with ``midi[t - lag]`` for each lag.
 
     Args:
-        energy: (n,) per-frame audio energy.
-        activity: (m,) per-frame active-note counts, m >= n + max_lag so negative lags
-            (audio early) still see the MIDI ahead.
+        audio: (n,) or (n, d) per-frame audio signal.
+        midi: (m,) or (m, d) per-frame MIDI signal, m >= n + max_lag so negative lags
+            (audio early) still see the MIDI ahead; shorter is zero-padded.
         max_lag: lags -max_lag..max_lag are tried.
 
     Returns:
         (2 * max_lag + 1,) correlations; index ``lag + max_lag``. Lags that would leave
         fewer than 2 overlapping frames score 0.
     """
-    n = len(energy)
-    padded = np.concatenate([np.zeros(max_lag), activity, np.zeros(max(0, n + max_lag - len(activity)))])
+    n = len(audio)
+    tail = max(0, n + max_lag - len(midi))
+    pad = [(max_lag, tail)] + [(0, 0)] * (midi.ndim - 1)
+    padded = np.pad(np.asarray(midi, np.float64), pad)
     out = np.zeros(2 * max_lag + 1)
     for i, lag in enumerate(range(-max_lag, max_lag + 1)):
         lo = max(lag, 0)  # frames of audio before the MIDI starts have no counterpart
         if n - lo < 2:
             continue
-        # activity[t - lag] lives at padded[t - lag + max_lag]
-        out[i] = _pearson(energy[lo:], padded[lo - lag + max_lag : n - lag + max_lag])
+        # midi[t - lag] lives at padded[t - lag + max_lag]
+        out[i] = _pearson(audio[lo:].ravel(), padded[lo - lag + max_lag : n - lag + max_lag].ravel())
     return out
 
 
-def estimate_offset(features: np.ndarray, notes: Notes, frame_rate: float, config: AlignConfig) -> Alignment:
+def peak_strength(correlations: np.ndarray, best: int, guard: int = 2) -> float:
+    """(peak - mean of the other lags) / their standard deviation; 0 if undefined."""
+    others = np.ones(len(correlations), bool)
+    others[max(0, best - guard) : best + guard + 1] = False
+    rest = correlations[others]
+    if len(rest) < 2 or rest.std() == 0:
+        return 0.0
+    return float((correlations[best] - rest.mean()) / rest.std())
+
+
+def onset_strength(features: np.ndarray) -> np.ndarray:
+    """(n, bins) positive frame-to-frame increase of each feature bin."""
+    return np.maximum(np.diff(features, axis=0, prepend=features[:1]), 0.0)
+
+
+def onset_targets(notes: Notes, n_frames: int, features: FeatureConfig) -> np.ndarray:
+    """(n_frames, n_bins) the MIDI's onsets on the CQT's bins, smoothed +-1 frame."""
+    _, onsets = notes_to_rolls(notes, n_frames, features.frame_rate)
+    bins = np.arange(onsets.shape[1]) * features.bins_per_octave // 12
+    keep = bins < features.n_bins
+    target = np.zeros((n_frames, features.n_bins))
+    np.add.at(target.T, bins[keep], onsets.T[keep].astype(np.float64))
+    octave = features.bins_per_octave
+    target[:, octave:] += 0.5 * target[:, :-octave].copy()
+    smoothed = target.copy()
+    smoothed[1:] += 0.5 * target[:-1]
+    smoothed[:-1] += 0.5 * target[1:]
+    return smoothed
+
+
+def estimate_offset(
+    features: np.ndarray, notes: Notes, feature_config: FeatureConfig, config: AlignConfig
+) -> Alignment:
     """Find the constant offset between audio features and MIDI notes.
 
     Args:
         features: (n_frames, n_bins) features of the audio.
         notes: the MIDI's notes, in MIDI time.
-        frame_rate: frames per second of ``features``.
-        config: lag bound (seconds).
+        feature_config: how ``features`` were computed (frame rate, bins).
+        config: method and lag bound.
     """
-    max_lag = max(1, int(round(config.max_lag_seconds * frame_rate)))
-    energy = frame_energy(features)
-    activity = active_counts(notes, len(energy) + max_lag, frame_rate)
-    corr = lagged_correlations(energy, activity, max_lag)
+    fr = feature_config.frame_rate
+    max_lag = max(3, int(round(config.max_lag_seconds * fr)))
+    n = len(features)
+    if config.method == "energy":
+        frames, _ = notes_to_rolls(notes, n + max_lag, fr)
+        corr = lagged_correlations(features.sum(axis=1, dtype=np.float64), frames.sum(axis=1, dtype=np.float64), max_lag)
+    else:
+        corr = lagged_correlations(onset_strength(features), onset_targets(notes, n + max_lag, feature_config), max_lag)
     best = int(np.argmax(corr))
-    return Alignment(offset_frames=best - max_lag, confidence=float(corr[best]))
+    return Alignment(best - max_lag, peak_strength(corr, best), float(corr[best]))

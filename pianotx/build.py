@@ -26,8 +26,16 @@ from typing import Any
 import numpy as np
 
 from pianotx.config import BuildConfig, to_dict
-from pianotx.datasets import PieceSource, Problem, discover
-from pianotx.store import MANIFEST, MANIFEST_VERSION, SPLITS, chunk, load_manifest, write_json_atomic, write_split
+from pianotx.datasets import PieceSource, discover
+from pianotx.store import (
+    MANIFEST,
+    MANIFEST_VERSION,
+    SPLITS,
+    chunk,
+    load_manifest,
+    write_json_atomic,
+    write_split,
+)
 
 Log = Callable[[str], None]
 
@@ -133,13 +141,14 @@ def process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> d
         reason = f"audio ({seconds:.1f} s) is much shorter than its MIDI ({notes.end_time:.1f} s)"
         return {**record, "excluded": True, "reason": reason, "bad_file": str(source.audio)}
     features = compute_features(samples, fc)
-    alignment = estimate_offset(features, notes, fc.frame_rate, config.align)
+    alignment = estimate_offset(features, notes, fc, config.align)
     record.update(
         n_frames=len(features),
         seconds=round(seconds, 3),
         offset_frames=alignment.offset_frames,
         offset_seconds=round(alignment.offset_frames / fc.frame_rate, 4),
         alignment_confidence=round(alignment.confidence, 4),
+        alignment_correlation=round(alignment.correlation, 4),
     )
     if alignment.confidence < config.align.min_confidence:
         reason = f"alignment confidence {alignment.confidence:.2f} < {config.align.min_confidence}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,6 +29,33 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+@data_app.command("render")
+def data_render(
+    out_dir: Annotated[Path, typer.Argument(help="Where NAME.wav + NAME.mid pairs and render.json go.")],
+    pieces: Annotated[int, typer.Option(help="Scores taken from the corpus (0: all).")] = 40,
+    seconds: Annotated[float, typer.Option(help="Excerpt length per score, and generated piece length (0: whole).")] = 45.0,
+    corpus: Annotated[list[str] | None, typer.Option(help="music21 corpus prefix or MIDI folder (repeatable; default bach/bwv and palestrina).")] = None,
+    soundfont: Annotated[list[Path] | None, typer.Option(help="Piano .sf2 (repeatable; default FluidR3_GM and TimGM6mb).")] = None,
+    generated: Annotated[float, typer.Option(help="Generated pieces (notes, chords, runs, repeats) per score.")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of score choice, transposition, velocities, generated material.")] = 0,
+) -> None:
+    """Render the default corpus: music21 scores and generated material on sampled pianos."""
+    from pianotx.config import ConfigError
+    from pianotx.datasets.synthetic import RenderError, RenderOptions, render_corpus
+
+    values: dict = {"pieces": pieces, "seconds": seconds, "generated": generated, "seed": seed}
+    if corpus:
+        values["corpus"] = tuple(corpus)
+    if soundfont:
+        values["soundfonts"] = tuple(str(p) for p in soundfont)
+    try:
+        report = render_corpus(out_dir, RenderOptions(**values), progress=lambda line: typer.echo(line, err=True))
+    except (RenderError, ConfigError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"{out_dir}: {report.pieces} pieces, {report.seconds / 60:.1f} min of audio, "
+               f"{report.keys_covered} keys covered, {len(report.skipped)} scores skipped")
+
+
 @data_app.command("build")
 def data_build(
     input_dir: Annotated[Path, typer.Argument(help="Folder of audio+MIDI pairs, or a MAESTRO v3 root.")],
@@ -37,7 +64,8 @@ def data_build(
     n_bins: Annotated[int, typer.Option(help="CQT bins, 12 per octave from A0 (27.5 Hz).")] = 84,
     chunk_frames: Annotated[int, typer.Option(help="Frames per training chunk.")] = 512,
     sustain: Annotated[bool, typer.Option(help="Extend notes while the sustain pedal (CC64) is down.")] = True,
-    min_confidence: Annotated[float, typer.Option(help="Exclude pieces aligned with less confidence.")] = 0.3,
+    align_method: Annotated[str, typer.Option(help="Alignment signal: onsets (pitch-wise) or energy (the seed's).")] = "onsets",
+    min_confidence: Annotated[float, typer.Option(help="Exclude pieces whose alignment peak strength is lower.")] = 4.0,
     max_lag: Annotated[float, typer.Option(help="Largest audio-vs-MIDI offset searched, seconds.")] = 2.0,
     holdout_piano: Annotated[str, typer.Option(help="Piano kept for the test split: auto, none, or a name.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the split by piece.")] = 0,
@@ -46,13 +74,20 @@ def data_build(
 ) -> None:
     """Align, label and chunk (audio, MIDI) pairs into a streamable dataset."""
     from pianotx.build import BuildError, build_dataset
-    from pianotx.config import AlignConfig, BuildConfig, ChunkConfig, FeatureConfig, LabelConfig, SplitConfig
+    from pianotx.config import (
+        AlignConfig,
+        BuildConfig,
+        ChunkConfig,
+        FeatureConfig,
+        LabelConfig,
+        SplitConfig,
+    )
 
     try:
         config = BuildConfig(
             features=FeatureConfig(hop_length=hop_length, n_bins=n_bins),
             labels=LabelConfig(sustain_pedal=sustain),
-            align=AlignConfig(max_lag_seconds=max_lag, min_confidence=min_confidence),
+            align=AlignConfig(method=align_method, max_lag_seconds=max_lag, min_confidence=min_confidence),
             chunks=ChunkConfig(chunk_frames=chunk_frames),
             splits=SplitConfig(seed=seed, holdout_piano=holdout_piano),
         )
@@ -70,7 +105,7 @@ def data_build(
 def search(
     space: Annotated[Path, typer.Argument(help="Search-space YAML file (see search_spaces/).")],
     data: Annotated[Path, typer.Option(help="Dataset folder built by `pianotx data build`.")] = Path("data/default"),
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")] = None,
     register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = "piano",
     register: Annotated[bool, typer.Option(help="Register the best model (stage Production, alias production).")] = True,
     overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
@@ -104,7 +139,7 @@ def search(
 
 @app.command()
 def ui(
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: as for search).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default: as for search).")] = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open MLflow's UI over pianotx's store, on 127.0.0.1."""

@@ -118,8 +118,13 @@ class LabelConfig:
 class AlignConfig:
     """Audio-vs-MIDI offset search (see :mod:`pianotx.align`)."""
 
+    method: str = "onsets"  # "onsets" (pitch-wise onset strength) or "energy" (the seed's)
     max_lag_seconds: float = 2.0
-    min_confidence: float = 0.3  # pieces below this Pearson correlation are excluded
+    min_confidence: float = 4.0  # peak strength (z-score) below which a piece is excluded
+
+    def __post_init__(self) -> None:
+        if self.method not in ("onsets", "energy"):
+            raise ValueError(f"align method must be 'onsets' or 'energy', got {self.method!r}")
 
 
 @dataclass(frozen=True)

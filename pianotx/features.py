@@ -44,8 +44,3 @@ def magnitude_to_features(magnitude: np.ndarray, config: FeatureConfig) -> np.nd
     floor = 10.0 ** (-config.top_db / 20.0)
     db = 20.0 * np.log10(np.maximum(magnitude, floor))
     return ((db + config.top_db) / config.top_db).astype(np.float32)
-
-
-def frame_energy(features: np.ndarray) -> np.ndarray:
-    """Per-frame summed feature energy, (n_frames,) float64: what alignment correlates."""
-    return np.asarray(features, np.float64).sum(axis=1)

@@ -45,9 +45,3 @@ def notes_to_rolls(notes: Notes, n_frames: int, frame_rate: float) -> tuple[np.n
         if s >= 0:
             onsets[s, k] = 1
     return frames, onsets
-
-
-def active_counts(notes: Notes, n_frames: int, frame_rate: float) -> np.ndarray:
-    """Number of sounding notes per frame, (n_frames,) float64 (for alignment)."""
-    frames, _ = notes_to_rolls(notes, n_frames, frame_rate)
-    return frames.sum(axis=1, dtype=np.float64)

@@ -191,15 +191,24 @@ class SearchTracker:
 
 
 def register(store: Store, model_uri: str, name: str, stage: str = "Production", alias: str = "production") -> int:
-    """Register ``model_uri`` as a new version of ``name``, move it to ``stage``
-    (archiving the previous one) and point ``alias`` at it; the version number."""
+    """Register ``model_uri`` as a version of ``name`` (reusing the version that already
+    holds it: a resumed search does not register twice), move it to ``stage`` (archiving
+    the previous one) and point ``alias`` at it; the version number."""
     client = connect(store)
-    version = mlflow.register_model(model_uri, name)
+    same = [v for v in _versions(client, name) if v.source == model_uri]
+    version = same[0] if same else mlflow.register_model(model_uri, name)
     with warnings.catch_warnings():  # stages are deprecated but still serve models:/NAME/Production
         warnings.simplefilter("ignore")
         client.transition_model_version_stage(name, version.version, stage, archive_existing_versions=True)
     client.set_registered_model_alias(name, alias, version.version)
     return int(version.version)
+
+
+def _versions(client: MlflowClient, name: str) -> list:
+    try:
+        return list(client.search_model_versions(f"name = '{name}'"))
+    except MlflowException:
+        return []
 
 
 def registered_models(store: Store) -> list[str]:

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
-
 from conftest import melody, synth
-from pianotx.align import estimate_offset, lagged_correlations
+
+from pianotx.align import estimate_offset, lagged_correlations, onset_targets, peak_strength
 from pianotx.config import AlignConfig, FeatureConfig
 from pianotx.features import compute_features
+from pianotx.midi import Notes
 
 FC = FeatureConfig()
 
@@ -17,22 +18,54 @@ def test_audio_shifted_by_known_frames_is_realigned_exactly(lag_frames):
         audio = synth(notes.shifted(delay))
     else:
         audio = synth(notes, delay=delay)
-    result = estimate_offset(compute_features(audio, FC), notes, FC.frame_rate, AlignConfig())
+    result = estimate_offset(compute_features(audio, FC), notes, FC, AlignConfig())
     assert result.offset_frames == lag_frames
-    assert result.confidence > 0.5
+    assert result.confidence > AlignConfig().min_confidence
+
+
+@pytest.mark.parametrize("lag_frames", [0, 12])
+def test_the_seeds_energy_method_is_available(lag_frames):
+    notes = melody(4, seconds=10)
+    audio = synth(notes, delay=lag_frames / FC.frame_rate)
+    result = estimate_offset(compute_features(audio, FC), notes, FC, AlignConfig(method="energy"))
+    assert result.offset_frames == lag_frames
 
 
 def test_half_second_late_audio_is_16_frames_late():
     notes = melody(5, seconds=10)
-    result = estimate_offset(compute_features(synth(notes, delay=0.5), FC), notes, FC.frame_rate, AlignConfig())
+    result = estimate_offset(compute_features(synth(notes, delay=0.5), FC), notes, FC, AlignConfig())
     assert result.offset_frames == round(0.5 * FC.frame_rate) == 16
 
 
 def test_noise_gets_low_confidence():
     notes = melody(1, seconds=10)
     noise = np.random.default_rng(0).normal(0, 0.1, 16000 * 10).astype(np.float32)
-    result = estimate_offset(compute_features(noise, FC), notes, FC.frame_rate, AlignConfig())
+    result = estimate_offset(compute_features(noise, FC), notes, FC, AlignConfig())
     assert result.confidence < AlignConfig().min_confidence
+
+
+def test_other_music_gets_low_confidence():
+    audio = synth(melody(11, seconds=10))
+    result = estimate_offset(compute_features(audio, FC), melody(12, seconds=10), FC, AlignConfig())
+    assert result.confidence < AlignConfig().min_confidence
+
+
+def test_onset_targets_put_keys_on_their_bins_with_the_octave_partial():
+    # C4 (MIDI 60, key 39) starting at frame 2: bin 39 gets 1 at frame 2 and 0.5 either side,
+    # bin 51 (an octave up) half of that
+    target = onset_targets(Notes.from_lists([(2 / 31.25, 0.5)], [60]), 5, FC)
+    assert target.shape == (5, 84)
+    assert target[:, 39].tolist() == [0.0, 0.5, 1.0, 0.5, 0.0]
+    assert target[:, 51].tolist() == [0.0, 0.25, 0.5, 0.25, 0.0]
+    assert target.sum() == pytest.approx(3.0)
+
+
+def test_peak_strength_of_a_clear_and_a_flat_curve():
+    flat = np.zeros(11)
+    assert peak_strength(flat, 5) == 0.0
+    curve = np.array([0.0, 0.1, 0.0, 0.5, 0.5, 1.0, 0.5, 0.5, 0.1, 0.0, 0.1])
+    # others (indices 3..7 guarded): [0, .1, 0, .1, 0, .1] -> mean .05, std .05
+    assert peak_strength(curve, 5) == pytest.approx(19.0)
 
 
 def test_lagged_correlation_of_a_pulse_train():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import melody, write_pair
+
 from pianotx.build import BuildError, assign_splits, build_dataset
 from pianotx.config import BuildConfig, ChunkConfig, SplitConfig
 from pianotx.datasets import PieceSource
@@ -31,7 +31,7 @@ def test_manifest_shapes_and_labels(pairs_dir, tmp_path):
                                   "bins_per_octave": 12, "fmin": 27.5, "top_db": 80.0, "frame_rate": 31.25}
     assert {k: v["pieces"] for k, v in m["splits"].items()} == {"train": 8, "validation": 1, "test": 1}
     assert sum(v["chunks"] for v in m["splits"].values()) == 10  # 8.5 s each: one padded chunk
-    assert all(p["offset_frames"] == 0 and p["alignment_confidence"] > 0.5 for p in m["pieces"])
+    assert all(p["offset_frames"] == 0 and p["alignment_confidence"] > 4.0 for p in m["pieces"])
     assert len(m["fingerprint"]) == 64
     train = SplitArrays(load_manifest(out), "train")
     rec = load_manifest(out).pieces("train")[0]

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from conftest import melody, write_pair
+
 from pianotx.build import build_dataset
 from pianotx.datasets import discover, maestro
 

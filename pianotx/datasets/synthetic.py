@@ -262,6 +262,20 @@ def _is_folder(entry: str) -> bool:
     return bool(entry.strip()) and Path(entry).is_dir()
 
 
+def check_corpus(corpus: tuple[str, ...]) -> None:
+    """Refuse music21 corpus prefixes naming a reserved composer (folders are not checked).
+
+    Raises:
+        RenderError: naming the entry and the composer.
+    """
+    for entry in corpus:
+        composer = None if _is_folder(entry) else reserved_composer(entry)
+        if composer:
+            raise RenderError(
+                f"corpus entry {entry!r} is refused: {composer} is reserved for outside evaluation"
+            )
+
+
 def check_options(options: RenderOptions) -> list[Soundfont]:
     """Refuse reserved inputs and missing tools before any work is done.
 
@@ -269,12 +283,7 @@ def check_options(options: RenderOptions) -> list[Soundfont]:
         RenderError: a corpus entry naming a reserved composer, a reserved or missing
             soundfont, two soundfonts with one name, or no fluidsynth binary.
     """
-    for entry in options.corpus:
-        composer = None if _is_folder(entry) else reserved_composer(entry)
-        if composer:
-            raise RenderError(
-                f"corpus entry {entry!r} is refused: {composer} is reserved for outside evaluation"
-            )
+    check_corpus(options.corpus)
     fonts = [check_soundfont(path) for path in options.soundfonts]
     if len({f.name for f in fonts}) != len(fonts):
         raise RenderError("two soundfonts share a file name; rename one")
@@ -501,8 +510,9 @@ def load_scores(
         the pieces, and (source, reason) for each skipped score.
 
     Raises:
-        RenderError: a corpus entry matches nothing.
+        RenderError: a corpus entry names a reserved composer or matches nothing.
     """
+    check_corpus(options.corpus)
     rng = np.random.default_rng([options.seed, 0])
     queues = []
     for entry in options.corpus:

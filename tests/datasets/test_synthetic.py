@@ -181,6 +181,8 @@ def test_options_from_dict_and_validation() -> None:
 def test_reserved_composers_are_refused(entry: str) -> None:
     with pytest.raises(syn.RenderError, match="reserved for outside evaluation"):
         syn.check_options(syn.RenderOptions(corpus=("bach/bwv", entry)))
+    with pytest.raises(syn.RenderError, match="reserved for outside evaluation"):
+        syn.load_scores(syn.RenderOptions(corpus=(entry,)))
 
 
 def test_reserved_composers_are_never_selected() -> None:
@@ -244,9 +246,14 @@ def test_a_folder_of_midi_is_a_corpus(tmp_path: Path) -> None:
     notes = Notes.from_lists([(1.0, 1.5), (1.5, 2.0), (1.5, 2.5)], [60, 64, 108])
     write_midi(notes, folder / "tune.mid")
     (folder / "notes.txt").write_text("not midi")
+    (folder / "broken.mid").write_bytes(b"MThd broken")
     options = syn.RenderOptions(corpus=(str(folder),), pieces=0, seconds=0.0, transpose=0)
-    pieces, skipped = syn.load_scores(options)
-    assert skipped == [] and len(pieces) == 1
+    lines: list[str] = []
+    pieces, skipped = syn.load_scores(options, lines.append)
+    assert [s[0] for s in skipped] == ["mine-broken"]
+    assert skipped[0][1].startswith("MidiError: MIDI does not parse")
+    assert lines == [f"warning: skipped mine-broken: {skipped[0][1]}"]
+    assert len(pieces) == 1
     piece = pieces[0]
     assert (piece.source, piece.kind, piece.transpose) == ("mine-tune", "score", 0)
     np.testing.assert_allclose(piece.notes.intervals, notes.intervals - 0.75, atol=1e-9)

@@ -32,7 +32,7 @@ def fail(message: str) -> None:
 @data_app.command("render")
 def data_render(
     out_dir: Annotated[Path, typer.Argument(help="Where NAME.wav + NAME.mid pairs and render.json go.")],
-    pieces: Annotated[int, typer.Option(help="Scores taken from the corpus (0: all).")] = 40,
+    pieces: Annotated[int, typer.Option(help="Scores taken from the corpus (0: all).")] = 100,
     seconds: Annotated[float, typer.Option(help="Excerpt length per score, and generated piece length (0: whole).")] = 45.0,
     corpus: Annotated[list[str] | None, typer.Option(help="music21 corpus prefix or MIDI folder (repeatable; default bach/bwv and palestrina).")] = None,
     soundfont: Annotated[list[Path] | None, typer.Option(help="Piano .sf2 (repeatable; default FluidR3_GM and TimGM6mb).")] = None,

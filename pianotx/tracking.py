@@ -260,14 +260,14 @@ def model_version(store: Store, uri: str) -> dict[str, str]:
     rest = uri.removeprefix("models:/")
     if "@" in rest:
         name, alias = rest.split("@", 1)
-        return {"model_name": name, "model_version": client.get_model_version_by_alias(name, alias).version}
+        return {"model_name": name, "model_version": str(client.get_model_version_by_alias(name, alias).version)}
     name, _, ref = rest.partition("/")
     if ref.isdigit():
         return {"model_name": name, "model_version": ref}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         latest = client.get_latest_versions(name, stages=[ref])
-    return {"model_name": name, "model_version": latest[0].version} if latest else {"model_name": name}
+    return {"model_name": name, "model_version": str(latest[0].version)} if latest else {"model_name": name}
 
 
 def log_evaluation(store: Store, experiment: str, params: dict[str, Any], metrics: dict[str, float],

@@ -1,0 +1,131 @@
+"""A tiny search end to end: tracking, registry, resume, a diverging trial (slow)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import melody, write_pair
+from pianotx.build import build_dataset
+from pianotx.config import BuildConfig, ChunkConfig
+from pianotx.tracking import SearchTracker, Store, connect, load_model
+
+pytestmark = pytest.mark.slow
+
+TINY = """
+name: {name}
+tuner: {{type: random, max_trials: 2, seed: 1}}
+hyperparameters:
+  lstm_units: {{type: choice, values: [8, 16]}}
+  learning_rate: {{type: float, min_value: 1.0e-3, max_value: 1.0e-2, sampling: log}}
+fixed: {{epochs: 2, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("search")
+    for i in range(10):
+        write_pair(root / "pairs", f"p{i}", melody(i))
+    build_dataset(root / "pairs", root / "ds", BuildConfig(chunks=ChunkConfig(chunk_frames=64)),
+                  workers=1, progress=False, log=lambda _: None)
+    return root / "ds"
+
+
+def _space(tmp_path, name):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(TINY.format(name=name))
+    return path
+
+
+def _store(tmp_path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
+
+
+def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path):
+    from pianotx.tuning.search import run_search
+
+    (tmp_path / "mlruns").mkdir()
+    store, space = _store(tmp_path), _space(tmp_path, "tiny")
+    result = run_search(space, tiny_dataset, store, "piano", verbose=0)
+    assert result.trials == 2 and result.failed == 0 and result.registered_version == 1
+
+    client = connect(store)
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    assert len(parent) == 1 and len(trials) == 2
+    assert parent[0].data.tags["best_run_id"] == result.best_run_id
+    assert {"dataset_fingerprint", "tuner", "objective"} <= set(parent[0].data.params)
+    assert "device" in parent[0].data.tags and "version.keras" in parent[0].data.tags
+    assert {a.path for a in client.list_artifacts(parent[0].info.run_id)} == {"tiny.yaml", "manifest.json"}
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert set(run.data.params) == {"lstm_units", "learning_rate", "epochs", "recurrent_dropout",
+                                        "dense_units", "batch_size"}
+        for key in ("loss", "val_loss", "val_precision", "val_recall", "val_f1", "learning_rate"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+        assert "val_note_f1" in run.data.metrics and "val_note_with_offset_f1" in run.data.metrics
+        assert "piano_roll.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert run.data.tags["pianotx.model_uri"].startswith("models:/m-")
+
+    version = client.get_model_version("piano", "1")
+    assert version.current_stage == "Production"
+    assert str(client.get_model_version_by_alias("piano", "production").version) == "1"
+    for uri in ("models:/piano/Production", "models:/piano@production"):
+        model, meta = load_model(store, uri)
+        assert model.predict(np.zeros((1, 100, 84), np.float32), verbose=0).shape == (1, 100, 88)
+        assert meta["features"]["n_bins"] == 84 and meta["features"]["hop_length"] == 512
+
+    again = run_search(space, tiny_dataset, store, "piano", verbose=0)
+    assert again.best_trial_id == result.best_trial_id and again.registered_version == 1
+    assert len(client.search_runs([exp.experiment_id])) == 3
+
+
+def test_diverging_trial_fails_and_the_search_goes_on(tiny_dataset, tmp_path):
+    from pianotx.tuning.search import run_search
+
+    (tmp_path / "mlruns").mkdir()
+    space = tmp_path / "diverge.yaml"
+    space.write_text(
+        "name: diverge\ntuner: {type: random, max_trials: 2, seed: 1}\n"
+        "hyperparameters: {learning_rate: {type: choice, values: [1.0e+30, 1.0e-2]}}\n"
+        "fixed: {epochs: 2, lstm_units: 8, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4, optimizer: sgd}\n"
+    )
+    result = run_search(space, tiny_dataset, _store(tmp_path), None, verbose=0)
+    assert result.trials == 1 and result.failed == 1 and result.registered_version is None
+    client = connect(_store(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("diverge").experiment_id],
+                              "tags.mlflow.parentRunId != ''")
+    by_status = {r.info.status: r for r in runs if "pianotx.trial_id" in r.data.tags}
+    assert set(by_status) == {"FAILED", "FINISHED"}
+    failed = by_status["FAILED"]
+    assert failed.data.params["learning_rate"] == "1e+30"
+    assert failed.data.tags["pianotx.failure"].startswith("NaN loss: training diverged")
+
+
+def test_interrupted_trial_runs_are_marked_killed(tmp_path):
+    (tmp_path / "mlruns").mkdir()
+    store = _store(tmp_path)
+    tracker = SearchTracker(store, "cut")
+    parent = tracker.start_search({}, {}, [])
+    stale = tracker.start_trial("00", {"lstm_units": 8})  # the process dies here
+    again = SearchTracker(store, "cut")
+    assert again.start_search({}, {}, []) == parent
+    assert again.kill_stale_trials() == [stale]
+    run = again.client.get_run(stale)
+    assert run.info.status == "KILLED" and run.data.tags["pianotx.failure"] == "interrupted"
+
+
+def test_changed_space_is_refused_without_overwrite(tiny_dataset, tmp_path):
+    from pianotx.config import ConfigError
+    from pianotx.tuning.search import _check_unchanged
+    from pianotx.tuning.space import load_spec
+
+    space = _space(tmp_path, "edit")
+    _check_unchanged(load_spec(space), tmp_path / "kt" / "edit", overwrite=False)
+    space.write_text(space.read_text().replace("[8, 16]", "[8, 32]"))
+    with pytest.raises(ConfigError, match="changed since search 'edit' began"):
+        _check_unchanged(load_spec(space), tmp_path / "kt" / "edit", overwrite=False)
+    _check_unchanged(load_spec(space), tmp_path / "kt" / "edit", overwrite=True)

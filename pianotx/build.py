@@ -64,8 +64,9 @@ def file_hash(path: Path) -> str:
 
 
 def fingerprint(config: BuildConfig, sources: list[PieceSource]) -> str:
-    """Hash of the config and of every input's name, split, group, piano and content."""
-    h = hashlib.sha256(json.dumps(to_dict(config), sort_keys=True).encode())
+    """Hash of the dataset format, the config and every input's name, split, group,
+    piano and content."""
+    h = hashlib.sha256(json.dumps([MANIFEST_VERSION, to_dict(config)], sort_keys=True).encode())
     for s in sorted(sources, key=lambda s: s.name):
         meta = [s.name, s.split, s.group, s.piano, file_hash(s.audio), file_hash(s.midi)]
         h.update(json.dumps(meta).encode())
@@ -190,8 +191,14 @@ def _process_all(
 def _gather(
     records: list[dict[str, Any]], splits: dict[str, str], work: Path, tmp: Path, config: BuildConfig
 ) -> dict[str, Any]:
-    """Write split shards and notes from the per-piece files; fill chunk indices."""
+    """Write split shards and notes from the per-piece files; fill chunk indices.
+
+    Also records the training split's per-bin feature mean and standard deviation
+    (over real frames, not padding) as ``split_info["train"]["feature_stats"]``.
+    """
     split_info: dict[str, Any] = {}
+    n_bins = config.features.n_bins
+    total, total_sq, count = np.zeros(n_bins), np.zeros(n_bins), 0
     for split in SPLITS:
         members = [(i, r) for i, r in enumerate(records) if not r["excluded"] and r["split"] == split]
         files = [work / f"{i:06d}.npz" for i, _ in members]
@@ -201,6 +208,9 @@ def _gather(
             with np.load(f) as z:
                 r["chunk_start"], r["n_chunks"] = start, int(z["features"].shape[0])
                 notes.update({f"{r['name']}/{k[6:]}": z[k] for k in z.files if k.startswith("notes/")})
+                if split == "train":
+                    frames = z["features"].reshape(-1, n_bins)[: r["n_frames"]].astype(np.float64)
+                    total, total_sq, count = total + frames.sum(0), total_sq + (frames**2).sum(0), count + len(frames)
             start += r["n_chunks"]
         np.savez(tmp / split / "notes.npz", **notes)
         split_info[split] = {
@@ -209,6 +219,9 @@ def _gather(
             "frames": int(sum(r["n_frames"] for _, r in members)),
             "shards": shards,
         }
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0.0))
+    split_info["train"]["feature_stats"] = {"mean": mean.round(6).tolist(), "std": std.round(6).tolist()}
     return split_info
 
 

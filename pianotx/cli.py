@@ -153,6 +153,118 @@ def ui(
     os.execv(str(mlflow_bin), [str(mlflow_bin), *cmd[1:]])
 
 
+def _decoding_overrides(threshold: Optional[float], min_duration: Optional[float], velocity: Optional[int]) -> dict:
+    values = {"threshold": threshold, "min_duration": min_duration, "velocity": velocity}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _load(model: Optional[str], tracking_uri: Optional[str], overrides: dict):
+    """The transcriber for ``model`` (see pianotx.transcribe.load_transcriber), with
+    decoding settings overridden; one error line and exit 1 when it cannot load."""
+    import dataclasses
+
+    from pianotx.tracking import TrackingError, resolve_store
+    from pianotx.transcribe import load_transcriber
+
+    store = resolve_store(tracking_uri)
+    try:
+        loaded = load_transcriber(model, store)
+        return dataclasses.replace(loaded, decoding=dataclasses.replace(loaded.decoding, **overrides)), store
+    except (TrackingError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def transcribe(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files or folders (wav, flac, ogg, mp3).")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", "-o", help="Where NAME.mid goes (default: beside each input).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="models:/NAME/STAGE, models:/NAME@ALIAS, runs:/..., or a .keras export. Default: models:/piano/Production if registered, else the bundled model.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Frame probability for a key to be down (default: the model's, 0.5).")] = None,
+    min_duration: Annotated[Optional[float], typer.Option(help="Shortest note kept, seconds (default: the model's, 0.05).")] = None,
+    velocity: Annotated[Optional[int], typer.Option(help="Fixed MIDI velocity 1..127; 0: from the activation.")] = None,
+) -> None:
+    """Transcribe audio files to MIDI with one model loaded once."""
+    from rich.progress import Progress
+
+    from pianotx.transcribe import expand_inputs, transcribe_file
+
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"{out_dir}: cannot create output folder ({exc.strerror})")
+    transcriber, _ = _load(model, tracking_uri, _decoding_overrides(threshold, min_duration, velocity))
+    files = expand_inputs(audio)
+    if not files:
+        fail("no audio files found in " + ", ".join(map(str, audio)))
+    failed = 0
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("transcribing", total=len(files))
+        for path in files:
+            result = transcribe_file(transcriber, path, out_dir)
+            bar.advance(task)
+            if result.error:
+                failed += 1
+                typer.echo(f"error: {path}: {result.error}", err=True)
+            else:
+                typer.echo(f"{result.midi}: {result.notes} notes, {result.audio_seconds:.1f} s of audio "
+                           f"in {result.seconds:.2f} s")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder built by `pianotx data build`.")],
+    model: Annotated[Optional[str], typer.Option(help="Model URI or .keras export (default as for transcribe).")] = None,
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write per-piece and mean scores here.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for the evaluation run.")] = None,
+    log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow.")] = True,
+) -> None:
+    """Frame, note and note-with-offset P/R/F1 (mir_eval) of a model on a dataset split."""
+    from pianotx.evaluate import evaluate_split, format_table
+    from pianotx.store import DatasetError, load_manifest
+
+    try:
+        load_manifest(dataset)
+    except DatasetError as exc:
+        fail(str(exc))
+    transcriber, store = _load(model, tracking_uri, {})
+    try:
+        per_piece, mean = evaluate_split(transcriber.probabilities, dataset, split, transcriber.decoding,
+                                         features=transcriber.features)
+    except (DatasetError, ValueError) as exc:
+        fail(str(exc))
+    if not per_piece:
+        fail(f"{dataset}: the {split} split has no pieces")
+    typer.echo(format_table(per_piece, mean))
+    from pianotx.evaluate import write_report
+
+    report = write_report(per_piece, mean, dataset, split, transcriber.source, json_out)
+    if log:
+        from pianotx import tracking
+
+        run_id = tracking.log_evaluation(store, report)
+        typer.echo(f"logged evaluation run {run_id} in {store.tracking_uri}", err=True)
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Model URI (models:/..., runs:/...) or .keras export.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for NAME.keras and NAME.json.")],
+    name: Annotated[str, typer.Option(help="File stem.")] = "piano",
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store.")] = None,
+) -> None:
+    """Write a model as a standalone .keras file with its feature and decoding config."""
+    from pianotx.transcribe import export as export_model
+
+    transcriber, _ = _load(model, tracking_uri, {})
+    path = export_model(transcriber, out_dir, name)
+    typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB")
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m pianotx.cli`
     app()
 

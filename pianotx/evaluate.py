@@ -15,13 +15,19 @@ reference and no estimate scores 0 everywhere). Nothing raises or warns on empty
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from pianotx.audio import load_audio
+from pianotx.config import FeatureConfig
 from pianotx.decoding import DecodingConfig, decode
+from pianotx.features import compute_features
 from pianotx.labels import note_frames
 from pianotx.midi import Notes
 
@@ -182,6 +188,7 @@ def evaluate_split(
     split: str,
     decoding: DecodingConfig | None = None,
     limit: int = 0,
+    features: FeatureConfig | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Score a model on every piece of a built dataset's split.
 
@@ -192,6 +199,9 @@ def evaluate_split(
         split: train, validation or test.
         decoding: how probabilities become notes.
         limit: score only the first ``limit`` pieces (0: all).
+        features: the model's feature config; when it differs from the dataset's, each
+            piece's features are recomputed from its audio with the model's config (the
+            reference notes are in seconds, so they serve either way).
 
     Returns:
         (scores per piece name, mean over pieces); both empty when the split has none.
@@ -200,10 +210,40 @@ def evaluate_split(
 
     manifest = load_manifest(dataset_dir)
     arrays = SplitArrays(manifest, split)
-    frame_rate = manifest.features.frame_rate
+    config = features or manifest.features
     per_piece: dict[str, dict[str, float]] = {}
     for record in manifest.pieces(split)[: limit or None]:
-        features, _, _ = arrays.piece(record)
-        est = decode(predict(features), frame_rate, decoding or DecodingConfig())
+        if config == manifest.features:
+            frames, _, _ = arrays.piece(record)
+        else:
+            frames = compute_features(load_audio(record["audio"], config.sample_rate), config)
+        est = decode(predict(frames), config.frame_rate, decoding or DecodingConfig())
         per_piece[record["name"]] = evaluate_piece(arrays.notes(record["name"]), est)
     return per_piece, (mean_scores(list(per_piece.values())) if per_piece else {})
+
+
+def write_report(
+    per_piece: dict[str, dict[str, float]],
+    mean: dict[str, float],
+    dataset_dir: str | Path,
+    split: str,
+    model: str,
+    json_path: Path | None,
+) -> dict[str, Any]:
+    """The evaluation as plain data; written atomically to ``json_path`` when given."""
+    from pianotx.store import load_manifest
+
+    report = {
+        "model": model,
+        "dataset": str(Path(dataset_dir).resolve()),
+        "dataset_fingerprint": load_manifest(dataset_dir).data["fingerprint"],
+        "split": split,
+        "pieces": len(per_piece),
+        "mean": mean,
+        "per_piece": per_piece,
+    }
+    if json_path is not None:
+        tmp = json_path.with_name(json_path.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(tmp, json_path)
+    return report

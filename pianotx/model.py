@@ -12,12 +12,19 @@ Keras 3 mishandles for variable-length input; same math, same parameters).
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from pianotx.config import N_KEYS, ModelConfig, TrainConfig
 
+FeatureStats = tuple[list[float], list[float]]  # per-bin (mean, std) of training features
+
 
 def build_model(
-    model: ModelConfig, train: TrainConfig, n_bins: int = 84, jit_compile: bool = False
+    model: ModelConfig,
+    train: TrainConfig,
+    n_bins: int = 84,
+    jit_compile: bool = False,
+    input_stats: FeatureStats | None = None,
 ) -> keras.Model:
     """Build and compile the LSTM frame transcriber.
 
@@ -29,6 +36,9 @@ def build_model(
         model: architecture.
         train: optimiser settings (``optimizer``, ``learning_rate``, ``momentum``).
         n_bins: feature bins per frame.
+        input_stats: per-bin mean and standard deviation of the training features;
+            with ``model.normalize_input`` they become a non-trainable ``standardize``
+            layer first (no trainable parameters; carried by the saved model).
         jit_compile: compile the train/predict steps with XLA. Off by default: on a
             2-core CPU it trained the seed model (recurrent dropout 0.2) at batch 8 ~2x
             faster, but was 1.3-2.7x slower at batch 32 and without recurrent dropout,
@@ -40,6 +50,9 @@ def build_model(
     """
     inputs = keras.Input((None, n_bins), name="cqt")
     x = inputs
+    if model.normalize_input and input_stats is not None:
+        mean, std = (np.asarray(v, np.float32).reshape(n_bins) for v in input_stats)
+        x = keras.layers.Normalization(mean=mean, variance=np.maximum(std, 1e-3) ** 2, name="standardize")(x)
     for i in range(1, model.lstm_layers + 1):
         x = _recurrent_layer(model, i)(x)
     if model.dense_units > 0:

@@ -29,7 +29,7 @@ from pianotx.config import BuildConfig, ChunkConfig, FeatureConfig, from_dict
 from pianotx.midi import Notes
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 SPLITS = ("train", "validation", "test")
 ARRAYS = ("features", "frames", "onsets")
 
@@ -131,6 +131,12 @@ class Manifest:
             chunks=from_dict(ChunkConfig, cfg["chunks"], where),
             splits=from_dict(SplitConfig, cfg["splits"], where),
         )
+
+    @property
+    def feature_stats(self) -> tuple[list[float], list[float]]:
+        """Per-bin (mean, std) of the training split's features."""
+        stats = self.data["splits"]["train"]["feature_stats"]
+        return stats["mean"], stats["std"]
 
     @property
     def chunk_frames(self) -> int:

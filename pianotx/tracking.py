@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -270,17 +269,21 @@ def model_version(store: Store, uri: str) -> dict[str, str]:
     return {"model_name": name, "model_version": str(latest[0].version)} if latest else {"model_name": name}
 
 
-def log_evaluation(store: Store, experiment: str, params: dict[str, Any], metrics: dict[str, float],
-                   tags: dict[str, str], report: dict[str, Any]) -> str:
-    """One run recording an evaluation: params, metrics, tags and the full JSON report."""
+def log_evaluation(store: Store, report: dict[str, Any], experiment: str = "evaluation") -> str:
+    """One run recording an evaluation (see :func:`pianotx.evaluate.write_report`): the
+    mean scores as metrics, tagged with the model's registered name and version."""
     client = connect(store)
-    run = client.create_run(experiment_id(client, store, experiment), tags=tags)
+    tags = {"pianotx.model": report["model"], **model_version(store, report["model"])}
+    run = client.create_run(experiment_id(client, store, experiment), tags=tags,
+                            run_name=f"{tags.get('model_name', 'model')}-{report['split']}")
+    params = {"split": report["split"], "dataset": report["dataset"],
+              "dataset_fingerprint": report["dataset_fingerprint"], "pieces": report["pieces"]}
     for key, value in params.items():
         client.log_param(run.info.run_id, key, clean_value(value))
-    for key, value in metrics.items():
+    for key, value in report["mean"].items():
         client.log_metric(run.info.run_id, key, float(value))
     client.log_dict(run.info.run_id, report, "evaluation.json")
-    client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
 

@@ -11,12 +11,21 @@ batches for a batched predict), :func:`stitch` (kept parts back into one roll).
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pianotx.config import N_KEYS
+from pianotx.audio import AUDIO_EXTENSIONS, AudioError, load_audio
+from pianotx.config import N_KEYS, FeatureConfig, from_dict, to_dict
+from pianotx.decoding import DecodingConfig, decode
+from pianotx.features import compute_features
+from pianotx.midi import write_midi
 
 
 @dataclass(frozen=True)
@@ -146,3 +155,116 @@ def predict_frames(
         group = windows[i : i + batch_size]
         outputs.extend(np.asarray(predict_batch(batch_windows(features, group))))
     return stitch(windows, outputs, len(features))
+
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+BUNDLED_MODEL = BUNDLED_DIR / "piano.keras"
+DEFAULT_URI = "models:/piano/Production"
+
+
+@dataclass(frozen=True)
+class Transcriber:
+    """A loaded model with the feature and decoding settings it was trained with."""
+
+    model: Any  # keras.Model
+    features: FeatureConfig
+    decoding: DecodingConfig
+    source: str  # the URI or path it came from
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """(n_frames, n_bins) features -> (n_frames, 88) frame probabilities."""
+        return predict_frames(self.model.predict_on_batch, features)
+
+
+def _from_metadata(model: Any, meta: dict[str, Any], source: str) -> Transcriber:
+    features = from_dict(FeatureConfig, meta["features"], f"{source} features")
+    decoding = from_dict(DecodingConfig, meta.get("decoding"), f"{source} decoding")
+    return Transcriber(model, features, decoding, source)
+
+
+def load_local(path: str | Path) -> Transcriber:
+    """A model exported by ``pianotx export``: ``NAME.keras`` beside ``NAME.json``."""
+    import keras
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "piano.keras"
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"{path}: no model here (expected {path.name} and {meta_path.name})")
+    return _from_metadata(keras.models.load_model(path, compile=False), json.loads(meta_path.read_text()), str(path))
+
+
+def load_transcriber(uri: str | None, store: Any) -> Transcriber:
+    """The model named by ``uri``; with none, ``models:/piano/Production`` when the store
+    has it, else the small model bundled with the package.
+
+    ``uri`` may be ``models:/NAME/STAGE``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+    ``runs:/RUN_ID/model``, an MLflow model folder, or a ``.keras`` file exported by
+    ``pianotx export`` (with its ``.json``).
+    """
+    from pianotx import tracking
+
+    if uri is None:
+        if tracking.has_model(store, DEFAULT_URI):
+            uri = DEFAULT_URI
+        else:
+            return load_local(BUNDLED_MODEL)
+    if uri.endswith(".keras") or (Path(uri).is_dir() and (Path(uri) / "piano.keras").is_file()):
+        return load_local(uri)
+    model, meta = tracking.load_model(store, uri)
+    return _from_metadata(model, meta, uri)
+
+
+def export(transcriber: Transcriber, out_dir: Path, name: str = "piano") -> Path:
+    """Write ``NAME.keras`` and ``NAME.json`` (feature and decoding config) to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.keras"
+    tmp = out_dir / f".{name}.tmp.keras"
+    transcriber.model.save(tmp)
+    meta = {"features": to_dict(transcriber.features), "decoding": to_dict(transcriber.decoding),
+            "source": transcriber.source}
+    (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, target)
+    return target
+
+
+@dataclass(frozen=True)
+class FileResult:
+    audio: Path
+    midi: Path | None
+    notes: int = 0
+    audio_seconds: float = 0.0
+    seconds: float = 0.0  # processing time
+    error: str = ""
+
+
+def transcribe_file(transcriber: Transcriber, audio: Path, out_dir: Path | None) -> FileResult:
+    """Transcribe one file to ``OUT_DIR/NAME.mid`` (beside the audio when no folder).
+
+    Never raises for a bad file: the result carries a one-line ``error`` instead.
+    """
+    start = time.perf_counter()
+    target = (out_dir or audio.parent) / f"{audio.stem}.mid"
+    try:
+        samples = load_audio(audio, transcriber.features.sample_rate)
+        features = compute_features(samples, transcriber.features)
+        notes = decode(transcriber.probabilities(features), transcriber.features.frame_rate, transcriber.decoding)
+        write_midi(notes, target)
+    except AudioError as exc:
+        return FileResult(audio, None, error=str(exc))
+    except OSError as exc:
+        return FileResult(audio, None, error=f"cannot write {target} ({exc.strerror or exc})")
+    seconds = len(samples) / transcriber.features.sample_rate
+    return FileResult(audio, target, len(notes), seconds, time.perf_counter() - start)
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders replaced by the audio files under them (sorted)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        else:
+            out.append(path)
+    return out

@@ -26,7 +26,7 @@ def test_manifest_shapes_and_labels(pairs_dir, tmp_path):
     result = build_dataset(pairs_dir, out, **QUIET)
     m = result.manifest
     assert result.status == "built"
-    assert m["version"] == 1 and m["chunk_frames"] == 512
+    assert m["version"] == 2 and m["chunk_frames"] == 512
     assert m["features"] | {} == {"sample_rate": 16000, "hop_length": 512, "n_bins": 84,
                                   "bins_per_octave": 12, "fmin": 27.5, "top_db": 80.0, "frame_rate": 31.25}
     assert {k: v["pieces"] for k, v in m["splits"].items()} == {"train": 8, "validation": 1, "test": 1}

@@ -84,7 +84,7 @@ def _environment_tags() -> dict[str, str]:
     return tags
 
 
-def make_tuner(spec: SearchSpec, n_bins: int, directory: Path) -> Any:
+def make_tuner(spec: SearchSpec, n_bins: int, input_stats: Any, directory: Path) -> Any:
     """The Keras Tuner tuner of ``spec`` with the whole space declared up front."""
     import keras_tuner as kt
 
@@ -92,7 +92,7 @@ def make_tuner(spec: SearchSpec, n_bins: int, directory: Path) -> Any:
 
     settings = dict(spec.tuner_settings)
     return TUNERS[spec.tuner](
-        hypermodel=PianoHyperModel(n_bins),
+        hypermodel=PianoHyperModel(n_bins, input_stats),
         objective=kt.Objective(spec.objective, spec.direction),
         hyperparameters=to_hyperparameters(spec),
         tune_new_entries=False,
@@ -127,7 +127,7 @@ def run_search(
               **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()}}
     tracker.start_search(params, _environment_tags(), [spec.path, Path(dataset_dir) / MANIFEST], fresh=overwrite)
     tracker.kill_stale_trials()
-    tuner = make_tuner(spec, manifest.features.n_bins, directory)
+    tuner = make_tuner(spec, manifest.features.n_bins, manifest.feature_stats, directory)
     tuner.tracker, tuner.features = tracker, manifest.features
     tuner.decoding, tuner.note_eval_pieces = decoding or DecodingConfig(), note_eval_pieces
     try:

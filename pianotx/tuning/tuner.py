@@ -24,7 +24,7 @@ from pianotx.config import FeatureConfig, to_dict
 from pianotx.decoding import DecodingConfig
 from pianotx.evaluate import evaluate_split
 from pianotx.loader import ChunkDataset
-from pianotx.model import build_model
+from pianotx.model import FeatureStats, build_model
 from pianotx.plots import piano_roll_figure
 from pianotx.store import SplitArrays, load_manifest
 from pianotx.tracking import SearchTracker
@@ -60,14 +60,15 @@ class PianoHyperModel(kt.HyperModel):
     the batch size may be one of the hyperparameters.
     """
 
-    def __init__(self, n_bins: int):
+    def __init__(self, n_bins: int, input_stats: FeatureStats | None):
         super().__init__(name="pianotx")
         self.n_bins = n_bins
+        self.input_stats = input_stats
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         model_cfg, train_cfg = configs_from_values(hp.values)
         keras.utils.set_random_seed(train_cfg.seed)
-        return build_model(model_cfg, train_cfg, self.n_bins)
+        return build_model(model_cfg, train_cfg, self.n_bins, input_stats=self.input_stats)
 
     def fit(self, hp, model, dataset_dir, callbacks=(), epochs=None, initial_epoch=0, verbose=2):
         _, train_cfg = configs_from_values(hp.values)

@@ -35,8 +35,14 @@ def main() -> None:
         rates = []
         for i in range(args.repeats):
             start = time.perf_counter()
-            result = build_dataset(root / "render", root / f"ds{i}", config, workers=args.workers or None,
-                                   progress=False, log=lambda _: None)
+            result = build_dataset(
+                root / "render",
+                root / f"ds{i}",
+                config,
+                workers=args.workers or None,
+                progress=False,
+                log=lambda _: None,
+            )
             wall = time.perf_counter() - start
             audio = sum(p.get("seconds", 0.0) for p in result.manifest["pieces"] if not p["excluded"])
             rates.append(audio / wall)

@@ -83,8 +83,10 @@ def main() -> None:
         after_one = process.memory_info().rss / 2**20
         tracked_trials(args.data, root, "ten", 10, 1)
         after_ten = process.memory_info().rss / 2**20
-    print(f"resident memory after the single-trial searches: {after_one:.0f} MiB; "
-          f"after a further 10-trial search: {after_ten:.0f} MiB")
+    print(
+        f"resident memory after the single-trial searches: {after_one:.0f} MiB; "
+        f"after a further 10-trial search: {after_ten:.0f} MiB"
+    )
     print(f"median throughput ratio, tracked trial / bare fit: {statistics.median(ratios):.2f}")
 
 

@@ -123,7 +123,9 @@ def estimate_offset(
     n = len(features)
     if config.method == "energy":
         frames, _ = notes_to_rolls(notes, n + max_lag, fr)
-        corr = lagged_correlations(features.sum(axis=1, dtype=np.float64), frames.sum(axis=1, dtype=np.float64), max_lag)
+        corr = lagged_correlations(
+            features.sum(axis=1, dtype=np.float64), frames.sum(axis=1, dtype=np.float64), max_lag
+        )
     else:
         corr = lagged_correlations(onset_strength(features), onset_targets(notes, n + max_lag, feature_config), max_lag)
     best = int(np.argmax(corr))

@@ -73,9 +73,7 @@ def fingerprint(config: BuildConfig, sources: list[PieceSource]) -> str:
     return h.hexdigest()
 
 
-def assign_splits(
-    sources: list[PieceSource], config: BuildConfig
-) -> tuple[dict[str, str], dict[str, str]]:
+def assign_splits(sources: list[PieceSource], config: BuildConfig) -> tuple[dict[str, str], dict[str, str]]:
     """Split by group (the same music never spans splits), seeded.
 
     A source's own split (MAESTRO) wins. When pieces name their piano and
@@ -181,7 +179,9 @@ def _process_all(
                 bar.advance(task)
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(process_piece, s, config, work / f"{i:06d}.npz"): i for i, s in enumerate(sources)}
+                futures = {
+                    pool.submit(process_piece, s, config, work / f"{i:06d}.npz"): i for i, s in enumerate(sources)
+                }
                 for future in as_completed(futures):
                     records[futures[future]] = future.result()
                     bar.advance(task)
@@ -204,7 +204,7 @@ def _gather(
         files = [work / f"{i:06d}.npz" for i, _ in members]
         shards = write_split(tmp / split, files, config.chunks.shard_chunks)
         start, notes = 0, {}
-        for (i, r), f in zip(members, files):
+        for (_, r), f in zip(members, files):
             with np.load(f) as z:
                 r["chunk_start"], r["n_chunks"] = start, int(z["features"].shape[0])
                 notes.update({f"{r['name']}/{k[6:]}": z[k] for k in z.files if k.startswith("notes/")})
@@ -280,9 +280,16 @@ def _build(root, out, sources, problems, fp, config, strict, workers, progress, 
         if not any(not r["excluded"] for r in records):
             raise BuildError(f"{root}: no usable piece ({len(records)} tried, all skipped)")
         records += [
-            {"name": s.name, "audio": str(s.audio), "midi": str(s.midi), "split": None,
-             "excluded": True, "reason": held_out[s.name]}
-            for s in sources if s.name in held_out
+            {
+                "name": s.name,
+                "audio": str(s.audio),
+                "midi": str(s.midi),
+                "split": None,
+                "excluded": True,
+                "reason": held_out[s.name],
+            }
+            for s in sources
+            if s.name in held_out
         ]
         manifest = _manifest(root, records, problems, fp, config, _gather(records, splits, work, tmp, config))
         shutil.rmtree(work)

@@ -33,9 +33,16 @@ def fail(message: str) -> None:
 def data_render(
     out_dir: Annotated[Path, typer.Argument(help="Where NAME.wav + NAME.mid pairs and render.json go.")],
     pieces: Annotated[int, typer.Option(help="Scores taken from the corpus (0: all).")] = 100,
-    seconds: Annotated[float, typer.Option(help="Excerpt length per score, and generated piece length (0: whole).")] = 45.0,
-    corpus: Annotated[list[str] | None, typer.Option(help="music21 corpus prefix or MIDI folder (repeatable; default bach/bwv and palestrina).")] = None,
-    soundfont: Annotated[list[Path] | None, typer.Option(help="Piano .sf2 (repeatable; default FluidR3_GM and TimGM6mb).")] = None,
+    seconds: Annotated[
+        float, typer.Option(help="Excerpt length per score, and generated piece length (0: whole).")
+    ] = 45.0,
+    corpus: Annotated[
+        list[str] | None,
+        typer.Option(help="music21 corpus prefix or MIDI folder (repeatable; default bach/bwv and palestrina)."),
+    ] = None,
+    soundfont: Annotated[
+        list[Path] | None, typer.Option(help="Piano .sf2 (repeatable; default FluidR3_GM and TimGM6mb).")
+    ] = None,
     generated: Annotated[float, typer.Option(help="Generated pieces (notes, chords, runs, repeats) per score.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of score choice, transposition, velocities, generated material.")] = 0,
 ) -> None:
@@ -52,8 +59,10 @@ def data_render(
         report = render_corpus(out_dir, RenderOptions(**values), progress=lambda line: typer.echo(line, err=True))
     except (RenderError, ConfigError, ValueError) as exc:
         fail(str(exc))
-    typer.echo(f"{out_dir}: {report.pieces} pieces, {report.seconds / 60:.1f} min of audio, "
-               f"{report.keys_covered} keys covered, {len(report.skipped)} scores skipped")
+    typer.echo(
+        f"{out_dir}: {report.pieces} pieces, {report.seconds / 60:.1f} min of audio, "
+        f"{report.keys_covered} keys covered, {len(report.skipped)} scores skipped"
+    )
 
 
 @data_app.command("build")
@@ -64,7 +73,9 @@ def data_build(
     n_bins: Annotated[int, typer.Option(help="CQT bins, 12 per octave from A0 (27.5 Hz).")] = 84,
     chunk_frames: Annotated[int, typer.Option(help="Frames per training chunk.")] = 512,
     sustain: Annotated[bool, typer.Option(help="Extend notes while the sustain pedal (CC64) is down.")] = True,
-    align_method: Annotated[str, typer.Option(help="Alignment signal: onsets (pitch-wise) or energy (the seed's).")] = "onsets",
+    align_method: Annotated[
+        str, typer.Option(help="Alignment signal: onsets (pitch-wise) or energy (the seed's).")
+    ] = "onsets",
     min_confidence: Annotated[float, typer.Option(help="Exclude pieces whose alignment peak strength is lower.")] = 4.0,
     max_lag: Annotated[float, typer.Option(help="Largest audio-vs-MIDI offset searched, seconds.")] = 2.0,
     holdout_piano: Annotated[str, typer.Option(help="Piano kept for the test split: auto, none, or a name.")] = "auto",
@@ -91,8 +102,9 @@ def data_build(
             chunks=ChunkConfig(chunk_frames=chunk_frames),
             splits=SplitConfig(seed=seed, holdout_piano=holdout_piano),
         )
-        result = build_dataset(input_dir, out_dir, config, strict=strict, workers=workers or None,
-                               progress=sys.stderr.isatty())
+        result = build_dataset(
+            input_dir, out_dir, config, strict=strict, workers=workers or None, progress=sys.stderr.isatty()
+        )
     except (BuildError, ValueError) as exc:
         fail(str(exc))
     splits = result.manifest["splits"]
@@ -105,11 +117,17 @@ def data_build(
 def search(
     space: Annotated[Path, typer.Argument(help="Search-space YAML file (see search_spaces/).")],
     data: Annotated[Path, typer.Option(help="Dataset folder built by `pianotx data build`.")] = Path("data/default"),
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")
+    ] = None,
     register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = "piano",
-    register: Annotated[bool, typer.Option(help="Register the best model (stage Production, alias production).")] = True,
+    register: Annotated[
+        bool, typer.Option(help="Register the best model (stage Production, alias production).")
+    ] = True,
     overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
-    note_eval_pieces: Annotated[int, typer.Option(help="Validation pieces scored with mir_eval per trial (0: all).")] = 0,
+    note_eval_pieces: Annotated[
+        int, typer.Option(help="Validation pieces scored with mir_eval per trial (0: all).")
+    ] = 0,
 ) -> None:
     """Run (or resume) a Keras Tuner search, every trial tracked in MLflow."""
     from pianotx.config import ConfigError
@@ -122,8 +140,9 @@ def search(
     try:
         from pianotx.tuning.search import run_search
 
-        result = run_search(space, data, store, register_as if register else None, overwrite,
-                            note_eval_pieces=note_eval_pieces)
+        result = run_search(
+            space, data, store, register_as if register else None, overwrite, note_eval_pieces=note_eval_pieces
+        )
     except (ConfigError, DatasetError) as exc:
         fail(str(exc))
     if result.best_trial_id is None:
@@ -133,8 +152,10 @@ def search(
         f"({result.best_value:.4f}), run {result.best_run_id}"
     )
     if result.registered_version is not None:
-        typer.echo(f"registered {register_as} version {result.registered_version}: "
-                   f"models:/{register_as}/Production and models:/{register_as}@production")
+        typer.echo(
+            f"registered {register_as} version {result.registered_version}: "
+            f"models:/{register_as}/Production and models:/{register_as}@production"
+        )
 
 
 @app.command()
@@ -153,12 +174,12 @@ def ui(
     os.execv(str(mlflow_bin), [str(mlflow_bin), *cmd[1:]])
 
 
-def _decoding_overrides(threshold: Optional[float], min_duration: Optional[float], velocity: Optional[int]) -> dict:
+def _decoding_overrides(threshold: float | None, min_duration: float | None, velocity: int | None) -> dict:
     values = {"threshold": threshold, "min_duration": min_duration, "velocity": velocity}
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _load(model: Optional[str], tracking_uri: Optional[str], overrides: dict):
+def _load(model: str | None, tracking_uri: str | None, overrides: dict):
     """The transcriber for ``model`` (see pianotx.transcribe.load_transcriber), with
     decoding settings overridden; one error line and exit 1 when it cannot load."""
     import dataclasses
@@ -177,12 +198,25 @@ def _load(model: Optional[str], tracking_uri: Optional[str], overrides: dict):
 @app.command()
 def transcribe(
     audio: Annotated[list[Path], typer.Argument(help="Audio files or folders (wav, flac, ogg, mp3).")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", "-o", help="Where NAME.mid goes (default: beside each input).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="models:/NAME/STAGE, models:/NAME@ALIAS, runs:/..., or a .keras export. Default: models:/piano/Production if registered, else the bundled model.")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="Frame probability for a key to be down (default: the model's, 0.5).")] = None,
-    min_duration: Annotated[Optional[float], typer.Option(help="Shortest note kept, seconds (default: the model's, 0.05).")] = None,
-    velocity: Annotated[Optional[int], typer.Option(help="Fixed MIDI velocity 1..127; 0: from the activation.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", "-o", help="Where NAME.mid goes (default: beside each input).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="models:/NAME/STAGE, models:/NAME@ALIAS, runs:/..., or a .keras export. Default: models:/piano/Production if registered, else the bundled model."
+        ),
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Frame probability for a key to be down (default: the model's, 0.5).")
+    ] = None,
+    min_duration: Annotated[
+        float | None, typer.Option(help="Shortest note kept, seconds (default: the model's, 0.05).")
+    ] = None,
+    velocity: Annotated[int | None, typer.Option(help="Fixed MIDI velocity 1..127; 0: from the activation.")] = None,
 ) -> None:
     """Transcribe audio files to MIDI with one model loaded once."""
     from rich.progress import Progress
@@ -208,8 +242,10 @@ def transcribe(
                 failed += 1
                 typer.echo(f"error: {path}: {result.error}", err=True)
             else:
-                typer.echo(f"{result.midi}: {result.notes} notes, {result.audio_seconds:.1f} s of audio "
-                           f"in {result.seconds:.2f} s")
+                typer.echo(
+                    f"{result.midi}: {result.notes} notes, {result.audio_seconds:.1f} s of audio "
+                    f"in {result.seconds:.2f} s"
+                )
     if failed:
         raise typer.Exit(1)
 
@@ -217,10 +253,10 @@ def transcribe(
 @app.command()
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder built by `pianotx data build`.")],
-    model: Annotated[Optional[str], typer.Option(help="Model URI or .keras export (default as for transcribe).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model URI or .keras export (default as for transcribe).")] = None,
     split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write per-piece and mean scores here.")] = None,
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store for the evaluation run.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write per-piece and mean scores here.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for the evaluation run.")] = None,
     log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow.")] = True,
 ) -> None:
     """Frame, note and note-with-offset P/R/F1 (mir_eval) of a model on a dataset split."""
@@ -233,8 +269,9 @@ def evaluate(
         fail(str(exc))
     transcriber, store = _load(model, tracking_uri, {})
     try:
-        per_piece, mean = evaluate_split(transcriber.probabilities, dataset, split, transcriber.decoding,
-                                         features=transcriber.features)
+        per_piece, mean = evaluate_split(
+            transcriber.probabilities, dataset, split, transcriber.decoding, features=transcriber.features
+        )
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     if not per_piece:
@@ -255,7 +292,7 @@ def export(
     model: Annotated[str, typer.Argument(help="Model URI (models:/..., runs:/...) or .keras export.")],
     out_dir: Annotated[Path, typer.Argument(help="Folder for NAME.keras and NAME.json.")],
     name: Annotated[str, typer.Option(help="File stem.")] = "piano",
-    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store.")] = None,
 ) -> None:
     """Write a model as a standalone .keras file with its feature and decoding config."""
     from pianotx.transcribe import export as export_model

@@ -41,9 +41,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(known)}"
-        )
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(known)}")
     for name, value in data.items():
         default = getattr(cls, name, None)
         if isinstance(default, bool) and not isinstance(value, bool):

@@ -161,9 +161,7 @@ def write_midi(notes: Notes, path: str | Path, program: int = 0) -> None:
     pm = pretty_midi.PrettyMIDI()
     inst = pretty_midi.Instrument(program=program, name="piano")
     for (start, end), pitch, vel in zip(notes.intervals, notes.pitches, notes.velocities):
-        inst.notes.append(
-            pretty_midi.Note(int(np.clip(vel, 1, 127)), int(pitch), float(start), float(end))
-        )
+        inst.notes.append(pretty_midi.Note(int(np.clip(vel, 1, 127)), int(pitch), float(start), float(end)))
     pm.instruments.append(inst)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)

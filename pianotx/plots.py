@@ -29,8 +29,16 @@ def piano_roll_figure(probs: np.ndarray, truth: np.ndarray, frame_rate: float, t
     extent = (0.0, seconds, MIDI_MIN - 0.5, MIDI_MIN + probs.shape[1] - 0.5)
     fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, constrained_layout=True)
     for ax, roll, label in ((axes[0], truth, "reference"), (axes[1], probs, "predicted probability")):
-        ax.imshow(np.asarray(roll, np.float32).T, aspect="auto", origin="lower", extent=extent,
-                  cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(
+            np.asarray(roll, np.float32).T,
+            aspect="auto",
+            origin="lower",
+            extent=extent,
+            cmap="magma",
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+        )
         ax.set_ylabel(f"MIDI note\n({label})")
     axes[1].set_xlabel("time (s)")
     if title:

@@ -62,9 +62,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_split(
-    split_dir: Path, piece_files: list[Path], shard_chunks: int
-) -> list[dict[str, Any]]:
+def write_split(split_dir: Path, piece_files: list[Path], shard_chunks: int) -> list[dict[str, Any]]:
     """Concatenate per-piece chunk files (``.npz`` of features/frames/onsets) into shards.
 
     Streams one piece at a time into memory-mapped shards; returns the shard list for
@@ -144,11 +142,7 @@ class Manifest:
 
     def pieces(self, split: str | None = None) -> list[dict[str, Any]]:
         """Included pieces (of one split, or all), in chunk order."""
-        return [
-            p
-            for p in self.data["pieces"]
-            if not p["excluded"] and (split is None or p["split"] == split)
-        ]
+        return [p for p in self.data["pieces"] if not p["excluded"] and (split is None or p["split"] == split)]
 
 
 def load_manifest(root: str | Path) -> Manifest:

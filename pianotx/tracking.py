@@ -169,7 +169,10 @@ class SearchTracker:
         signature = infer_signature(example[0], example[1])
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             info = mlflow.keras.log_model(
-                model, name="model", signature=signature, pip_requirements=PIP_REQUIREMENTS,
+                model,
+                name="model",
+                signature=signature,
+                pip_requirements=PIP_REQUIREMENTS,
                 metadata={METADATA_KEY: metadata},
             )
         self.client.set_tag(run_id, "pianotx.model_uri", info.model_uri)
@@ -243,9 +246,7 @@ def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
         model = mlflow.keras.load_model(local)
     except (MlflowException, OSError) as exc:
         names = ", ".join(registered_models(store)) or "none"
-        raise TrackingError(
-            f"model {uri} not found in {store.tracking_uri} (registered models: {names})"
-        ) from exc
+        raise TrackingError(f"model {uri} not found in {store.tracking_uri} (registered models: {names})") from exc
     if meta is None:
         raise TrackingError(f"model {uri} carries no pianotx metadata (feature config)")
     return model, meta
@@ -274,10 +275,17 @@ def log_evaluation(store: Store, report: dict[str, Any], experiment: str = "eval
     mean scores as metrics, tagged with the model's registered name and version."""
     client = connect(store)
     tags = {"pianotx.model": report["model"], **model_version(store, report["model"])}
-    run = client.create_run(experiment_id(client, store, experiment), tags=tags,
-                            run_name=f"{tags.get('model_name', 'model')}-{report['split']}")
-    params = {"split": report["split"], "dataset": report["dataset"],
-              "dataset_fingerprint": report["dataset_fingerprint"], "pieces": report["pieces"]}
+    run = client.create_run(
+        experiment_id(client, store, experiment),
+        tags=tags,
+        run_name=f"{tags.get('model_name', 'model')}-{report['split']}",
+    )
+    params = {
+        "split": report["split"],
+        "dataset": report["dataset"],
+        "dataset_fingerprint": report["dataset_fingerprint"],
+        "pieces": report["pieces"],
+    }
     for key, value in params.items():
         client.log_param(run.info.run_id, key, clean_value(value))
     for key, value in report["mean"].items():

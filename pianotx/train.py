@@ -47,9 +47,7 @@ class TrainingDiverged(RuntimeError):
         self.history = history
 
 
-def frame_counts(
-    probs: np.ndarray, targets: np.ndarray, threshold: float = 0.5
-) -> tuple[int, int, int]:
+def frame_counts(probs: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int]:
     """Count frame-level true positives, false positives and false negatives.
 
     Args:
@@ -99,16 +97,10 @@ def iter_batches(data: Data, batch_size: int = 8) -> Iterator[Batch]:
 
 
 def _is_array_pair(data: Any) -> bool:
-    return (
-        isinstance(data, tuple)
-        and len(data) == 2
-        and all(isinstance(a, np.ndarray) and a.ndim == 3 for a in data)
-    )
+    return isinstance(data, tuple) and len(data) == 2 and all(isinstance(a, np.ndarray) and a.ndim == 3 for a in data)
 
 
-def count_frames(
-    model: keras.Model, data: Data, threshold: float = 0.5, batch_size: int = 8
-) -> tuple[int, int, int]:
+def count_frames(model: keras.Model, data: Data, threshold: float = 0.5, batch_size: int = 8) -> tuple[int, int, int]:
     """Run ``model`` over all of ``data`` and sum :func:`frame_counts` over every batch.
 
     Returns:
@@ -203,11 +195,7 @@ def standard_callbacks(
         if path.suffix != ".keras":
             raise ValueError(f"checkpoint path must end in .keras, got {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                str(path), monitor=monitor, mode=mode, save_best_only=True
-            )
-        )
+        callbacks.append(keras.callbacks.ModelCheckpoint(str(path), monitor=monitor, mode=mode, save_best_only=True))
     return callbacks + [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ReduceLROnPlateau(

@@ -120,9 +120,7 @@ def stitch(
     for i, (w, out) in enumerate(zip(windows, outputs, strict=True)):
         out = np.asarray(out)
         if out.ndim != 2 or out.shape[0] < w.stop - w.start or out.shape[1] != n_keys:
-            raise ValueError(
-                f"output {i} has shape {out.shape}, need ({w.stop - w.start}, {n_keys})"
-            )
+            raise ValueError(f"output {i} has shape {out.shape}, need ({w.stop - w.start}, {n_keys})")
         roll[w.keep_start : w.keep_stop] = out[w.keep_start - w.start : w.keep_stop - w.start]
     return roll
 
@@ -222,8 +220,11 @@ def export(transcriber: Transcriber, out_dir: Path, name: str = "piano") -> Path
     target = out_dir / f"{name}.keras"
     tmp = out_dir / f".{name}.tmp.keras"
     transcriber.model.save(tmp)
-    meta = {"features": to_dict(transcriber.features), "decoding": to_dict(transcriber.decoding),
-            "source": transcriber.source}
+    meta = {
+        "features": to_dict(transcriber.features),
+        "decoding": to_dict(transcriber.decoding),
+        "source": transcriber.source,
+    }
     (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, target)
     return target

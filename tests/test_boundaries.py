@@ -38,8 +38,10 @@ def test_model_and_train_import_neither():
 
 
 def test_cli_help_imports_no_heavy_module():
-    code = ("import sys; from typer.testing import CliRunner; from pianotx.cli import app; "
-            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in ('tensorflow', 'keras', 'librosa', 'mlflow', 'keras_tuner') if m in sys.modules))")
+    code = (
+        "import sys; from typer.testing import CliRunner; from pianotx.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'librosa', 'mlflow', 'keras_tuner') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

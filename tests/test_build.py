@@ -27,8 +27,15 @@ def test_manifest_shapes_and_labels(pairs_dir, tmp_path):
     m = result.manifest
     assert result.status == "built"
     assert m["version"] == 2 and m["chunk_frames"] == 512
-    assert m["features"] | {} == {"sample_rate": 16000, "hop_length": 512, "n_bins": 84,
-                                  "bins_per_octave": 12, "fmin": 27.5, "top_db": 80.0, "frame_rate": 31.25}
+    assert m["features"] | {} == {
+        "sample_rate": 16000,
+        "hop_length": 512,
+        "n_bins": 84,
+        "bins_per_octave": 12,
+        "fmin": 27.5,
+        "top_db": 80.0,
+        "frame_rate": 31.25,
+    }
     assert {k: v["pieces"] for k, v in m["splits"].items()} == {"train": 8, "validation": 1, "test": 1}
     assert sum(v["chunks"] for v in m["splits"].values()) == 10  # 8.5 s each: one padded chunk
     assert all(p["offset_frames"] == 0 and p["alignment_confidence"] > 4.0 for p in m["pieces"])
@@ -44,7 +51,7 @@ def test_manifest_shapes_and_labels(pairs_dir, tmp_path):
     # padding after the piece is silence without notes
     idx = rec["chunk_start"]
     padded = train.get(np.array([idx]))
-    assert padded[0][0, rec["n_frames"]:].sum() == 0 and padded[1][0, rec["n_frames"]:].sum() == 0
+    assert padded[0][0, rec["n_frames"] :].sum() == 0 and padded[1][0, rec["n_frames"] :].sum() == 0
 
 
 def test_late_audio_is_found_and_labels_shifted(tmp_path):
@@ -73,7 +80,8 @@ def test_up_to_date_then_rebuilt_on_config_or_input_change(pairs_dir, tmp_path):
 def test_split_is_by_group_and_holds_out_a_piano():
     sources = [
         PieceSource(f"s{g}__{piano}", Path("a"), Path("m"), group=f"s{g}", piano=piano)
-        for g in range(20) for piano in ("Alpha", "Beta")
+        for g in range(20)
+        for piano in ("Alpha", "Beta")
     ]
     splits, excluded = assign_splits(sources, BuildConfig())
     by_group: dict[str, set] = {}
@@ -151,7 +159,7 @@ def test_loader_streams_shuffled_batches(pairs_dir, tmp_path):
     total = load_manifest(tmp_path / "ds").data["splits"]["train"]["chunks"]
     assert len(seq) == -(-total // 5)
     assert all(isinstance(s["features"], np.memmap) for s in seq.arrays.shards)
-    seen = np.concatenate([seq.order[i * 5:(i + 1) * 5] for i in range(len(seq))])
+    seen = np.concatenate([seq.order[i * 5 : (i + 1) * 5] for i in range(len(seq))])
     assert sorted(seen.tolist()) == list(range(total))
     x, y = seq[0]
     assert x.shape == (5, 64, 84) and x.dtype == np.float32 and y.shape == (5, 64, 88) and y.dtype == np.float32

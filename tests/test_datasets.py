@@ -18,7 +18,10 @@ def test_maestro_root_uses_its_csv_splits(tmp_path):
     (root / maestro.CSV_NAME).write_text(CSV_HEAD + "".join(rows))
     sources, problems = discover(root)
     assert [(s.name, s.split) for s in sources] == [
-        ("2004/piece0", "train"), ("2004/piece1", "train"), ("2004/piece2", "validation"), ("2004/piece3", "test")
+        ("2004/piece0", "train"),
+        ("2004/piece1", "train"),
+        ("2004/piece2", "validation"),
+        ("2004/piece3", "test"),
     ]
     assert [(p.path.name, p.reason) for p in problems] == [("gone.wav", "audio file listed in the CSV is missing")]
     m = build_dataset(root, tmp_path / "ds", workers=1, progress=False, log=lambda _: None).manifest
@@ -29,9 +32,7 @@ def test_pairs_in_subfolders_and_render_json_groups(tmp_path):
     root = tmp_path / "pairs"
     write_pair(root / "a", "x", melody(1))
     write_pair(root, "y", melody(2))
-    (root / "render.json").write_text(
-        '{"pieces": [{"name": "y", "source": "score-7", "piano": "Alpha"}]}'
-    )
+    (root / "render.json").write_text('{"pieces": [{"name": "y", "source": "score-7", "piano": "Alpha"}]}')
     sources, problems = discover(root)
     assert [(s.name, s.group, s.piano) for s in sources] == [("a/x", "a/x", None), ("y", "score-7", "Alpha")]
     assert problems == [] and all(isinstance(s.audio, Path) for s in sources)

@@ -24,9 +24,7 @@ REF = Notes.from_lists([(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0)], [60, 62
 #   e2 onset +40 ms, offset +0.1 s          -> onset match, offset match
 #   e3 right time, pitch 66 (100 cents off) -> no match
 #   e4 pitch 65, onset 60 ms late           -> no match (tolerance 50 ms)
-EST = Notes.from_lists(
-    [(0.02, 1.0), (1.03, 1.5), (2.04, 3.1), (3.0, 4.0), (3.06, 4.0)], [60, 62, 64, 66, 65]
-)
+EST = Notes.from_lists([(0.02, 1.0), (1.03, 1.5), (2.04, 3.1), (3.0, 4.0), (3.06, 4.0)], [60, 62, 64, 66, 65])
 
 
 def test_note_scores_onsets_by_hand() -> None:

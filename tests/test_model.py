@@ -47,12 +47,8 @@ def test_any_time_length_gives_frames_by_keys() -> None:
     ("layers", "units", "bidirectional", "dense", "bins"),
     [(2, 16, False, 0, 84), (1, 12, True, 20, 84), (3, 10, True, 0, 48), (2, 6, False, 7, 88)],
 )
-def test_variant_parameter_counts(
-    layers: int, units: int, bidirectional: bool, dense: int, bins: int
-) -> None:
-    config = ModelConfig(
-        lstm_layers=layers, lstm_units=units, bidirectional=bidirectional, dense_units=dense
-    )
+def test_variant_parameter_counts(layers: int, units: int, bidirectional: bool, dense: int, bins: int) -> None:
+    config = ModelConfig(lstm_layers=layers, lstm_units=units, bidirectional=bidirectional, dense_units=dense)
     model = build_model(config, TrainConfig(), n_bins=bins)
     directions = 2 if bidirectional else 1
     expected, width = 0, bins

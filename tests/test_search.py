@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import melody, write_pair
+
 from pianotx.build import build_dataset
 from pianotx.config import BuildConfig, ChunkConfig
 from pianotx.tracking import SearchTracker, Store, connect, load_model
@@ -27,8 +27,14 @@ def tiny_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("search")
     for i in range(10):
         write_pair(root / "pairs", f"p{i}", melody(i))
-    build_dataset(root / "pairs", root / "ds", BuildConfig(chunks=ChunkConfig(chunk_frames=64)),
-                  workers=1, progress=False, log=lambda _: None)
+    build_dataset(
+        root / "pairs",
+        root / "ds",
+        BuildConfig(chunks=ChunkConfig(chunk_frames=64)),
+        workers=1,
+        progress=False,
+        log=lambda _: None,
+    )
     return root / "ds"
 
 
@@ -62,8 +68,14 @@ def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path)
     assert {a.path for a in client.list_artifacts(parent[0].info.run_id)} == {"tiny.yaml", "manifest.json"}
     for run in trials:
         assert run.info.status == "FINISHED"
-        assert set(run.data.params) == {"lstm_units", "learning_rate", "epochs", "recurrent_dropout",
-                                        "dense_units", "batch_size"}
+        assert set(run.data.params) == {
+            "lstm_units",
+            "learning_rate",
+            "epochs",
+            "recurrent_dropout",
+            "dense_units",
+            "batch_size",
+        }
         for key in ("loss", "val_loss", "val_precision", "val_recall", "val_f1", "learning_rate"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
         assert "val_note_f1" in run.data.metrics and "val_note_with_offset_f1" in run.data.metrics
@@ -96,8 +108,7 @@ def test_diverging_trial_fails_and_the_search_goes_on(tiny_dataset, tmp_path):
     result = run_search(space, tiny_dataset, _store(tmp_path), None, verbose=0)
     assert result.trials == 1 and result.failed == 1 and result.registered_version is None
     client = connect(_store(tmp_path))
-    runs = client.search_runs([client.get_experiment_by_name("diverge").experiment_id],
-                              "tags.mlflow.parentRunId != ''")
+    runs = client.search_runs([client.get_experiment_by_name("diverge").experiment_id], "tags.mlflow.parentRunId != ''")
     by_status = {r.info.status: r for r in runs if "pianotx.trial_id" in r.data.tags}
     assert set(by_status) == {"FAILED", "FINISHED"}
     failed = by_status["FAILED"]

@@ -112,9 +112,7 @@ def test_standard_callbacks(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, dict, Path]:
     path = tmp_path_factory.mktemp("ckpt") / "best.keras"
-    model, history = train(
-        TINY, FAST, toy_split(32, 0), toy_split(2, 1), checkpoint_path=path, n_bins=88, verbose=0
-    )
+    model, history = train(TINY, FAST, toy_split(32, 0), toy_split(2, 1), checkpoint_path=path, n_bins=88, verbose=0)
     return model, history, path
 
 

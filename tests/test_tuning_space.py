@@ -25,12 +25,21 @@ def test_seed_space_is_the_seed_model_in_one_trial():
     spec = load_spec(ROOT / "search_spaces" / "seed.yaml")
     assert spec.tuner_settings["max_trials"] == 1 and spec.hyperparameters == {}
     model, train = configs_from_values(spec.fixed)
-    assert (model.lstm_layers, model.lstm_units, model.dropout, model.recurrent_dropout, model.dense_units) == (1, 120, 0.2, 0.2, 120)
+    assert (model.lstm_layers, model.lstm_units, model.dropout, model.recurrent_dropout, model.dense_units) == (
+        1,
+        120,
+        0.2,
+        0.2,
+        120,
+    )
     assert model.bidirectional is False and train.optimizer == "adam"
 
 
 def test_hyperparameters_become_keras_tuner_entries(tmp_path):
-    spec = load_spec(_spec(tmp_path, """
+    spec = load_spec(
+        _spec(
+            tmp_path,
+            """
 tuner: {type: bayesian, max_trials: 3, num_initial_points: 2}
 hyperparameters:
   lstm_units: {type: int, min_value: 32, max_value: 96, step: 32}
@@ -38,31 +47,51 @@ hyperparameters:
   optimizer: {type: choice, values: [adam, sgd]}
   bidirectional: {type: boolean}
 fixed: {epochs: 3}
-"""))
+""",
+        )
+    )
     hp = to_hyperparameters(spec)
     assert {h.name: type(h).__name__ for h in hp.space} == {
-        "epochs": "Fixed", "lstm_units": "Int", "learning_rate": "Float", "optimizer": "Choice", "bidirectional": "Boolean"
+        "epochs": "Fixed",
+        "lstm_units": "Int",
+        "learning_rate": "Float",
+        "optimizer": "Choice",
+        "bidirectional": "Boolean",
     }
     assert hp.values["lstm_units"] == 32 and hp.values["epochs"] == 3
 
 
-@pytest.mark.parametrize("text, message", [
-    ("tuner: {type: random}\nsampler: x\n", r"unknown key\(s\) sampler"),
-    ("tuner: {type: grid}\n", "tuner.type must be one of random, bayesian, hyperband"),
-    ("tuner: {type: random, max_epochs: 3}\n", r"tuner \(random\): unknown key\(s\) max_epochs"),
-    ("tuner: {type: random}\nhyperparameters: {units: {type: int, min_value: 1, max_value: 2}}\n",
-     "'units' is not a model or training setting"),
-    ("tuner: {type: random}\nhyperparameters: {lstm_units: {type: int, min_value: 1}}\n", r"missing key\(s\) max_value"),
-    ("tuner: {type: random}\nhyperparameters: {learning_rate: {type: float, min_value: 1e-4, max_value: 1.0}}\n",
-     "write 1.0e-4, not 1e-4"),
-    ("tuner: {type: random}\nhyperparameters: {dropout: {type: int, min_value: 1, max_value: 2, stepp: 1}}\n",
-     r"unknown key\(s\) stepp"),
-    ("tuner: {type: hyperband, max_epochs: 9}\nfixed: {epochs: 3}\n", "epoch budget is tuner.max_epochs"),
-    ("tuner: {type: random}\nfixed: {optimizer: rmsprop}\n", "optimizer must be 'adam' or 'sgd'"),
-    ("tuner: {type: random}\nfixed: {lstm_units: 8}\nhyperparameters: {lstm_units: {type: boolean}}\n",
-     "both searched and fixed"),
-    ("- just\n- a list\n", "a search space is a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("tuner: {type: random}\nsampler: x\n", r"unknown key\(s\) sampler"),
+        ("tuner: {type: grid}\n", "tuner.type must be one of random, bayesian, hyperband"),
+        ("tuner: {type: random, max_epochs: 3}\n", r"tuner \(random\): unknown key\(s\) max_epochs"),
+        (
+            "tuner: {type: random}\nhyperparameters: {units: {type: int, min_value: 1, max_value: 2}}\n",
+            "'units' is not a model or training setting",
+        ),
+        (
+            "tuner: {type: random}\nhyperparameters: {lstm_units: {type: int, min_value: 1}}\n",
+            r"missing key\(s\) max_value",
+        ),
+        (
+            "tuner: {type: random}\nhyperparameters: {learning_rate: {type: float, min_value: 1e-4, max_value: 1.0}}\n",
+            "write 1.0e-4, not 1e-4",
+        ),
+        (
+            "tuner: {type: random}\nhyperparameters: {dropout: {type: int, min_value: 1, max_value: 2, stepp: 1}}\n",
+            r"unknown key\(s\) stepp",
+        ),
+        ("tuner: {type: hyperband, max_epochs: 9}\nfixed: {epochs: 3}\n", "epoch budget is tuner.max_epochs"),
+        ("tuner: {type: random}\nfixed: {optimizer: rmsprop}\n", "optimizer must be 'adam' or 'sgd'"),
+        (
+            "tuner: {type: random}\nfixed: {lstm_units: 8}\nhyperparameters: {lstm_units: {type: boolean}}\n",
+            "both searched and fixed",
+        ),
+        ("- just\n- a list\n", "a search space is a mapping"),
+    ],
+)
 def test_malformed_spaces_are_clear_errors(tmp_path, text, message):
     path = _spec(tmp_path, text)
     with pytest.raises(ConfigError, match=message) as info:

@@ -55,9 +55,7 @@ logger = logging.getLogger(__name__)
 FLUIDSYNTH = "fluidsynth"
 SOUNDFONT_DIR = Path("/usr/share/sounds/sf2")
 DEFAULT_SOUNDFONTS = (str(SOUNDFONT_DIR / "FluidR3_GM.sf2"), str(SOUNDFONT_DIR / "TimGM6mb.sf2"))
-INSTALL_HINT = (
-    "run `make install` (Debian: apt-get install fluidsynth fluid-soundfont-gm timgm6mb-soundfont)"
-)
+INSTALL_HINT = "run `make install` (Debian: apt-get install fluidsynth fluid-soundfont-gm timgm6mb-soundfont)"
 # Reserved for outside evaluation: never rendered for training or tuning.
 RESERVED_COMPOSERS = (
     "beethoven", "mozart", "haydn", "schubert", "schumann", "chopin", "joplin", "handel",
@@ -205,9 +203,7 @@ def parse_kinds(kinds: tuple[str, ...]) -> dict[str, float]:
         kind, _, weight = str(entry).partition(":")
         kind = kind.strip()
         if kind not in KINDS or kind in weights:
-            raise ValueError(
-                f"kinds: {entry!r} is unknown or repeated; kinds are {', '.join(KINDS)}"
-            )
+            raise ValueError(f"kinds: {entry!r} is unknown or repeated; kinds are {', '.join(KINDS)}")
         try:
             weights[kind] = float(weight) if weight.strip() else 1.0
         except ValueError as exc:
@@ -249,9 +245,7 @@ def check_soundfont(path: str | Path) -> Soundfont:
             header = handle.read(4096).lower()
     for word in RESERVED_SOUNDFONTS:
         if word in path.name.lower() or word.encode() in header:
-            raise RenderError(
-                f"soundfont {path.name} is refused: {word} is reserved for outside evaluation"
-            )
+            raise RenderError(f"soundfont {path.name} is refused: {word} is reserved for outside evaluation")
     if not path.is_file():
         raise RenderError(f"soundfont {path} not found; {INSTALL_HINT}")
     return Soundfont(safe_name(path.stem), path)
@@ -271,9 +265,7 @@ def check_corpus(corpus: tuple[str, ...]) -> None:
     for entry in corpus:
         composer = None if _is_folder(entry) else reserved_composer(entry)
         if composer:
-            raise RenderError(
-                f"corpus entry {entry!r} is refused: {composer} is reserved for outside evaluation"
-            )
+            raise RenderError(f"corpus entry {entry!r} is refused: {composer} is reserved for outside evaluation")
 
 
 def check_options(options: RenderOptions) -> list[Soundfont]:
@@ -390,9 +382,7 @@ def _corpus_candidates(entry: str) -> list[_Candidate]:
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES)
         prefix = safe_name(folder.resolve().name)
         return [
-            _Candidate(
-                safe_name(f"{prefix}-{p.relative_to(folder).with_suffix('').as_posix()}"), p, True
-            )
+            _Candidate(safe_name(f"{prefix}-{p.relative_to(folder).with_suffix('').as_posix()}"), p, True)
             for p in files
         ]
     from music21 import corpus
@@ -464,9 +454,7 @@ def _midi_notes(path: Path, rng: np.random.Generator) -> Notes:
     notes = read_notes(path, sustain=True)
     notes = notes.shifted(LEAD_IN - float(notes.intervals[:, 0].min()))
     if np.ptp(notes.velocities) == 0:
-        notes = Notes(
-            notes.intervals, notes.pitches, humanised_velocities(notes.intervals[:, 0], rng)
-        )
+        notes = Notes(notes.intervals, notes.pitches, humanised_velocities(notes.intervals[:, 0], rng))
     return notes
 
 
@@ -550,9 +538,7 @@ def _unique_sources(pieces: list[Piece]) -> list[Piece]:
     for piece in pieces:
         seen[piece.source] = seen.get(piece.source, 0) + 1
         if seen[piece.source] > 1:
-            piece = Piece(
-                f"{piece.source}-{seen[piece.source]}", piece.kind, piece.transpose, piece.notes
-            )
+            piece = Piece(f"{piece.source}-{seen[piece.source]}", piece.kind, piece.transpose, piece.notes)
         out.append(piece)
     return out
 
@@ -588,9 +574,7 @@ def chord_pitches(root: int, quality: str, inversion: int) -> list[int]:
     intervals = CHORDS[quality]
     if not 0 <= inversion < len(intervals):
         raise ValueError(f"{quality} has inversions 0..{len(intervals) - 1}, not {inversion}")
-    return [root + i for i in intervals[inversion:]] + [
-        root + i + 12 for i in intervals[:inversion]
-    ]
+    return [root + i for i in intervals[inversion:]] + [root + i + 12 for i in intervals[:inversion]]
 
 
 def run_pitches(start: int, steps: tuple[int, ...], n: int) -> list[int]:
@@ -643,9 +627,7 @@ def isolated_notes(rng: np.random.Generator, seconds: float, keys: Iterator[int]
         t += length + rng.uniform(0.2, 0.4)
 
 
-def _chord_sequence(
-    rng: np.random.Generator, seconds: float, draw: Callable[[], list[int]]
-) -> Notes:
+def _chord_sequence(rng: np.random.Generator, seconds: float, draw: Callable[[], list[int]]) -> Notes:
     """Chords from ``draw()`` one after another, each 0.25..2 s apart, held 70..100% of
     that, at a chord velocity in [30, 120] with per-note jitter (sd 4)."""
     out, t = _Notes(seconds), LEAD_IN
@@ -778,9 +760,7 @@ def _fluidsynth(soundfont: Path, midi: Path, wav: Path, options: RenderOptions) 
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not wav.is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()
-        raise RenderError(
-            f"fluidsynth failed on {midi.name}: {tail[-1] if tail else done.returncode}"
-        )
+        raise RenderError(f"fluidsynth failed on {midi.name}: {tail[-1] if tail else done.returncode}")
     try:
         audio, _ = soundfile.read(str(wav), dtype="float32", always_2d=True)
     finally:
@@ -869,9 +849,7 @@ def piece_name(piece: Piece, font: Soundfont) -> str:
     return f"{piece.source}{middle}__{font.name}"
 
 
-def render_piece(
-    piece: Piece, font: Soundfont, options: RenderOptions, out_dir: Path, work: Path
-) -> dict[str, Any]:
+def render_piece(piece: Piece, font: Soundfont, options: RenderOptions, out_dir: Path, work: Path) -> dict[str, Any]:
     """Write ``NAME.wav`` and ``NAME.mid`` for one piece on one piano; its render.json entry."""
     name = piece_name(piece, font)
     midi = work / f"{name}.mid"
@@ -918,9 +896,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def render_corpus(
-    out_dir: Path, options: RenderOptions, progress: Callable[[str], None] | None = None
-) -> RenderReport:
+def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str], None] | None = None) -> RenderReport:
     """Render the corpus described by ``options`` into ``out_dir`` (see module docstring).
 
     An existing ``render.json`` is removed first and the new one written last, so its

@@ -122,9 +122,13 @@ def run_search(
     directory = tuner_directory(store)
     _check_unchanged(spec, directory / spec.name, overwrite)
     tracker = SearchTracker(store, spec.name)
-    params = {"tuner": spec.tuner, "objective": f"{spec.objective} ({spec.direction})",
-              "dataset": str(Path(dataset_dir).resolve()), "dataset_fingerprint": manifest.data["fingerprint"],
-              **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()}}
+    params = {
+        "tuner": spec.tuner,
+        "objective": f"{spec.objective} ({spec.direction})",
+        "dataset": str(Path(dataset_dir).resolve()),
+        "dataset_fingerprint": manifest.data["fingerprint"],
+        **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()},
+    }
     tracker.start_search(params, _environment_tags(), [spec.path, Path(dataset_dir) / MANIFEST], fresh=overwrite)
     tracker.kill_stale_trials()
     tuner = make_tuner(spec, manifest.features.n_bins, manifest.feature_stats, directory)
@@ -138,7 +142,9 @@ def run_search(
     return _finish(tuner, tracker, spec, store, None if is_worker() else register_as)
 
 
-def _finish(tuner: Any, tracker: SearchTracker, spec: SearchSpec, store: Store, register_as: str | None) -> SearchResult:
+def _finish(
+    tuner: Any, tracker: SearchTracker, spec: SearchSpec, store: Store, register_as: str | None
+) -> SearchResult:
     from keras_tuner.src.engine.trial import TrialStatus
 
     trials = list(tuner.oracle.trials.values())
@@ -153,8 +159,15 @@ def _finish(tuner: Any, tracker: SearchTracker, spec: SearchSpec, store: Store, 
     run = runs[trial.trial_id]
     model_uri = run.data.tags["pianotx.model_uri"]
     value = float(trial.score)
-    tracker.end_search({"trial_id": trial.trial_id, "run_id": run.info.run_id, "model_uri": model_uri,
-                        "objective": spec.objective, "value": value})
+    tracker.end_search(
+        {
+            "trial_id": trial.trial_id,
+            "run_id": run.info.run_id,
+            "model_uri": model_uri,
+            "objective": spec.objective,
+            "value": value,
+        }
+    )
     version = register(store, model_uri, register_as) if register_as else None
     return SearchResult(len(done), failed, trial.trial_id, value, run.info.run_id, model_uri, version)
 

@@ -75,7 +75,9 @@ class SearchSpec:
 def _check_keys(where: str, got: dict[str, Any], allowed: set[str], required: set[str] = frozenset()) -> None:
     unknown = sorted(set(got) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
+        )
     missing = sorted(required - set(got))
     if missing:
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
@@ -126,7 +128,9 @@ def load_spec(path: str | Path) -> SearchSpec:
     fixed = dict(data.get("fixed") or {})
     for name in fixed:
         if name not in TUNABLE:
-            raise ConfigError(f"{where}: fixed: {name!r} is not a model or training setting; known: {', '.join(TUNABLE)}")
+            raise ConfigError(
+                f"{where}: fixed: {name!r} is not a model or training setting; known: {', '.join(TUNABLE)}"
+            )
     both = sorted(set(hps) & set(fixed))
     if both:
         raise ConfigError(f"{where}: {', '.join(both)} both searched and fixed")

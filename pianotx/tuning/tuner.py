@@ -72,8 +72,9 @@ class PianoHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, dataset_dir, callbacks=(), epochs=None, initial_epoch=0, verbose=2):
         _, train_cfg = configs_from_values(hp.values)
-        train_data = ChunkDataset(dataset_dir, "train", train_cfg.batch_size, seed=train_cfg.seed,
-                                  limit_batches=train_cfg.steps_per_epoch)
+        train_data = ChunkDataset(
+            dataset_dir, "train", train_cfg.batch_size, seed=train_cfg.seed, limit_batches=train_cfg.steps_per_epoch
+        )
         val_data = ChunkDataset(dataset_dir, "validation", train_cfg.batch_size, shuffle=False)
         return fit(model, train_data, val_data, train_cfg, callbacks, initial_epoch, epochs, verbose)
 
@@ -107,8 +108,9 @@ class TrackedTrials:
             keras.callbacks.BackupAndRestore(str(trial_dir / "backup")),
         ]
         try:
-            results = super().run_trial(trial, dataset_dir, callbacks=callbacks,
-                                        epochs=train_cfg.epochs, verbose=verbose)
+            results = super().run_trial(
+                trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose
+            )
             self._log_outcome(trial, run_id, dataset_dir, model_cfg, train_cfg)
         except TrainingDiverged as exc:
             self.tracker.end_trial(run_id, failure=f"NaN loss: {exc}")
@@ -126,6 +128,7 @@ class TrackedTrials:
         """Log the trial's best model, validation note scores and a piano-roll figure."""
         model = self.load_model(trial)
         manifest = load_manifest(dataset_dir)
+
         def predict(features: np.ndarray) -> np.ndarray:
             return predict_frames(model.predict_on_batch, features)
 
@@ -138,8 +141,9 @@ class TrackedTrials:
             n = int(FIGURE_SECONDS * self.features.frame_rate)
             probs = predict(features[:n])
             title = f"trial {trial.trial_id}: {pieces[0]['name']}"
-            self.tracker.log_figure(run_id, piano_roll_figure(probs, frames[:n], self.features.frame_rate, title),
-                                    "piano_roll.png")
+            self.tracker.log_figure(
+                run_id, piano_roll_figure(probs, frames[:n], self.features.frame_rate, title), "piano_roll.png"
+            )
         example = np.zeros((1, 32, self.features.n_bins), np.float32)
         metadata = {
             "features": to_dict(self.features),

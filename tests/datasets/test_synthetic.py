@@ -66,11 +66,7 @@ def test_isolated_note_pieces_cover_all_88_keys_exactly_once_first() -> None:
 
 
 def test_usual_chords_are_exact_chord_shapes() -> None:
-    shapes = {
-        tuple(np.diff(syn.chord_pitches(0, q, i)))
-        for q, iv in syn.CHORDS.items()
-        for i in range(len(iv))
-    }
+    shapes = {tuple(np.diff(syn.chord_pitches(0, q, i))) for q, iv in syn.CHORDS.items() for i in range(len(iv))}
     notes = syn.usual_chords(np.random.default_rng(3), 30.0)
     onsets = np.unique(notes.intervals[:, 0])
     assert len(onsets) >= 15
@@ -123,9 +119,7 @@ def test_transpose_into_range() -> None:
 
 
 def test_resolve_overlaps_cuts_at_the_restrike() -> None:
-    notes = Notes.from_lists(
-        [(0.0, 1.0), (0.5, 1.5), (0.5, 0.8), (2.0, 3.0), (2.0, 2.01)], [60, 60, 62, 60, 64]
-    )
+    notes = Notes.from_lists([(0.0, 1.0), (0.5, 1.5), (0.5, 0.8), (2.0, 3.0), (2.0, 2.01)], [60, 60, 62, 60, 64])
     out = syn.resolve_overlaps(notes)
     assert out.intervals.tolist() == [[0.0, 0.5], [0.5, 1.5], [0.5, 0.8], [2.0, 3.0]]
     assert out.pitches.tolist() == [60, 60, 62, 60]  # the 10 ms note is dropped
@@ -175,9 +169,7 @@ def test_options_from_dict_and_validation() -> None:
         from_dict(syn.RenderOptions, {"piece": 3})
 
 
-@pytest.mark.parametrize(
-    "entry", ["beethoven", "mozart/k155", "schumann_robert", "Chopin", "weber", "beach/"]
-)
+@pytest.mark.parametrize("entry", ["beethoven", "mozart/k155", "schumann_robert", "Chopin", "weber", "beach/"])
 def test_reserved_composers_are_refused(entry: str) -> None:
     with pytest.raises(syn.RenderError, match="reserved for outside evaluation"):
         syn.check_options(syn.RenderOptions(corpus=("bach/bwv", entry)))

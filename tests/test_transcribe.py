@@ -1,0 +1,132 @@
+"""Transcription with real models: windowing without seams, the CLI, bad input."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import SR
+from typer.testing import CliRunner
+
+from pianotx.cli import app
+from pianotx.midi import Notes, read_notes, write_midi
+from pianotx.transcribe import BUNDLED_MODEL, load_local, predict_frames, transcribe_file
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return load_local(BUNDLED_MODEL)
+
+
+def test_bundled_model_is_small_and_carries_its_feature_config(bundled):
+    assert BUNDLED_MODEL.stat().st_size < 5 * 2**20
+    assert bundled.features.n_bins == 84 and bundled.features.hop_length == 512
+    assert bundled.model.output_shape == (None, None, 88)
+
+
+def test_overlapping_windows_match_one_pass(bundled):
+    rng = np.random.default_rng(0)
+    features = np.clip(rng.normal(0.45, 0.2, (700, 84)), 0, 1).astype(np.float32)
+    features[100:650, 39] = 0.95  # a note held across several window boundaries
+    whole = bundled.model.predict_on_batch(features[None])[0]
+    windowed = predict_frames(bundled.model.predict_on_batch, features, window=128, context=128)
+    assert windowed.shape == (700, 88)
+    assert np.abs(windowed - whole).max() < 1e-3
+    naive = predict_frames(bundled.model.predict_on_batch, features, window=128, context=0)
+    assert np.abs(naive - whole).max() > np.abs(windowed - whole).max()
+
+
+@pytest.mark.slow
+def test_rendered_piece_is_transcribed_with_matching_notes(bundled, tmp_path):
+    from pianotx.datasets.synthetic import RenderOptions, render_corpus
+    from pianotx.evaluate import evaluate_piece
+
+    render_corpus(
+        tmp_path / "r",
+        RenderOptions(
+            corpus=("bach/bwv",), pieces=1, seconds=12, generated=0, soundfonts=(RenderOptions().soundfonts[0],), seed=7
+        ),
+    )
+    (wav,) = sorted((tmp_path / "r").glob("*.wav"))
+    result = transcribe_file(bundled, wav, tmp_path / "out")
+    assert not result.error and result.notes > 10
+    scores = evaluate_piece(read_notes(wav.with_suffix(".mid")), read_notes(result.midi))
+    assert scores["frame_f1"] > 0.6 and scores["note_f1"] > 0.5
+
+
+def test_cli_transcribes_many_files_and_reports_each_failure(tmp_path):
+    good = tmp_path / "in" / "tone.wav"
+    good.parent.mkdir()
+    t = np.arange(SR * 2) / SR
+    sf.write(good, (0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t)).astype(np.float32), SR)
+    sf.write(tmp_path / "in" / "silence.wav", np.zeros(SR * 3, np.float32), SR)
+    sf.write(tmp_path / "in" / "blip.wav", np.zeros(SR // 10, np.float32), SR)  # shorter than a chunk
+    (tmp_path / "notaudio.wav").write_text("hello")
+    (tmp_path / "notes.txt").write_text("hello")
+    args = [
+        "transcribe",
+        str(tmp_path / "in"),
+        str(tmp_path / "missing.wav"),
+        str(tmp_path / "notaudio.wav"),
+        str(tmp_path / "notes.txt"),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(BUNDLED_MODEL),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {tmp_path / 'missing.wav'}: no such file",
+        f"error: {tmp_path / 'notaudio.wav'}: " + errors[1].split(": ", 2)[2],
+        f"error: {tmp_path / 'notes.txt'}: unsupported format .txt; expected .wav, .flac, .ogg, .mp3",
+    ]
+    assert errors[1].split(": ", 2)[2].startswith("cannot decode audio")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["blip.mid", "silence.mid", "tone.mid"]
+    assert len(read_notes_or_empty(tmp_path / "out" / "silence.mid")) == 0
+    assert len(read_notes_or_empty(tmp_path / "out" / "blip.mid")) == 0
+
+
+def read_notes_or_empty(path: Path) -> Notes:
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(str(path))
+    return Notes.from_lists(
+        [(n.start, n.end) for i in pm.instruments for n in i.notes], [n.pitch for i in pm.instruments for n in i.notes]
+    )
+
+
+def test_cli_unknown_registered_model_lists_what_exists(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sf.write(tmp_path / "a.wav", np.zeros(SR, np.float32), SR)
+    result = runner.invoke(app, ["transcribe", str(tmp_path / "a.wav"), "--model", "models:/nope/Production"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: model models:/nope/Production not found in sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'} "
+        "(registered models: none)"
+    )
+
+
+def test_cli_unwritable_output_is_one_error_line(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(SR, np.float32), SR)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    result = runner.invoke(
+        app, ["transcribe", str(tmp_path / "a.wav"), "-o", str(tmp_path / "taken"), "--model", str(BUNDLED_MODEL)]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path / 'taken'}: cannot create output folder (File exists)"
+
+
+def test_without_a_registered_model_the_bundled_one_is_used(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_midi(Notes.from_lists([(0.5, 1.5)], [60]), tmp_path / "unused.mid")
+    t = np.arange(SR * 2) / SR
+    sf.write(tmp_path / "c4.wav", (0.3 * np.sin(2 * np.pi * 261.63 * t)).astype(np.float32), SR)
+    result = runner.invoke(app, ["transcribe", str(tmp_path / "c4.wav")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c4.mid").is_file()

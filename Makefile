@@ -8,7 +8,6 @@ DATASET  := $(DATA)/default
 SPACE    ?= search_spaces/quick.yaml
 # TensorFlow flavour: CUDA build only where an NVIDIA GPU answers.
 TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
-APT_PKGS := fluidsynth fluid-soundfont-gm timgm6mb-soundfont
 STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 
 .PHONY: help install system-deps data search ui test lint clean
@@ -24,16 +23,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
 	touch $@
 
-system-deps: ## FluidSynth and the piano soundfonts (apt, when root)
-	@if command -v fluidsynth >/dev/null && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then \
-		true; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
-	else \
-		echo "pianotx needs FluidSynth and two piano soundfonts; install them as root:"; \
-		echo "  apt-get install $(APT_PKGS)"; \
-		exit 1; \
-	fi
+system-deps: ## FluidSynth, the piano soundfonts and python3-venv (apt, as root or with sudo)
+	@missing=""; \
+	command -v fluidsynth >/dev/null || missing="$$missing fluidsynth"; \
+	[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing="$$missing fluid-soundfont-gm"; \
+	[ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || missing="$$missing timgm6mb-soundfont"; \
+	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "pianotx needs:$$missing; install them as root: apt-get install$$missing"; exit 1; fi; \
+	if ! command -v apt-get >/dev/null; then echo "pianotx needs:$$missing (no apt-get here: install them yourself)"; exit 1; fi; \
+	echo "installing$$missing"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
 
 data: install ## Render the default corpus and build the default dataset (skipped when up to date)
 	@test -f $(RENDER)/render.json || $(BIN)/pianotx data render $(RENDER)

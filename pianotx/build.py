@@ -117,8 +117,16 @@ def process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> d
     """Features, alignment and labels of one piece, chunks saved to ``out_file`` (.npz).
 
     Returns the piece's manifest record; a bad piece gives ``excluded`` and ``reason``
-    instead of raising.
+    instead of raising, an unexpected error included.
     """
+    try:
+        return _process_piece(source, config, out_file)
+    except Exception as exc:  # one bad piece must not sink the build
+        record = {"name": source.name, "audio": str(source.audio), "midi": str(source.midi)}
+        return {**record, "excluded": True, "reason": f"{type(exc).__name__}: {exc}", "bad_file": str(source.audio)}
+
+
+def _process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> dict[str, Any]:
     from pianotx.align import estimate_offset
     from pianotx.audio import AudioError, load_audio
     from pianotx.features import compute_features
@@ -152,7 +160,7 @@ def process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> d
     if alignment.confidence < config.align.min_confidence:
         reason = f"alignment confidence {alignment.confidence:.2f} < {config.align.min_confidence}"
         return {**record, "excluded": True, "reason": reason, "bad_file": str(source.audio)}
-    aligned = notes.shifted(alignment.offset_frames / fc.frame_rate)
+    aligned = notes.shifted(alignment.offset_frames / fc.frame_rate).from_zero()
     frames, onsets = notes_to_rolls(aligned, len(features), fc.frame_rate)
     np.savez(
         out_file,
@@ -253,8 +261,9 @@ def build_dataset(
     fp = fingerprint(config, sources)
     if (out / MANIFEST).is_file():
         try:
-            if load_manifest(out).data.get("fingerprint") == fp:
-                return BuildResult("up to date", out, load_manifest(out).data)
+            existing = load_manifest(out).data
+            if existing.get("fingerprint") == fp:
+                return BuildResult("up to date", out, existing)
         except ValueError:
             pass  # unreadable or old manifest: rebuild
     return _build(root, out, sources, problems, fp, config, strict, workers, progress, log)
@@ -292,6 +301,9 @@ def _build(root, out, sources, problems, fp, config, strict, workers, progress, 
             if s.name in held_out
         ]
         manifest = _manifest(root, records, problems, fp, config, _gather(records, splits, work, tmp, config))
+        for split in ("train", "validation"):
+            if not manifest["splits"][split]["pieces"]:
+                log(f"warning: the {split} split is empty; `pianotx search` needs train and validation pieces")
         shutil.rmtree(work)
         write_json_atomic(tmp / MANIFEST, manifest)
         _swap_in(tmp, out)

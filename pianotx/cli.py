@@ -107,10 +107,21 @@ def data_build(
         )
     except (BuildError, ValueError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
     splits = result.manifest["splits"]
     summary = ", ".join(f"{k} {v['pieces']} pieces/{v['chunks']} chunks" for k, v in splits.items())
     excluded = sum(p["excluded"] for p in result.manifest["pieces"])
     typer.echo(f"{out_dir}: {result.status} ({summary}; {excluded} excluded)")
+
+
+def _interrupt_on_sigterm() -> None:
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @app.command()
@@ -137,6 +148,7 @@ def search(
     if not space.is_file():
         fail(f"{space}: no such search-space file")
     store = resolve_store(tracking_uri)
+    _interrupt_on_sigterm()  # a killed search still closes its MLflow runs
     try:
         from pianotx.tuning.search import run_search
 
@@ -145,6 +157,10 @@ def search(
         )
     except (ConfigError, DatasetError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("search interrupted; run the same command again to resume it")
+    except Exception as exc:  # Keras Tuner, MLflow, the store: one line, not a traceback
+        fail(f"search failed: {type(exc).__name__}: {exc}")
     if result.best_trial_id is None:
         fail(f"no trial of {space} completed ({result.failed} failed); see the runs in {store.tracking_uri}")
     typer.echo(
@@ -171,6 +187,8 @@ def ui(
     cmd = ui_command(resolve_store(tracking_uri), port)
     typer.echo(" ".join(cmd), err=True)
     mlflow_bin = Path(sys.executable).with_name("mlflow")
+    if not mlflow_bin.is_file():
+        fail(f"{mlflow_bin}: MLflow's command is missing; run `make install`")
     os.execv(str(mlflow_bin), [str(mlflow_bin), *cmd[1:]])
 
 
@@ -232,10 +250,16 @@ def transcribe(
     files = expand_inputs(audio)
     if not files:
         fail("no audio files found in " + ", ".join(map(str, audio)))
-    failed = 0
+    failed, targets = 0, set()
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("transcribing", total=len(files))
         for path in files:
+            target = ((out_dir or path.parent) / f"{path.stem}.mid").resolve()
+            if target in targets:
+                failed += 1
+                typer.echo(f"error: {path}: {target} is already written by another input of this batch", err=True)
+                continue
+            targets.add(target)
             result = transcribe_file(transcriber, path, out_dir)
             bar.advance(task)
             if result.error:
@@ -267,6 +291,8 @@ def evaluate(
         load_manifest(dataset)
     except DatasetError as exc:
         fail(str(exc))
+    if json_out is not None and not json_out.parent.is_dir():
+        fail(f"{json_out}: its folder does not exist")
     transcriber, store = _load(model, tracking_uri, {})
     try:
         per_piece, mean = evaluate_split(
@@ -298,7 +324,10 @@ def export(
     from pianotx.transcribe import export as export_model
 
     transcriber, _ = _load(model, tracking_uri, {})
-    path = export_model(transcriber, out_dir, name)
+    try:
+        path = export_model(transcriber, out_dir, name)
+    except OSError as exc:
+        fail(f"{out_dir}: cannot write the model ({exc.strerror or exc})")
     typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB")
 
 

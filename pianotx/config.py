@@ -130,7 +130,6 @@ class ChunkConfig:
     """Fixed-length training chunks. The last partial chunk is zero-padded (silence)."""
 
     chunk_frames: int = 512
-    min_last_chunk_frames: int = 32  # a shorter tail is dropped rather than padded
     shard_chunks: int = 1024  # chunks per .npy shard
 
 

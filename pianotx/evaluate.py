@@ -15,8 +15,6 @@ reference and no estimate scores 0 everywhere). Nothing raises or warns on empty
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -231,7 +229,7 @@ def write_report(
     json_path: Path | None,
 ) -> dict[str, Any]:
     """The evaluation as plain data; written atomically to ``json_path`` when given."""
-    from pianotx.store import load_manifest
+    from pianotx.store import load_manifest, write_json_atomic
 
     report = {
         "model": model,
@@ -243,7 +241,5 @@ def write_report(
         "per_piece": per_piece,
     }
     if json_path is not None:
-        tmp = json_path.with_name(json_path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, json_path)
+        write_json_atomic(json_path, report)
     return report

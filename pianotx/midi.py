@@ -59,6 +59,13 @@ class Notes:
         """The same notes ``seconds`` later (earlier if negative)."""
         return Notes(self.intervals + seconds, self.pitches.copy(), self.velocities.copy())
 
+    def from_zero(self) -> Notes:
+        """Notes ending after 0 s, onsets before 0 s moved to 0 (after an early-audio shift)."""
+        keep = self.intervals[:, 1] > 0
+        iv = self.intervals[keep].copy()
+        iv[:, 0] = np.maximum(iv[:, 0], 0.0)
+        return Notes(iv, self.pitches[keep], self.velocities[keep])
+
     def in_piano_range(self) -> Notes:
         """Only the notes within MIDI 21..108."""
         keep = (self.pitches >= MIDI_MIN) & (self.pitches <= MIDI_MAX)

@@ -8,9 +8,8 @@ Layout of a built dataset ``OUT``::
     OUT/<split>/onsets-000.npy     (chunks, chunk_frames, 88) uint8, 1 = note starts here
     OUT/<split>/notes.npz          aligned reference notes of every piece of the split
 
-A piece of ``n`` frames becomes ``ceil(n / chunk_frames)`` consecutive chunks (the last
-zero-padded, i.e. silence with no notes; a last part shorter than
-``min_last_chunk_frames`` is dropped unless it is the whole piece). Each piece's first
+A piece of ``n`` frames becomes ``ceil(n / chunk_frames)`` consecutive chunks, the last
+zero-padded (silence with no notes). Each piece's first
 chunk index within its split and its chunk count are in the manifest, so a piece can
 be reassembled: ``concatenate(chunks)[:n_frames]``.
 """
@@ -39,20 +38,12 @@ class DatasetError(ValueError):
 
 
 def chunk(array: np.ndarray, config: ChunkConfig) -> np.ndarray:
-    """Cut (n, d) frames into (c, chunk_frames, d) chunks, zero-padding the last one.
-
-    The last partial chunk is kept (padded) when it has at least
-    ``min_last_chunk_frames`` frames or when it is the only chunk; otherwise dropped.
-    """
+    """Cut (n, d) frames into (ceil(n / chunk_frames), chunk_frames, d) chunks, the last
+    zero-padded (zero features are silence, zero labels no notes)."""
     size = config.chunk_frames
-    n = len(array)
-    full, rest = divmod(n, size)
-    keep_rest = rest > 0 and (rest >= config.min_last_chunk_frames or full == 0)
-    count = full + int(keep_rest)
+    count = -(-len(array) // size)
     out = np.zeros((count, size) + array.shape[1:], array.dtype)
-    flat = out.reshape((count * size,) + array.shape[1:])
-    used = min(n, count * size)
-    flat[:used] = array[:used]
+    out.reshape((count * size,) + array.shape[1:])[: len(array)] = array
     return out
 
 

@@ -40,10 +40,6 @@ class Store:
     tracking_uri: str
     artifact_root: str | None  # file URI for new experiments; None: the server decides
 
-    @property
-    def description(self) -> str:
-        return self.tracking_uri
-
 
 def find_store_dir(start: Path | None = None) -> Path:
     """The nearest ``mlruns/`` holding a store, from ``start`` upwards; else ``start/mlruns``."""
@@ -178,18 +174,35 @@ class SearchTracker:
         self.client.set_tag(run_id, "pianotx.model_uri", info.model_uri)
         return info.model_uri
 
-    def end_trial(self, run_id: str, failure: str | None = None) -> None:
+    def end_trial(self, run_id: str, failure: str | None = None, status: str | None = None) -> None:
+        """FINISHED, or ``status`` (default FAILED) with the reason as tag ``pianotx.failure``."""
         if failure:
             self.client.set_tag(run_id, "pianotx.failure", failure[:5000])
-        self.client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
+        self.client.set_terminated(run_id, status or ("FAILED" if failure else "FINISHED"))
 
-    def end_search(self, best: dict[str, Any] | None, failure: str | None = None) -> None:
+    def attach(self, timeout: float = 300.0) -> str:
+        """Join the parent run the chief of a distributed search created (waits for it)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.pianotx_kind = 'search'")
+            if found:
+                self.parent_id = found[0].info.run_id
+                return self.parent_id
+            if time.monotonic() > deadline:
+                raise TrackingError(f"no search run {self.name!r} in {self.store.tracking_uri}; start the chief first")
+            time.sleep(2.0)
+
+    def end_search(self, best: dict[str, Any] | None, failure: str | None = None, status: str | None = None) -> None:
         if best:
             self.client.set_tag(self.parent_id, "best_trial_id", best["trial_id"])
             self.client.set_tag(self.parent_id, "best_run_id", best["run_id"])
             self.client.set_tag(self.parent_id, "best_model_uri", best["model_uri"])
             self.log_metrics(self.parent_id, {f"best_{best['objective']}": best["value"]})
-        self.client.set_terminated(self.parent_id, "FAILED" if failure else "FINISHED")
+        if failure:
+            self.client.set_tag(self.parent_id, "pianotx.failure", failure[:5000])
+        self.client.set_terminated(self.parent_id, status or ("FAILED" if failure else "FINISHED"))
 
 
 def register(store: Store, model_uri: str, name: str, stage: str = "Production", alias: str = "production") -> int:
@@ -219,12 +232,13 @@ def registered_models(store: Store) -> list[str]:
 
 def has_model(store: Store, uri: str) -> bool:
     """Whether ``uri`` (models:/...) resolves in ``store``."""
-    try:
-        connect(store)
-        mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/MLmodel", dst_path=tempfile.mkdtemp())
-        return True
-    except (MlflowException, OSError):
-        return False
+    connect(store)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/MLmodel", dst_path=tmp)
+            return True
+        except (MlflowException, OSError):
+            return False
 
 
 def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:

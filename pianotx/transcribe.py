@@ -7,6 +7,12 @@ the very start and end of the input). The kept ranges tile ``[0, n_frames)``.
 
 Pure helpers: :func:`plan_windows` (where to cut), :func:`batch_windows` (equal-length
 batches for a batched predict), :func:`stitch` (kept parts back into one roll).
+:func:`predict_frames` runs a model over them with bounded memory.
+
+Models: :func:`load_transcriber` loads a registered or logged model (through
+:mod:`pianotx.tracking`), an export of ``pianotx export``, or the bundled model, with
+the feature and decoding config it carries; :func:`transcribe_file` turns one audio
+file into a MIDI file with the one feature function of :mod:`pianotx.features`.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pianotx.config import N_KEYS, FeatureConfig, from_dict, to_dict
 from pianotx.decoding import DecodingConfig, decode
 from pianotx.features import compute_features
 from pianotx.midi import write_midi
+from pianotx.store import write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -148,10 +155,18 @@ def predict_frames(
         (n_frames, 88) float32 probabilities.
     """
     windows = plan_windows(len(features), window, context)
-    outputs: list[np.ndarray] = []
-    for i in range(0, len(windows), batch_size):
-        group = windows[i : i + batch_size]
-        outputs.extend(np.asarray(predict_batch(batch_windows(features, group))))
+    outputs: list[np.ndarray | None] = [None] * len(windows)
+    # Only windows of one length share a batch: padding a shorter one would feed a
+    # bidirectional model's backward pass frames that do not exist (0.55 off at the end).
+    by_length: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_length.setdefault(w.stop - w.start, []).append(i)
+    for indices in by_length.values():
+        for k in range(0, len(indices), batch_size):
+            group = indices[k : k + batch_size]
+            batch = np.asarray(predict_batch(batch_windows(features, [windows[i] for i in group])))
+            for i, out in zip(group, batch):
+                outputs[i] = out
     return stitch(windows, outputs, len(features))
 
 
@@ -190,7 +205,12 @@ def load_local(path: str | Path) -> Transcriber:
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
         raise FileNotFoundError(f"{path}: no model here (expected {path.name} and {meta_path.name})")
-    return _from_metadata(keras.models.load_model(path, compile=False), json.loads(meta_path.read_text()), str(path))
+    try:
+        meta = json.loads(meta_path.read_text())
+        meta["features"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{meta_path}: not a pianotx model description ({exc})") from exc
+    return _from_metadata(keras.models.load_model(path, compile=False), meta, str(path))
 
 
 def load_transcriber(uri: str | None, store: Any) -> Transcriber:
@@ -219,13 +239,17 @@ def export(transcriber: Transcriber, out_dir: Path, name: str = "piano") -> Path
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.keras"
     tmp = out_dir / f".{name}.tmp.keras"
-    transcriber.model.save(tmp)
+    import keras
+
+    plain = keras.Model.from_config(transcriber.model.get_config())  # uncompiled: no optimizer state
+    plain.set_weights(transcriber.model.get_weights())
+    plain.save(tmp)
     meta = {
         "features": to_dict(transcriber.features),
         "decoding": to_dict(transcriber.decoding),
         "source": transcriber.source,
     }
-    (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(out_dir / f"{name}.json", meta)
     os.replace(tmp, target)
     return target
 
@@ -248,6 +272,7 @@ def transcribe_file(transcriber: Transcriber, audio: Path, out_dir: Path | None)
     start = time.perf_counter()
     target = (out_dir or audio.parent) / f"{audio.stem}.mid"
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         samples = load_audio(audio, transcriber.features.sample_rate)
         features = compute_features(samples, transcriber.features)
         notes = decode(transcriber.probabilities(features), transcriber.features.frame_rate, transcriber.decoding)
@@ -256,6 +281,8 @@ def transcribe_file(transcriber: Transcriber, audio: Path, out_dir: Path | None)
         return FileResult(audio, None, error=str(exc))
     except OSError as exc:
         return FileResult(audio, None, error=f"cannot write {target} ({exc.strerror or exc})")
+    except Exception as exc:  # one bad file must not stop the batch
+        return FileResult(audio, None, error=f"{type(exc).__name__}: {exc}")
     seconds = len(samples) / transcriber.features.sample_rate
     return FileResult(audio, target, len(notes), seconds, time.perf_counter() - start)
 

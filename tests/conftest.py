@@ -58,6 +58,12 @@ def write_pair(folder: Path, name: str, notes: Notes, delay: float = 0.0, noise:
     write_midi(notes, folder / f"{name}.mid")
 
 
+@pytest.fixture(autouse=True)
+def private_mlflow_store(tmp_path, monkeypatch):
+    """Every test gets its own MLflow store: none reads or writes the repository's mlruns/."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow-store.db'}")
+
+
 @pytest.fixture
 def pairs_dir(tmp_path: Path) -> Path:
     """Ten 8-second pairs, aligned."""

@@ -32,11 +32,6 @@ def test_only_tracking_imports_mlflow_and_only_tuning_imports_keras_tuner():
     assert tuner_users and all(p.startswith("tuning/") for p in tuner_users)
 
 
-def test_model_and_train_import_neither():
-    for name in ("model.py", "train.py"):
-        assert not {"mlflow", "keras_tuner"} & _imports(PACKAGE / name)
-
-
 def test_cli_help_imports_no_heavy_module():
     code = (
         "import sys; from typer.testing import CliRunner; from pianotx.cli import app; "

@@ -129,14 +129,19 @@ def test_interrupted_trial_runs_are_marked_killed(tmp_path):
     assert run.info.status == "KILLED" and run.data.tags["pianotx.failure"] == "interrupted"
 
 
-def test_changed_space_is_refused_without_overwrite(tiny_dataset, tmp_path):
+def test_changed_space_or_dataset_is_refused_without_overwrite(tmp_path):
     from pianotx.config import ConfigError
     from pianotx.tuning.search import _check_unchanged
     from pianotx.tuning.space import load_spec
 
-    space = _space(tmp_path, "edit")
-    _check_unchanged(load_spec(space), tmp_path / "kt" / "edit", overwrite=False)
+    space, project = _space(tmp_path, "edit"), tmp_path / "kt" / "edit"
+    _check_unchanged(load_spec(space), project, "fp1", overwrite=False)
+    _check_unchanged(load_spec(space), project, "fp1", overwrite=False)  # unchanged: resumes
+    with pytest.raises(ConfigError, match="the dataset changed since search 'edit' began"):
+        _check_unchanged(load_spec(space), project, "fp2", overwrite=False)
     space.write_text(space.read_text().replace("[8, 16]", "[8, 32]"))
     with pytest.raises(ConfigError, match="changed since search 'edit' began"):
-        _check_unchanged(load_spec(space), tmp_path / "kt" / "edit", overwrite=False)
-    _check_unchanged(load_spec(space), tmp_path / "kt" / "edit", overwrite=True)
+        _check_unchanged(load_spec(space), project, "fp1", overwrite=False)
+    (project / "trial_00").mkdir()
+    _check_unchanged(load_spec(space), project, "fp2", overwrite=True)
+    assert sorted(p.name for p in project.iterdir()) == ["dataset_fingerprint.txt", "search_space.yaml"]

@@ -6,16 +6,11 @@ from pianotx.store import chunk, write_split
 
 def test_chunk_pads_last_partial_chunk_with_zeros():
     a = np.arange(1, 11, dtype=np.float32).reshape(10, 1)
-    out = chunk(a, ChunkConfig(chunk_frames=4, min_last_chunk_frames=2))
+    out = chunk(a, ChunkConfig(chunk_frames=4))
     assert out.shape == (3, 4, 1)
     assert out[:, :, 0].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 0, 0]]
-
-
-def test_chunk_drops_a_too_short_tail_unless_it_is_all():
-    a = np.ones((9, 2), np.uint8)
-    assert chunk(a, ChunkConfig(chunk_frames=4, min_last_chunk_frames=2)).shape == (2, 4, 2)
-    short = chunk(np.ones((1, 2)), ChunkConfig(chunk_frames=4, min_last_chunk_frames=2))
-    assert short.shape == (1, 4, 2) and short.sum() == 2
+    assert chunk(np.ones((1, 2)), ChunkConfig(chunk_frames=4)).tolist() == [[[1, 1], [0, 0], [0, 0], [0, 0]]]
+    assert chunk(np.ones((8, 2)), ChunkConfig(chunk_frames=4)).shape == (2, 4, 2)
 
 
 def test_write_split_streams_pieces_into_shards(tmp_path):

@@ -90,6 +90,8 @@ fixed: {epochs: 3}
             "both searched and fixed",
         ),
         ("- just\n- a list\n", "a search space is a mapping"),
+        ("tuner: {type: random}\nobjective: {name: val_f2}\n", "objective.name must be one of val_f1"),
+        ("tuner: {type: random, max_trials: ten}\n", "tuner.max_trials must be an integer, got 'ten'"),
     ],
 )
 def test_malformed_spaces_are_clear_errors(tmp_path, text, message):

@@ -10,9 +10,9 @@ import csv
 from pathlib import Path
 
 from pianotx.datasets import PieceSource, Problem
+from pianotx.store import SPLITS
 
 CSV_NAME = "maestro-v3.0.0.csv"
-SPLITS = ("train", "validation", "test")
 
 
 def is_maestro(root: Path) -> bool:

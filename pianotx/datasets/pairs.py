@@ -30,7 +30,8 @@ def _render_info(root: Path) -> dict[str, dict]:
 def _stems(root: Path, extensions: tuple[str, ...]) -> dict[Path, Path]:
     found: dict[Path, Path] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in extensions and not path.name.startswith("."):
+        hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+        if path.is_file() and path.suffix.lower() in extensions and not hidden:
             found.setdefault(path.with_suffix(""), path)
     return found
 

@@ -30,6 +30,7 @@ from pianotx.tracking import TRIAL_TAG, SearchTracker, Store, register
 from pianotx.tuning.space import SearchSpec, load_spec, to_hyperparameters
 
 SPEC_COPY = "search_space.yaml"
+DATASET_FINGERPRINT = "dataset_fingerprint.txt"
 PACKAGES = ("pianotx", "tensorflow", "keras", "keras-tuner", "mlflow", "librosa", "numpy", "mir_eval")
 
 
@@ -51,8 +52,9 @@ def tuner_directory(store: Store) -> Path:
     return Path("keras-tuner").resolve()
 
 
-def _check_unchanged(spec: SearchSpec, project: Path, overwrite: bool) -> None:
-    saved = project / SPEC_COPY
+def _check_unchanged(spec: SearchSpec, project: Path, fingerprint: str, overwrite: bool) -> None:
+    """Refuse to resume a search whose space file or dataset changed since it began."""
+    saved, saved_fp = project / SPEC_COPY, project / DATASET_FINGERPRINT
     if overwrite and project.exists():
         shutil.rmtree(project)
     elif saved.is_file() and saved.read_bytes() != spec.path.read_bytes():
@@ -60,8 +62,14 @@ def _check_unchanged(spec: SearchSpec, project: Path, overwrite: bool) -> None:
             f"{spec.path}: changed since search {spec.name!r} began ({saved}); "
             "use --overwrite to start it afresh, or give the search a new name"
         )
+    elif saved_fp.is_file() and saved_fp.read_text().strip() != fingerprint:
+        raise ConfigError(
+            f"the dataset changed since search {spec.name!r} began (fingerprint in {saved_fp}); "
+            "use --overwrite to start it afresh, or give the search a new name"
+        )
     project.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec.path, saved)
+    saved_fp.write_text(fingerprint + "\n")
 
 
 def _environment_tags() -> dict[str, str]:
@@ -120,26 +128,39 @@ def run_search(
     if not manifest.data["splits"]["validation"]["chunks"] or not manifest.data["splits"]["train"]["chunks"]:
         raise ConfigError(f"{dataset_dir}: the dataset needs train and validation chunks")
     directory = tuner_directory(store)
-    _check_unchanged(spec, directory / spec.name, overwrite)
+    fingerprint = manifest.data["fingerprint"]
     tracker = SearchTracker(store, spec.name)
-    params = {
-        "tuner": spec.tuner,
-        "objective": f"{spec.objective} ({spec.direction})",
-        "dataset": str(Path(dataset_dir).resolve()),
-        "dataset_fingerprint": manifest.data["fingerprint"],
-        **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()},
-    }
-    tracker.start_search(params, _environment_tags(), [spec.path, Path(dataset_dir) / MANIFEST], fresh=overwrite)
-    tracker.kill_stale_trials()
-    tuner = make_tuner(spec, manifest.features.n_bins, manifest.feature_stats, directory)
-    tuner.tracker, tuner.features = tracker, manifest.features
-    tuner.decoding, tuner.note_eval_pieces = decoding or DecodingConfig(), note_eval_pieces
+    worker = is_worker()
+    if worker:  # a distributed worker: the chief owns the parent run and the registry
+        tracker.attach()
+    else:
+        _check_unchanged(spec, directory / spec.name, fingerprint, overwrite)
+        params = {
+            "tuner": spec.tuner,
+            "objective": f"{spec.objective} ({spec.direction})",
+            "dataset": str(Path(dataset_dir).resolve()),
+            "dataset_fingerprint": fingerprint,
+            **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()},
+        }
+        tracker.start_search(params, _environment_tags(), [spec.path, Path(dataset_dir) / MANIFEST], fresh=overwrite)
     try:
+        if not worker:
+            tracker.kill_stale_trials()
+        tuner = make_tuner(spec, manifest.features.n_bins, manifest.feature_stats, directory)
+        tuner.tracker, tuner.features = tracker, manifest.features
+        tuner.decoding, tuner.note_eval_pieces = decoding or DecodingConfig(), note_eval_pieces
         tuner.search(str(dataset_dir), verbose=verbose)
-    except BaseException:
-        tracker.end_search(None, failure="interrupted")
+        if worker:
+            return SearchResult(0, 0, None, None, None, None, None)
+        return _finish(tuner, tracker, spec, store, register_as)
+    except KeyboardInterrupt:
+        if not worker:
+            tracker.end_search(None, failure="interrupted", status="KILLED")
         raise
-    return _finish(tuner, tracker, spec, store, None if is_worker() else register_as)
+    except BaseException as exc:
+        if not worker:
+            tracker.end_search(None, failure=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def _finish(

@@ -28,7 +28,6 @@ else is an error before anything trains. Unlisted fields keep their defaults (th
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,8 @@ HP_KEYS = {
     "choice": ({"values"}, {"ordered", "default"}),
     "boolean": (set(), {"default"}),
 }
+OBJECTIVES = ("val_f1", "val_precision", "val_recall", "val_loss", "loss")
+SETTING_TYPES = {"alpha": float, "beta": float}  # every other tuner setting is an integer
 TUNABLE = {f.name: f.type for f in fields(ModelConfig)} | {f.name: f.type for f in fields(TrainConfig)}
 
 
@@ -65,11 +66,6 @@ class SearchSpec:
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-
-    @property
-    def digest(self) -> str:
-        """Hash of the file's content: a changed space must not silently resume."""
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
 def _check_keys(where: str, got: dict[str, Any], allowed: set[str], required: set[str] = frozenset()) -> None:
@@ -119,11 +115,19 @@ def load_spec(path: str | Path) -> SearchSpec:
     _check_keys(f"{where}: objective", objective, {"name", "direction"})
     if objective.get("direction", "max") not in ("max", "min"):
         raise ConfigError(f"{where}: objective.direction must be max or min")
+    if objective.get("name", "val_f1") not in OBJECTIVES:
+        raise ConfigError(f"{where}: objective.name must be one of {', '.join(OBJECTIVES)}")
     tuner = dict(data["tuner"] or {})
     kind = tuner.pop("type", None)
     if kind not in TUNER_KEYS:
         raise ConfigError(f"{where}: tuner.type must be one of {', '.join(TUNER_KEYS)}")
     _check_keys(f"{where}: tuner ({kind})", tuner, TUNER_KEYS[kind])
+    for key, value in tuner.items():
+        wanted = SETTING_TYPES.get(key, int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and value != int(value)):
+            raise ConfigError(
+                f"{where}: tuner.{key} must be {'a number' if wanted is float else 'an integer'}, got {value!r}"
+            )
     hps = {k: _check_hp(f"{where}: hyperparameters", k, v) for k, v in (data.get("hyperparameters") or {}).items()}
     fixed = dict(data.get("fixed") or {})
     for name in fixed:

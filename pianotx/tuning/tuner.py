@@ -115,9 +115,11 @@ class TrackedTrials:
         except TrainingDiverged as exc:
             self.tracker.end_trial(run_id, failure=f"NaN loss: {exc}")
             raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from exc
-        except BaseException as exc:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else traceback.format_exc(limit=3)
-            self.tracker.end_trial(run_id, failure=reason)
+        except KeyboardInterrupt:
+            self.tracker.end_trial(run_id, failure="interrupted", status="KILLED")
+            raise
+        except BaseException:
+            self.tracker.end_trial(run_id, failure=traceback.format_exc(limit=3))
             raise
         finally:
             release_memory()

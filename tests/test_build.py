@@ -171,3 +171,22 @@ def test_loader_streams_shuffled_batches(pairs_dir, tmp_path):
     assert not np.array_equal(first, seq.order)
     ref = SplitArrays(load_manifest(tmp_path / "ds"), "train").get(seq.order[:5])
     assert np.array_equal(seq[0][0], ref[0])
+
+
+def test_early_audio_shifts_notes_before_zero_which_are_clamped(tmp_path):
+    import soundfile as sf
+    from conftest import SR, synth
+
+    from pianotx.evaluate import evaluate_piece
+
+    notes = Notes.from_lists([(0.1, 0.6), (0.8, 1.3), (1.5, 2.2), (2.4, 3.0), (3.2, 4.0)], [60, 64, 67, 72, 55])
+    audio = synth(notes)[int(0.32 * SR) :]  # audio starts 10 frames early: the first note is cut
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "early.wav", audio, SR)
+    write_midi(notes, tmp_path / "in" / "early.mid")
+    (piece,) = build_dataset(tmp_path / "in", tmp_path / "ds", **QUIET).manifest["pieces"]
+    assert piece["offset_frames"] == -10
+    ref = SplitArrays(load_manifest(tmp_path / "ds"), piece["split"]).notes("early")
+    assert ref.intervals.min() == 0.0 and len(ref) == 5
+    np.testing.assert_allclose(ref.intervals[1:], notes.intervals[1:] - 0.32)
+    assert evaluate_piece(ref, ref)["note_f1"] == 1.0  # mir_eval accepts the clamped notes

@@ -145,3 +145,59 @@ def test_changed_space_or_dataset_is_refused_without_overwrite(tmp_path):
     (project / "trial_00").mkdir()
     _check_unchanged(load_spec(space), project, "fp2", overwrite=True)
     assert sorted(p.name for p in project.iterdir()) == ["dataset_fingerprint.txt", "search_space.yaml"]
+
+
+def test_search_killed_mid_trial_is_resumed(tiny_dataset, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "mlruns").mkdir()
+    store = _store(tmp_path)
+    space = tmp_path / "long.yaml"
+    space.write_text(
+        "name: long\ntuner: {type: random, max_trials: 1, seed: 0}\n"
+        "fixed: {epochs: 40, lstm_units: 8, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4,"
+        " early_stopping_patience: 100}\n"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pianotx.cli",
+        "search",
+        str(space),
+        "--data",
+        str(tiny_dataset),
+        "--tracking-uri",
+        store.tracking_uri,
+        "--no-register",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client, deadline = connect(store), time.time() + 120
+    trial_run = None
+    while time.time() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name("long")
+        runs = client.search_runs([exp.experiment_id], "tags.`pianotx.trial_id` = '0'") if exp else []
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "loss")) >= 2:
+            trial_run = runs[0].info.run_id
+            break
+        time.sleep(0.5)
+    assert trial_run is not None, "the trial never logged two epochs"
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) == 1
+    killed = client.get_run(trial_run)
+    assert killed.info.status == "KILLED" and killed.data.tags["pianotx.failure"] == "interrupted"
+    parent = client.get_run(killed.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "KILLED"
+
+    from pianotx.tuning.search import run_search
+
+    result = run_search(space, tiny_dataset, store, None, verbose=0)
+    assert result.trials == 1 and result.failed == 0
+    runs = client.search_runs([client.get_experiment_by_name("long").experiment_id], "tags.`pianotx.trial_id` = '0'")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    finished = next(r for r in runs if r.info.status == "FINISHED")
+    steps = [m.step for m in client.get_metric_history(finished.info.run_id, "loss")]
+    assert steps[0] > 1 and steps[-1] == 40  # went on from its last epoch, not from scratch

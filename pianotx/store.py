@@ -16,6 +16,7 @@ be reassembled: ``concatenate(chunks)[:n_frames]``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -155,6 +156,13 @@ def load_manifest(root: str | Path) -> Manifest:
     return Manifest(root, data)
 
 
+@functools.lru_cache(maxsize=64)
+def _open_shard(folder: str, index: int, fingerprint: str) -> dict[str, np.ndarray]:
+    """Memory maps of one shard, shared by every loader of the process: each search trial
+    makes new loaders, and fresh maps per trial kept ~85 MiB per trial resident."""
+    return {k: np.load(Path(folder) / f"{k}-{index:03d}.npy", mmap_mode="r") for k in ARRAYS}
+
+
 class SplitArrays:
     """Memory-mapped chunks of one split; nothing is read until indexed.
 
@@ -170,8 +178,7 @@ class SplitArrays:
         self.manifest = manifest
         self.split = split
         self.shards = [
-            {k: np.load(folder / f"{k}-{s['index']:03d}.npy", mmap_mode="r") for k in ARRAYS}
-            for s in info.get("shards", [])
+            _open_shard(str(folder.resolve()), s["index"], manifest.data["fingerprint"]) for s in info.get("shards", [])
         ]
         sizes = [s["chunks"] for s in info.get("shards", [])]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

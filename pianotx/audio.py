@@ -36,7 +36,8 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
             warnings.simplefilter("ignore")
             samples, _ = librosa.load(str(path), sr=sample_rate, mono=True)
     except Exception as exc:  # soundfile/audioread raise many types on bad files
-        raise AudioError(f"cannot decode audio ({type(exc).__name__}: {exc})") from exc
+        detail = str(exc).strip() or "no decoder recognises the file"
+        raise AudioError(f"cannot decode audio ({type(exc).__name__}: {detail})") from exc
     if samples.size == 0:
         raise AudioError("audio is empty")
     if not np.all(np.isfinite(samples)):

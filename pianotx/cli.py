@@ -19,6 +19,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ start-up chatter off the terminal (set before it is imported)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 data_app = typer.Typer(help="Render the default corpus and build datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

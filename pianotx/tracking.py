@@ -257,7 +257,9 @@ def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri) if ":" in uri else uri
         meta = (Model.load(local).metadata or {}).get(METADATA_KEY)
-        model = mlflow.keras.load_model(local)
+        with warnings.catch_warnings():  # the optimizer's slots are not needed for inference
+            warnings.simplefilter("ignore", UserWarning)
+            model = mlflow.keras.load_model(local)
     except (MlflowException, OSError) as exc:
         names = ", ".join(registered_models(store)) or "none"
         raise TrackingError(f"model {uri} not found in {store.tracking_uri} (registered models: {names})") from exc

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from pianotx.cli import app
 from pianotx.decoding import decode
-from pianotx.midi import Notes, read_notes, write_midi
+from pianotx.midi import Notes, read_notes
 from pianotx.transcribe import BUNDLED_MODEL, load_local, predict_frames, transcribe_file
 
 runner = CliRunner()
@@ -104,15 +104,15 @@ def read_notes_or_empty(path: Path) -> Notes:
     )
 
 
-def test_cli_unknown_registered_model_lists_what_exists(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def test_cli_unknown_registered_model_lists_what_exists(tmp_path):
+    store = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
     sf.write(tmp_path / "a.wav", np.zeros(SR, np.float32), SR)
-    result = runner.invoke(app, ["transcribe", str(tmp_path / "a.wav"), "--model", "models:/nope/Production"])
+    args = ["transcribe", str(tmp_path / "a.wav"), "--model", "models:/nope/Production", "--tracking-uri", store]
+    result = runner.invoke(app, args)
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        f"error: model models:/nope/Production not found in sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'} "
-        "(registered models: none)"
+        f"error: model models:/nope/Production not found in {store} (registered models: none)"
     )
 
 
@@ -126,10 +126,12 @@ def test_cli_unwritable_output_is_one_error_line(tmp_path):
     assert result.output.strip() == f"error: {tmp_path / 'taken'}: cannot create output folder (File exists)"
 
 
-def test_without_a_registered_model_the_bundled_one_is_used(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    write_midi(Notes.from_lists([(0.5, 1.5)], [60]), tmp_path / "unused.mid")
+def test_without_a_registered_model_the_bundled_one_is_used(tmp_path):
+    # the autouse fixture points MLFLOW_TRACKING_URI at an empty store
+    from pianotx.tracking import resolve_store
+    from pianotx.transcribe import load_transcriber
+
+    assert load_transcriber(None, resolve_store(None)).source == str(BUNDLED_MODEL)
     t = np.arange(SR * 2) / SR
     sf.write(tmp_path / "c4.wav", (0.3 * np.sin(2 * np.pi * 261.63 * t)).astype(np.float32), SR)
     result = runner.invoke(app, ["transcribe", str(tmp_path / "c4.wav")])

@@ -201,3 +201,28 @@ def test_search_killed_mid_trial_is_resumed(tiny_dataset, tmp_path):
     finished = next(r for r in runs if r.info.status == "FINISHED")
     steps = [m.step for m in client.get_metric_history(finished.info.run_id, "loss")]
     assert steps[0] > 1 and steps[-1] == 40  # went on from its last epoch, not from scratch
+
+
+def test_hyperband_honours_its_epoch_budget_and_initial_epoch(tiny_dataset, tmp_path):
+    from pianotx.tuning.search import run_search
+
+    (tmp_path / "mlruns").mkdir()
+    store = _store(tmp_path)
+    space = tmp_path / "hb.yaml"
+    space.write_text(
+        "name: hb\ntuner: {type: hyperband, max_epochs: 3, factor: 3, seed: 0}\n"
+        "hyperparameters: {lstm_units: {type: choice, values: [4, 8, 12, 16]}}\n"
+        "fixed: {recurrent_dropout: 0.0, dense_units: 8, batch_size: 4, early_stopping_patience: 100}\n"
+    )
+    result = run_search(space, tiny_dataset, store, None, verbose=0)
+    assert result.failed == 0 and result.trials >= 4
+    client = connect(store)
+    runs = client.search_runs([client.get_experiment_by_name("hb").experiment_id], "tags.mlflow.parentRunId != ''")
+    budgets = set()
+    for run in runs:
+        params = run.data.params
+        first, last = int(params["tuner/initial_epoch"]), int(params["tuner/epochs"])
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+        assert steps == list(range(first + 1, last + 1))  # promoted trials start where their parent stopped
+        budgets.add((first, last))
+    assert (0, 1) in budgets and any(first > 0 for first, _ in budgets)

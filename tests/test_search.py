@@ -44,6 +44,14 @@ def _space(tmp_path, name):
     return path
 
 
+def _search(tmp_path, name: str, text: str) -> tuple[Store, Path]:
+    """A private store and the search-space file ``name.yaml`` holding ``text``."""
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    space = tmp_path / f"{name}.yaml"
+    space.write_text(text)
+    return _store(tmp_path), space
+
+
 def _store(tmp_path) -> Store:
     return Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
 
@@ -98,14 +106,14 @@ def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path)
 def test_diverging_trial_fails_and_the_search_goes_on(tiny_dataset, tmp_path):
     from pianotx.tuning.search import run_search
 
-    (tmp_path / "mlruns").mkdir()
-    space = tmp_path / "diverge.yaml"
-    space.write_text(
+    store, space = _search(
+        tmp_path,
+        "diverge",
         "name: diverge\ntuner: {type: random, max_trials: 2, seed: 1}\n"
         "hyperparameters: {learning_rate: {type: choice, values: [1.0e+30, 1.0e-2]}}\n"
-        "fixed: {epochs: 2, lstm_units: 8, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4, optimizer: sgd}\n"
+        "fixed: {epochs: 2, lstm_units: 8, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4, optimizer: sgd}\n",
     )
-    result = run_search(space, tiny_dataset, _store(tmp_path), None, verbose=0)
+    result = run_search(space, tiny_dataset, store, None, verbose=0)
     assert result.trials == 1 and result.failed == 1 and result.registered_version is None
     client = connect(_store(tmp_path))
     runs = client.search_runs([client.get_experiment_by_name("diverge").experiment_id], "tags.mlflow.parentRunId != ''")
@@ -154,13 +162,12 @@ def test_search_killed_mid_trial_is_resumed(tiny_dataset, tmp_path):
     import sys
     import time
 
-    (tmp_path / "mlruns").mkdir()
-    store = _store(tmp_path)
-    space = tmp_path / "long.yaml"
-    space.write_text(
+    store, space = _search(
+        tmp_path,
+        "long",
         "name: long\ntuner: {type: random, max_trials: 1, seed: 0}\n"
         "fixed: {epochs: 40, lstm_units: 8, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4,"
-        " early_stopping_patience: 100}\n"
+        " early_stopping_patience: 100}\n",
     )
     cmd = [
         sys.executable,
@@ -206,13 +213,12 @@ def test_search_killed_mid_trial_is_resumed(tiny_dataset, tmp_path):
 def test_hyperband_honours_its_epoch_budget_and_initial_epoch(tiny_dataset, tmp_path):
     from pianotx.tuning.search import run_search
 
-    (tmp_path / "mlruns").mkdir()
-    store = _store(tmp_path)
-    space = tmp_path / "hb.yaml"
-    space.write_text(
+    store, space = _search(
+        tmp_path,
+        "hb",
         "name: hb\ntuner: {type: hyperband, max_epochs: 3, factor: 3, seed: 0}\n"
         "hyperparameters: {lstm_units: {type: choice, values: [4, 8, 12, 16]}}\n"
-        "fixed: {recurrent_dropout: 0.0, dense_units: 8, batch_size: 4, early_stopping_patience: 100}\n"
+        "fixed: {recurrent_dropout: 0.0, dense_units: 8, batch_size: 4, early_stopping_patience: 100}\n",
     )
     result = run_search(space, tiny_dataset, store, None, verbose=0)
     assert result.failed == 0 and result.trials >= 4

@@ -40,12 +40,25 @@ class Store:
     tracking_uri: str
     artifact_root: str | None  # file URI for new experiments; None: the server decides
 
+    @property
+    def local_path(self) -> Path | None:
+        """The SQLite file of a local store (None for a server)."""
+        return (
+            Path(self.tracking_uri.removeprefix("sqlite:///")) if self.tracking_uri.startswith("sqlite:///") else None
+        )
+
+    @property
+    def exists(self) -> bool:
+        """False for a local store not created yet (reading it would create it)."""
+        return self.local_path is None or self.local_path.is_file()
+
 
 def find_store_dir(start: Path | None = None) -> Path:
-    """The nearest ``mlruns/`` holding a store, from ``start`` upwards; else ``start/mlruns``."""
+    """The nearest ``mlruns/`` folder from ``start`` upwards (a clone of pianotx has one at
+    its root); else ``start/mlruns``."""
     start = (start or Path.cwd()).resolve()
     for folder in (start, *start.parents):
-        if (folder / STORE_DIR / DB_NAME).is_file():
+        if (folder / STORE_DIR).is_dir():
             return folder / STORE_DIR
     return start / STORE_DIR
 
@@ -58,7 +71,6 @@ def resolve_store(tracking_uri: str | None = None) -> Store:
         root = Path(uri.removeprefix("sqlite:///")).parent / "artifacts" if local else None
         return Store(uri, root.resolve().as_uri() if root else None)
     folder = find_store_dir()
-    folder.mkdir(parents=True, exist_ok=True)
     return Store(f"sqlite:///{folder / DB_NAME}", (folder / "artifacts").as_uri())
 
 
@@ -66,6 +78,8 @@ def connect(store: Store) -> MlflowClient:
     """Point MLflow (tracking and registry) at ``store``; quiet its migrations' logging."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if store.local_path is not None:
+        store.local_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(store.tracking_uri)
     mlflow.set_registry_uri(store.tracking_uri)
     return MlflowClient(store.tracking_uri, store.tracking_uri)
@@ -231,7 +245,9 @@ def registered_models(store: Store) -> list[str]:
 
 
 def has_model(store: Store, uri: str) -> bool:
-    """Whether ``uri`` (models:/...) resolves in ``store``."""
+    """Whether ``uri`` (models:/...) resolves in ``store`` (a store not created yet has none)."""
+    if not store.exists:
+        return False
     connect(store)
     with tempfile.TemporaryDirectory() as tmp:
         try:

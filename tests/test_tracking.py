@@ -1,13 +1,20 @@
-from pianotx.tracking import find_store_dir, resolve_store, ui_command
+from pianotx.tracking import find_store_dir, has_model, resolve_store, ui_command
 
 
-def test_store_is_found_upwards_like_git(tmp_path, monkeypatch):
-    (tmp_path / "project" / "mlruns").mkdir(parents=True)
-    (tmp_path / "project" / "mlruns" / "mlflow.db").write_bytes(b"")
+def test_store_is_the_projects_mlruns_folder_found_upwards(tmp_path):
+    (tmp_path / "project" / "mlruns").mkdir(parents=True)  # a fresh clone: the folder, no database yet
     deep = tmp_path / "project" / "notebooks" / "2026"
     deep.mkdir(parents=True)
     assert find_store_dir(deep) == tmp_path / "project" / "mlruns"
-    assert find_store_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere" / "mlruns"
+    assert find_store_dir(tmp_path / "project") == tmp_path / "project" / "mlruns"
+
+
+def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.chdir(tmp_path)
+    store = resolve_store(None)
+    assert not store.exists and not has_model(store, "models:/piano/Production")
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_explicit_uri_then_environment_then_default(tmp_path, monkeypatch):

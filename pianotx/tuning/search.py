@@ -47,8 +47,8 @@ class SearchResult:
 
 def tuner_directory(store: Store) -> Path:
     """Keras Tuner's state beside a local store (``mlruns/keras-tuner``), else ``./keras-tuner``."""
-    if store.tracking_uri.startswith("sqlite:///"):
-        return Path(store.tracking_uri.removeprefix("sqlite:///")).parent / "keras-tuner"
+    if store.local_path is not None:
+        return store.local_path.parent / "keras-tuner"
     return Path("keras-tuner").resolve()
 
 

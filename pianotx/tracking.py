@@ -4,9 +4,10 @@ This is the only module that imports mlflow (a test keeps it so).
 
 The store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the embedded default,
 SQLite at ``mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``. The ``mlruns/``
-folder is looked for from the working directory upwards (like git looks for ``.git``),
-so a command run from a subfolder finds the same store; where there is none, it is
-created in the working directory.
+folder is looked for from the working directory upwards (like git looks for ``.git``;
+a clone of pianotx has one at its root), so a command run from a subfolder finds the
+same store; where there is none, ``./mlruns`` is used, and created only when something
+is written (reading a store that does not exist creates nothing).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def predict_frames(
     predict_batch: Callable[[np.ndarray], np.ndarray],
     features: np.ndarray,
     window: int = 2048,
-    context: int = 256,
+    context: int = 512,
     batch_size: int = 8,
 ) -> np.ndarray:
     """Frame probabilities of a whole piece, computed window by window.
@@ -148,7 +148,10 @@ def predict_frames(
             e.g. a Keras model's ``predict_on_batch``.
         features: (n_frames, n_bins) float32.
         window: output frames kept per window.
-        context: warm-up frames computed and discarded on each side of a window.
+        context: warm-up frames computed and discarded on each side of a window. The
+            default is the training chunk length: a bidirectional model trained on
+            512-frame chunks draws on up to that much context either way (measured: with
+            256 a bundled model's outputs moved by up to 0.2 on real music).
         batch_size: windows per call of ``predict_batch``.
 
     Returns:

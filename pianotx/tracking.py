@@ -100,6 +100,16 @@ def clean_value(value: Any) -> Any:
     return round(value, 10) if isinstance(value, float) else value
 
 
+def best_effort(action: Any, *args: Any, **kwargs: Any) -> None:
+    """Run a bookkeeping call on a failure path; a failure of its own (a store that is
+    locked or gone) is logged, never raised over the error being handled. Runs it could
+    not close are marked KILLED when the search resumes."""
+    try:
+        action(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - the original error matters more
+        logging.getLogger(__name__).warning("could not record in MLflow: %s", exc)
+
+
 class SearchTracker:
     """A parent run per search (one experiment per search name), a nested run per trial.
 

@@ -26,7 +26,7 @@ from typing import Any
 from pianotx.config import ConfigError
 from pianotx.decoding import DecodingConfig
 from pianotx.store import MANIFEST, load_manifest
-from pianotx.tracking import TRIAL_TAG, SearchTracker, Store, register
+from pianotx.tracking import TRIAL_TAG, SearchTracker, Store, best_effort, register
 from pianotx.tuning.space import SearchSpec, load_spec, to_hyperparameters
 
 SPEC_COPY = "search_space.yaml"
@@ -155,11 +155,11 @@ def run_search(
         return _finish(tuner, tracker, spec, store, register_as)
     except KeyboardInterrupt:
         if not worker:
-            tracker.end_search(None, failure="interrupted", status="KILLED")
+            best_effort(tracker.end_search, None, failure="interrupted", status="KILLED")
         raise
     except BaseException as exc:
         if not worker:
-            tracker.end_search(None, failure=f"{type(exc).__name__}: {exc}")
+            best_effort(tracker.end_search, None, failure=f"{type(exc).__name__}: {exc}")
         raise
 
 

@@ -27,7 +27,7 @@ from pianotx.loader import ChunkDataset
 from pianotx.model import FeatureStats, build_model
 from pianotx.plots import piano_roll_figure
 from pianotx.store import SplitArrays, load_manifest
-from pianotx.tracking import SearchTracker
+from pianotx.tracking import SearchTracker, best_effort
 from pianotx.train import TrainingDiverged, fit, release_memory, standard_callbacks
 from pianotx.transcribe import predict_frames
 from pianotx.tuning.space import configs_from_values
@@ -113,13 +113,13 @@ class TrackedTrials:
             )
             self._log_outcome(trial, run_id, dataset_dir, model_cfg, train_cfg)
         except TrainingDiverged as exc:
-            self.tracker.end_trial(run_id, failure=f"NaN loss: {exc}")
+            best_effort(self.tracker.end_trial, run_id, failure=f"NaN loss: {exc}")
             raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from exc
         except KeyboardInterrupt:
-            self.tracker.end_trial(run_id, failure="interrupted", status="KILLED")
+            best_effort(self.tracker.end_trial, run_id, failure="interrupted", status="KILLED")
             raise
         except BaseException:
-            self.tracker.end_trial(run_id, failure=traceback.format_exc(limit=3))
+            best_effort(self.tracker.end_trial, run_id, failure=traceback.format_exc(limit=3))
             raise
         finally:
             release_memory()

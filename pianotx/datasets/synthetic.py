@@ -32,7 +32,6 @@ is not checked.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -54,6 +53,7 @@ from pianotx.datasets.fluidsynth import (
 from pianotx.datasets.generated import Piece, RenderError, generated_pieces, parse_kinds
 from pianotx.datasets.scores import check_corpus, load_scores
 from pianotx.midi import write_midi
+from pianotx.store import write_json_atomic
 
 MANIFEST = "render.json"
 
@@ -214,12 +214,6 @@ def _render_all(
     return entries
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str], None] | None = None) -> RenderReport:
     """Render the corpus described by ``options`` into ``out_dir`` (see module docstring).
 
@@ -249,7 +243,7 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
         entries = _render_all([(p, f) for p in pieces for f in fonts], options, out_dir, work, say)
     keys = len(set().union(*(set(p.notes.pitches.tolist()) for p in pieces))) if pieces else 0
     total = round(sum(e["seconds"] for e in entries), 3)
-    _write_json(out_dir / MANIFEST, {
+    write_json_atomic(out_dir / MANIFEST, {
         "version": 1, "sample_rate": options.sample_rate, "seed": options.seed,
         "options": asdict(options),
         "soundfonts": [

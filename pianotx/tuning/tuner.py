@@ -12,7 +12,6 @@ goes on. Hyperband's epoch budget and weight inheritance are Keras Tuner's own.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +76,6 @@ class PianoHyperModel(kt.HyperModel):
         )
         val_data = ChunkDataset(dataset_dir, "validation", train_cfg.batch_size, shuffle=False)
         return fit(model, train_data, val_data, train_cfg, callbacks, initial_epoch, epochs, verbose)
-
-
-@dataclass(frozen=True)
-class TrialOutcome:
-    run_id: str
-    model_uri: str
 
 
 class TrackedTrials:

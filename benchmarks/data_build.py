@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pianotx.build import build_dataset
 from pianotx.config import BuildConfig, SplitConfig
-from pianotx.datasets.synthetic import RenderOptions, render_corpus
+from pianotx.render.corpus import RenderOptions, render_corpus
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
 
-    from pianotx.datasets.synthetic import RenderOptions, render_corpus
+    from pianotx.render.corpus import RenderOptions, render_corpus
     from pianotx.tracking import resolve_store
     from pianotx.transcribe import load_transcriber, transcribe_file
 

@@ -27,15 +27,8 @@ import numpy as np
 
 from pianotx.config import BuildConfig, to_dict
 from pianotx.datasets import PieceSource, discover
-from pianotx.store import (
-    MANIFEST,
-    MANIFEST_VERSION,
-    SPLITS,
-    chunk,
-    load_manifest,
-    write_json_atomic,
-    write_split,
-)
+from pianotx.files import check_output_folder, swap_in, temp_sibling, write_json_atomic
+from pianotx.store import MANIFEST, MANIFEST_VERSION, SPLITS, chunk, load_manifest, write_split
 
 Log = Callable[[str], None]
 
@@ -244,13 +237,18 @@ def build_dataset(
 ) -> BuildResult:
     """Build (or confirm up to date) the dataset of ``input_dir`` in ``out_dir``.
 
+    ``out_dir`` must be new, empty, or an earlier pianotx dataset (its manifest), and may
+    not be or contain ``input_dir``: anything else is refused before any work.
+
     Raises:
         BuildError: no usable piece, or ``strict`` and any bad input.
+        OutputError: ``out_dir`` is not a place a dataset may be written.
     """
     config = config or BuildConfig()
     root, out = Path(input_dir), Path(out_dir)
     if not root.is_dir():
         raise BuildError(f"{root}: input folder does not exist")
+    check_output_folder(out, MANIFEST, inputs=[root], what="dataset")
     sources, problems = discover(root)
     for p in problems:
         log(f"skipped {p.path}: {p.reason}")
@@ -270,10 +268,7 @@ def build_dataset(
 
 
 def _build(root, out, sources, problems, fp, config, strict, workers, progress, log) -> BuildResult:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a killed build
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp = temp_sibling(out)
     work = tmp / "pieces"
     work.mkdir(parents=True)
     try:
@@ -306,7 +301,7 @@ def _build(root, out, sources, problems, fp, config, strict, workers, progress, 
                 log(f"warning: the {split} split is empty; `pianotx search` needs train and validation pieces")
         shutil.rmtree(work)
         write_json_atomic(tmp / MANIFEST, manifest)
-        _swap_in(tmp, out)
+        swap_in(tmp, out, MANIFEST)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -319,8 +314,6 @@ def _manifest(root, records, problems, fp, config, split_info) -> dict[str, Any]
     return {
         "version": MANIFEST_VERSION,
         "source": str(root.resolve()),
-        "features": to_dict(config.features) | {"frame_rate": config.features.frame_rate},
-        "chunk_frames": config.chunks.chunk_frames,
         "config": to_dict(config),
         "splits": split_info,
         "pieces": records,
@@ -328,11 +321,3 @@ def _manifest(root, records, problems, fp, config, split_info) -> dict[str, Any]
         "fingerprint": fp,
     }
 
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by ``tmp`` with renames only (the old one removed last)."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)

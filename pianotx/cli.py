@@ -58,7 +58,7 @@ def data_render(
 ) -> None:
     """Render the default corpus: music21 scores and generated material on sampled pianos."""
     from pianotx.config import ConfigError
-    from pianotx.datasets.synthetic import RenderError, RenderOptions, render_corpus
+    from pianotx.render.corpus import RenderError, RenderOptions, render_corpus
 
     values: dict = {"pieces": pieces, "seconds": seconds, "generated": generated, "seed": seed}
     if corpus:
@@ -69,6 +69,8 @@ def data_render(
         report = render_corpus(out_dir, RenderOptions(**values), progress=lambda line: typer.echo(line, err=True))
     except (RenderError, ConfigError, ValueError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
     typer.echo(
         f"{out_dir}: {report.pieces} pieces, {report.seconds / 60:.1f} min of audio, "
         f"{report.keys_covered} keys covered, {len(report.skipped)} scores skipped"
@@ -337,6 +339,8 @@ def export(
     transcriber, _ = _load(model, tracking_uri, {})
     try:
         path = export_model(transcriber, out_dir, name)
+    except ValueError as exc:
+        fail(str(exc))
     except OSError as exc:
         fail(f"{out_dir}: cannot write the model ({exc.strerror or exc})")
     typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB")

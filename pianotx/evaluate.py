@@ -229,7 +229,8 @@ def write_report(
     json_path: Path | None,
 ) -> dict[str, Any]:
     """The evaluation as plain data; written atomically to ``json_path`` when given."""
-    from pianotx.store import load_manifest, write_json_atomic
+    from pianotx.files import write_json_atomic
+    from pianotx.store import load_manifest
 
     report = {
         "model": model,

@@ -7,14 +7,15 @@ A :class:`Notes` is three parallel arrays, the layout mir_eval expects:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pianotx.config import MIDI_MAX, MIDI_MIN
+from pianotx.files import atomic_path
+
+MIDI_EXTENSIONS = (".mid", ".midi")
 
 
 class MidiError(ValueError):
@@ -170,12 +171,5 @@ def write_midi(notes: Notes, path: str | Path, program: int = 0) -> None:
     for (start, end), pitch, vel in zip(notes.intervals, notes.pitches, notes.velocities):
         inst.notes.append(pretty_midi.Note(int(np.clip(vel, 1, 127)), int(pitch), float(start), float(end)))
     pm.instruments.append(inst)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pm.write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        pm.write(str(tmp))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from pianotx.config import BuildConfig, ChunkConfig, FeatureConfig, from_dict
 from pianotx.midi import Notes
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
 SPLITS = ("train", "validation", "test")
 ARRAYS = ("features", "frames", "onsets")
 
@@ -46,12 +45,6 @@ def chunk(array: np.ndarray, config: ChunkConfig) -> np.ndarray:
     out = np.zeros((count, size) + array.shape[1:], array.dtype)
     out.reshape((count * size,) + array.shape[1:])[: len(array)] = array
     return out
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
 
 
 def write_split(split_dir: Path, piece_files: list[Path], shard_chunks: int) -> list[dict[str, Any]]:
@@ -130,7 +123,7 @@ class Manifest:
 
     @property
     def chunk_frames(self) -> int:
-        return int(self.data["chunk_frames"])
+        return self.config.chunks.chunk_frames
 
     def pieces(self, split: str | None = None) -> list[dict[str, Any]]:
         """Included pieces (of one split, or all), in chunk order."""

@@ -18,7 +18,6 @@ file into a MIDI file with the one feature function of :mod:`pianotx.features`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pianotx.config import N_KEYS, FeatureConfig, from_dict, to_dict
 from pianotx.decoding import DecodingConfig, decode
 from pianotx.features import compute_features
 from pianotx.midi import write_midi
-from pianotx.store import write_json_atomic
+from pianotx.files import OutputError, atomic_path, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -237,23 +236,50 @@ def load_transcriber(uri: str | None, store: Any) -> Transcriber:
     return _from_metadata(model, meta, uri)
 
 
+def is_export(meta_path: Path) -> bool:
+    """Whether ``meta_path`` is the ``.json`` of a pianotx export (it names features)."""
+    try:
+        return isinstance(json.loads(meta_path.read_text()).get("features"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_export_target(out_dir: Path, name: str) -> None:
+    """Refuse to write ``NAME.keras``/``NAME.json`` over files pianotx did not export.
+
+    Raises:
+        OutputError: ``out_dir`` is a file or under one, or ``NAME.keras`` or ``NAME.json``
+            exists without ``NAME.json`` being a pianotx model description.
+    """
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"{out_dir}: {folder} is a file, not a folder")
+    model, meta = out_dir / f"{name}.keras", out_dir / f"{name}.json"
+    if (model.exists() or meta.exists()) and not is_export(meta):
+        taken = model if model.exists() else meta
+        raise OutputError(f"{taken}: exists and is not a pianotx export; choose another folder or --name")
+
+
 def export(transcriber: Transcriber, out_dir: Path, name: str = "piano") -> Path:
-    """Write ``NAME.keras`` and ``NAME.json`` (feature and decoding config) to ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{name}.keras"
-    tmp = out_dir / f".{name}.tmp.keras"
+    """Write ``NAME.keras`` and ``NAME.json`` (feature and decoding config) to ``out_dir``.
+
+    Only an earlier export of the same name is replaced (see :func:`check_export_target`).
+    """
     import keras
 
+    check_export_target(out_dir, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.keras"
     plain = keras.Model.from_config(transcriber.model.get_config())  # uncompiled: no optimizer state
     plain.set_weights(transcriber.model.get_weights())
-    plain.save(tmp)
     meta = {
         "features": to_dict(transcriber.features),
         "decoding": to_dict(transcriber.decoding),
         "source": transcriber.source,
     }
-    write_json_atomic(out_dir / f"{name}.json", meta)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        plain.save(tmp)
+        write_json_atomic(out_dir / f"{name}.json", meta)
     return target
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import melody, write_pair
 
 from pianotx.build import BuildError, assign_splits, build_dataset
-from pianotx.config import BuildConfig, ChunkConfig, SplitConfig
+from pianotx.config import BuildConfig, ChunkConfig, SplitConfig, to_dict
 from pianotx.datasets import PieceSource
 from pianotx.loader import ChunkDataset
 from pianotx.midi import Notes, write_midi
@@ -25,8 +25,9 @@ def test_manifest_shapes_and_labels(pairs_dir, tmp_path):
     result = build_dataset(pairs_dir, out, **QUIET)
     m = result.manifest
     assert result.status == "built"
-    assert m["version"] == 2 and m["chunk_frames"] == 512
-    assert m["features"] | {} == {
+    manifest = load_manifest(out)
+    assert m["version"] == 3 and manifest.chunk_frames == 512
+    assert to_dict(manifest.features) | {"frame_rate": manifest.features.frame_rate} == {
         "sample_rate": 16000,
         "hop_length": 512,
         "n_bins": 84,
@@ -69,7 +70,7 @@ def test_up_to_date_then_rebuilt_on_config_or_input_change(pairs_dir, tmp_path):
     assert build_dataset(pairs_dir, out, **QUIET).status == "up to date"
     changed = replace(BuildConfig(), chunks=ChunkConfig(chunk_frames=256))
     again = build_dataset(pairs_dir, out, changed, **QUIET)
-    assert again.status == "built" and again.manifest["chunk_frames"] == 256
+    assert again.status == "built" and load_manifest(tmp_path / "ds").chunk_frames == 256
     assert again.manifest["fingerprint"] != first.manifest["fingerprint"]
     write_midi(melody(99), pairs_dir / "piece00.mid")
     assert build_dataset(pairs_dir, out, changed, **QUIET).status == "built"

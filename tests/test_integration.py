@@ -22,7 +22,7 @@ def test_render_two_pieces_then_build(tmp_path):
     assert result.exit_code == 0, result.output
     manifest = load_manifest(out)
     pieces = manifest.pieces()
-    assert len(pieces) == 4 and manifest.data["features"]["n_bins"] == 84 and manifest.chunk_frames == 512
+    assert len(pieces) == 4 and manifest.features.n_bins == 84 and manifest.chunk_frames == 512
     # FluidSynth's lag is cut at render time, so every piece aligns at offset 0
     assert [p["offset_frames"] for p in pieces] == [0, 0, 0, 0]
     assert all(p["alignment_confidence"] > 4.0 for p in pieces)

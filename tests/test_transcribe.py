@@ -45,8 +45,8 @@ def test_overlapping_windows_match_one_pass(bundled):
 
 @pytest.mark.slow
 def test_rendered_piece_is_transcribed_with_matching_notes(bundled, tmp_path):
-    from pianotx.datasets.synthetic import RenderOptions, render_corpus
     from pianotx.evaluate import evaluate_piece
+    from pianotx.render.corpus import RenderOptions, render_corpus
 
     render_corpus(
         tmp_path / "r",

@@ -1,33 +1,17 @@
-"""Sources of (audio, MIDI) pieces: a folder of pairs, MAESTRO, or the synthetic render.
+"""Sources of (audio, MIDI) pieces: a folder of pairs (what ``pianotx data render``
+writes among them) or MAESTRO.
 
-Every source yields :class:`PieceSource` records and a list of problems (files that
-cannot be used, each with a reason) for the dataset builder.
+Every source yields :class:`~pianotx.datasets.base.PieceSource` records and a list of
+problems (files that cannot be used, each with a reason) for the dataset builder.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+from pianotx.datasets.base import PieceSource, Problem
 
-@dataclass(frozen=True)
-class PieceSource:
-    """One (audio, MIDI) pair to build from."""
-
-    name: str  # unique within the dataset
-    audio: Path
-    midi: Path
-    split: str | None = None  # fixed by the source (MAESTRO); None: assigned by the builder
-    group: str = ""  # pieces of one group (the same music) never span splits
-    piano: str | None = None  # instrument name when the source knows it (render.json)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A file the source cannot use."""
-
-    path: Path
-    reason: str
+__all__ = ["PieceSource", "Problem", "discover"]
 
 
 def discover(root: Path) -> tuple[list[PieceSource], list[Problem]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pianotx.datasets import PieceSource, Problem
+from pianotx.datasets.base import PieceSource, Problem
 from pianotx.store import SPLITS
 
 CSV_NAME = "maestro-v3.0.0.csv"

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 from pianotx.audio import AUDIO_EXTENSIONS
-from pianotx.datasets import PieceSource, Problem
-
-MIDI_EXTENSIONS = (".mid", ".midi")
+from pianotx.datasets.base import PieceSource, Problem
+from pianotx.midi import MIDI_EXTENSIONS
+from pianotx.render.common import RENDER_MANIFEST
 
 
 def _render_info(root: Path) -> dict[str, dict]:
-    path = root / "render.json"
+    path = root / RENDER_MANIFEST
     if not path.is_file():
         return {}
     try:

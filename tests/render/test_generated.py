@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pianotx.datasets import generated as gen
-from pianotx.datasets import synthetic as syn
 from pianotx.midi import Notes
+from pianotx.render import common
+from pianotx.render import corpus as syn
+from pianotx.render import generated as gen
 
 KEYS = list(range(21, 109))
 TICK = 1 / 440
@@ -49,8 +50,7 @@ def test_key_cycle_plays_every_key_once_per_88() -> None:
 
 
 def test_isolated_note_pieces_cover_all_88_keys_exactly_once_first() -> None:
-    options = syn.RenderOptions(seconds=45.0, generated=1.0, kinds=("notes",))
-    pieces = gen.generated_pieces(options, scores=2)
+    pieces = gen.generated_pieces(seed=0, seconds=45.0, kinds=("notes",), count=2)
     assert [p.source for p in pieces] == ["gen-notes-000", "gen-notes-001"]
     played = np.concatenate([p.notes.pitches for p in pieces])  # each piece in time order
     assert len(played) >= 88
@@ -74,14 +74,13 @@ def test_usual_chords_are_exact_chord_shapes() -> None:
 
 @pytest.mark.parametrize("kind", gen.KINDS)
 def test_generated_kinds_stay_on_the_keyboard_and_in_time(kind: str) -> None:
-    options = syn.RenderOptions(seconds=20.0, generated=1.0, kinds=(kind,))
-    (piece,) = gen.generated_pieces(options, scores=1)
+    (piece,) = gen.generated_pieces(seed=0, seconds=20.0, kinds=(kind,), count=1)
     notes = piece.notes
     assert piece.kind == kind and piece.source == f"gen-{kind}-000" and len(notes) >= 5
     assert notes.pitches.min() >= 21 and notes.pitches.max() <= 108
     assert notes.velocities.min() >= 1 and notes.velocities.max() <= 127
-    assert notes.intervals[:, 0].min() >= gen.LEAD_IN - TICK
-    assert notes.end_time <= gen.LEAD_IN + 20.0 + TICK
+    assert notes.intervals[:, 0].min() >= common.LEAD_IN - TICK
+    assert notes.end_time <= common.LEAD_IN + 20.0 + TICK
     assert _no_key_overlaps(notes)
 
 
@@ -100,6 +99,6 @@ def test_allocate_shares_generated_pieces_by_weight() -> None:
 
 def test_resolve_overlaps_cuts_at_the_restrike() -> None:
     notes = Notes.from_lists([(0.0, 1.0), (0.5, 1.5), (0.5, 0.8), (2.0, 3.0), (2.0, 2.01)], [60, 60, 62, 60, 64])
-    out = gen.resolve_overlaps(notes)
+    out = common.resolve_overlaps(notes)
     assert out.intervals.tolist() == [[0.0, 0.5], [0.5, 1.5], [0.5, 0.8], [2.0, 3.0]]
     assert out.pitches.tolist() == [60, 60, 62, 60]  # the 10 ms note is dropped

@@ -9,20 +9,16 @@ Soundfonts in :data:`RESERVED_SOUNDFONTS` are refused (kept for outside evaluati
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pianotx.datasets.generated import RenderError, quantise, safe_name
+from pianotx.files import atomic_path
 from pianotx.midi import Notes, write_midi
-
-if TYPE_CHECKING:
-    from pianotx.datasets.synthetic import RenderOptions
+from pianotx.render.common import RenderError, quantise, safe_name
 
 FLUIDSYNTH = "fluidsynth"
 SOUNDFONT_DIR = Path("/usr/share/sounds/sf2")
@@ -79,12 +75,13 @@ def check_fluidsynth() -> None:
 # ---------------------------------------------------------------- audio
 
 
-def run_fluidsynth(soundfont: Path, midi: Path, wav: Path, options: RenderOptions) -> np.ndarray:
-    """Render ``midi`` with FluidSynth; returns (n,) float32 mono (channel mean)."""
+def run_fluidsynth(soundfont: Path, midi: Path, wav: Path, sample_rate: int, gain: float) -> np.ndarray:
+    """Render ``midi`` with FluidSynth at ``sample_rate`` Hz and master ``gain``;
+    returns (n,) float32 mono (channel mean)."""
     import soundfile
 
     cmd = [
-        FLUIDSYNTH, "-ni", "-q", "-g", str(options.gain), "-r", str(options.sample_rate),
+        FLUIDSYNTH, "-ni", "-q", "-g", str(gain), "-r", str(sample_rate),
         "-O", "float", "-T", "wav", "-F", str(wav), str(soundfont), str(midi),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -147,13 +144,13 @@ def onset_lag(audio: np.ndarray, onsets: np.ndarray, sample_rate: int) -> float:
     return float(np.median(lags))
 
 
-def measure_lag(font: Soundfont, options: RenderOptions, work: Path) -> Soundfont:
+def measure_lag(font: Soundfont, work: Path, sample_rate: int, gain: float) -> Soundfont:
     """``font`` with its measured lag (seconds, clipped at 0) from rendering :func:`_probe`."""
     probe = _probe()
     midi = work / f"probe-{font.name}.mid"
     write_midi(probe, midi)
-    audio = run_fluidsynth(font.path, midi, work / f"probe-{font.name}.wav", options)
-    lag = max(onset_lag(audio, probe.intervals[:, 0], options.sample_rate), 0.0)
+    audio = run_fluidsynth(font.path, midi, work / f"probe-{font.name}.wav", sample_rate, gain)
+    lag = max(onset_lag(audio, probe.intervals[:, 0], sample_rate), 0.0)
     return Soundfont(font.name, font.path, round(lag, 6))
 
 
@@ -164,10 +161,5 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if peak > 0.99:
         audio = audio * (0.99 / peak)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         soundfile.write(str(tmp), audio, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -9,9 +9,9 @@ import pytest
 import soundfile as sf
 
 from pianotx.config import ConfigError, from_dict
-from pianotx.datasets import fluidsynth as fs
-from pianotx.datasets import synthetic as syn
 from pianotx.midi import read_notes
+from pianotx.render import corpus as syn
+from pianotx.render import fluidsynth as fs
 
 # ---------------------------------------------------------------- options
 

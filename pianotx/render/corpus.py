@@ -21,18 +21,20 @@ generated piece's name has no ``__t..`` part. ``seconds`` is the audio length.
 
 Audio and MIDI agree in time: FluidSynth's output lag, measured per soundfont on a probe
 of isolated notes, is cut from the start of every rendering, and the silent tail it
-appends is trimmed to at most :data:`pianotx.datasets.fluidsynth.RELEASE` seconds after the
+appends is trimmed to at most :data:`pianotx.render.fluidsynth.RELEASE` seconds after the
 last note-off.
 
 Music reserved for outside evaluation is refused: MuseScore's General soundfont (and
 GeneralUser, which it shares samples with) and music21's works by the composers in
-:data:`pianotx.datasets.scores.RESERVED_COMPOSERS`. A folder of the user's own MIDI files
+:data:`pianotx.render.scores.RESERVED_COMPOSERS`. A folder of the user's own MIDI files
 is not checked.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +42,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pianotx.datasets.fluidsynth import (
+from pianotx.files import check_output_folder, swap_in, temp_sibling, write_json_atomic
+from pianotx.midi import write_midi
+from pianotx.render.common import RENDER_MANIFEST, Piece, RenderError
+from pianotx.render.fluidsynth import (
     DEFAULT_SOUNDFONTS,
     Soundfont,
     check_fluidsynth,
@@ -50,12 +55,8 @@ from pianotx.datasets.fluidsynth import (
     trim_audio,
     write_wav,
 )
-from pianotx.datasets.generated import Piece, RenderError, generated_pieces, parse_kinds
-from pianotx.datasets.scores import check_corpus, load_scores
-from pianotx.midi import write_midi
-from pianotx.store import write_json_atomic
-
-MANIFEST = "render.json"
+from pianotx.render.generated import generated_pieces, parse_kinds
+from pianotx.render.scores import check_corpus, load_scores
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class RenderOptions:
             generated piece; 0 = whole scores and 45-s generated pieces.
         generated: generated pieces per score taken: ``ceil(scores * generated)``;
             0 = none. pieces=2 gives 1 generated piece.
-        kinds: "kind:weight" entries over :data:`pianotx.datasets.generated.KINDS`; the
+        kinds: "kind:weight" entries over :data:`pianotx.render.generated.KINDS`; the
             generated pieces are shared out in proportion to the weights (largest
             remainder, ties to the earlier kind). Default weights 3:3:2:3:1 (of 30
             pieces: 8, 8, 5, 7, 2).
@@ -163,8 +164,10 @@ def plan_pieces(
     options: RenderOptions, say: Callable[[str], None] | None = None
 ) -> tuple[list[Piece], list[tuple[str, str]]]:
     """Every piece to render (scores, then generated material), and the skipped scores."""
-    scores, skipped = load_scores(options, say)
-    return scores + generated_pieces(options, len(scores)), skipped
+    o = options
+    scores, skipped = load_scores(o.corpus, o.pieces, o.seed, o.transpose, o.seconds, say)
+    count = math.ceil(len(scores) * o.generated)
+    return scores + generated_pieces(o.seed, o.seconds, o.kinds, count), skipped
 
 
 def piece_name(piece: Piece, font: Soundfont) -> str:
@@ -176,14 +179,12 @@ def piece_name(piece: Piece, font: Soundfont) -> str:
 def render_piece(piece: Piece, font: Soundfont, options: RenderOptions, out_dir: Path, work: Path) -> dict[str, Any]:
     """Write ``NAME.wav`` and ``NAME.mid`` for one piece on one piano; its render.json entry."""
     name = piece_name(piece, font)
-    midi = work / f"{name}.mid"
+    midi = out_dir / f"{name}.mid"
     write_midi(piece.notes, midi)
-    audio = run_fluidsynth(font.path, midi, work / f"{name}.raw.wav", options)
+    audio = run_fluidsynth(font.path, midi, work / f"{name}.raw.wav", options.sample_rate, options.gain)
     lag = int(round(font.lag_seconds * options.sample_rate))
     audio = trim_audio(audio, lag, piece.notes.end_time, options.sample_rate)
     write_wav(out_dir / f"{name}.wav", audio, options.sample_rate)
-    os.chmod(midi, 0o644)  # mkstemp made it private
-    os.replace(midi, out_dir / f"{name}.mid")
     return {
         "name": name, "source": piece.source, "kind": piece.kind, "piano": font.name,
         "transpose": piece.transpose, "seconds": round(len(audio) / options.sample_rate, 4),
@@ -217,8 +218,10 @@ def _render_all(
 def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str], None] | None = None) -> RenderReport:
     """Render the corpus described by ``options`` into ``out_dir`` (see module docstring).
 
-    An existing ``render.json`` is removed first and the new one written last, so its
-    presence means a complete render. Files are written atomically (temp, rename).
+    The corpus is rendered into a hidden temporary folder beside ``out_dir`` and renamed
+    into place when complete (``render.json`` written last), so a folder with a
+    ``render.json`` is always a complete render. ``out_dir`` must be new, empty or an
+    earlier render: anything else is refused before any work.
 
     Args:
         out_dir: output folder, created if needed.
@@ -227,23 +230,57 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
 
     Raises:
         RenderError: a reserved or missing input, no fluidsynth, or a failed render.
+        OutputError: ``out_dir`` is not a place a corpus may be written.
     """
     say = progress or (lambda _line: None)
-    fonts = check_options(options)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST).unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".render-", dir=out_dir) as tmp:
+    check_output_folder(out_dir, RENDER_MANIFEST, inputs=[c for c in options.corpus if Path(c).is_dir()], what="corpus")
+    fonts = check_options(options)
+    target = temp_sibling(out_dir)
+    try:
+        entries, fonts, pieces, skipped = _render_into(target, options, fonts, say, progress)
+        _write_manifest(target, options, fonts, pieces, entries)
+        swap_in(target, out_dir, RENDER_MANIFEST)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    total = round(sum(e["seconds"] for e in entries), 3)
+    keys = _keys_covered(pieces)
+    return RenderReport(
+        out_dir, len(entries), total, {f.name: f.lag_seconds for f in fonts},
+        tuple(skipped), keys,
+    )  # fmt: skip
+
+
+def _render_into(
+    target: Path,
+    options: RenderOptions,
+    fonts: list[Soundfont],
+    say: Callable[[str], None],
+    progress: Callable[[str], None] | None,
+) -> tuple[list[dict[str, Any]], list[Soundfont], list[Piece], list[tuple[str, str]]]:
+    """Measure each piano's lag, plan the pieces and render them all into ``target``."""
+    with tempfile.TemporaryDirectory(prefix=".work-", dir=target) as tmp:
         work = Path(tmp)
-        fonts = [measure_lag(font, options, work) for font in fonts]
+        fonts = [measure_lag(font, work, options.sample_rate, options.gain) for font in fonts]
         for font in fonts:
             say(f"{font.name}: lag {font.lag_seconds * 1000:.1f} ms")
         pieces, skipped = plan_pieces(options, progress)
         say(f"rendering {len(pieces)} pieces on {len(fonts)} piano(s)")
-        entries = _render_all([(p, f) for p in pieces for f in fonts], options, out_dir, work, say)
-    keys = len(set().union(*(set(p.notes.pitches.tolist()) for p in pieces))) if pieces else 0
+        entries = _render_all([(p, f) for p in pieces for f in fonts], options, target, work, say)
+    return entries, fonts, pieces, skipped
+
+
+def _keys_covered(pieces: list[Piece]) -> int:
+    return len(set().union(*(set(p.notes.pitches.tolist()) for p in pieces))) if pieces else 0
+
+
+def _write_manifest(
+    target: Path, options: RenderOptions, fonts: list[Soundfont], pieces: list[Piece], entries: list[dict[str, Any]]
+) -> None:
+    keys = _keys_covered(pieces)
     total = round(sum(e["seconds"] for e in entries), 3)
-    write_json_atomic(out_dir / MANIFEST, {
+    write_json_atomic(target / RENDER_MANIFEST, {
         "version": 1, "sample_rate": options.sample_rate, "seed": options.seed,
         "options": asdict(options),
         "soundfonts": [
@@ -251,7 +288,3 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
         ],
         "keys_covered": keys, "total_seconds": total, "pieces": entries,
     })  # fmt: skip
-    return RenderReport(
-        out_dir, len(entries), total, {f.name: f.lag_seconds for f in fonts},
-        tuple(skipped), keys,
-    )  # fmt: skip

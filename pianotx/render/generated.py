@@ -1,83 +1,22 @@
-"""Generated material for the synthetic corpus, and what its other modules share.
+"""Generated material for the corpus: notes, chords, runs and repeated notes over the keyboard.
 
 Generated pieces cover the whole keyboard: isolated notes, usual and random chords, fast
 runs and repeated notes (:data:`KINDS`), each a seeded function of the run's seed and the
-piece's id. The shared part (:class:`RenderError`, :class:`Piece`, :data:`LEAD_IN` and the
-note utilities) is used by :mod:`~pianotx.datasets.scores`,
-:mod:`~pianotx.datasets.fluidsynth` and :mod:`~pianotx.datasets.synthetic`.
+piece's id.
 """
 
 from __future__ import annotations
 
-import math
-import re
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pianotx.config import MIDI_MAX, MIDI_MIN, N_KEYS
 from pianotx.midi import Notes
-
-if TYPE_CHECKING:
-    from pianotx.datasets.synthetic import RenderOptions
+from pianotx.render.common import LEAD_IN, Piece, finish, piece_rng
 
 KINDS = ("notes", "chords", "random_chords", "runs", "repeats")  # generated material
-LEAD_IN = 0.25  # seconds of silence before a piece's first note
-GENERATED_SECONDS = 45.0  # length of a generated piece when RenderOptions.seconds is 0
-_TICK = 60.0 / (120.0 * 220)  # one tick of pretty_midi's default file (120 qpm, 220 ppq)
-MIN_NOTE = 0.03  # seconds; shorter notes (after overlap cuts) are dropped
-
-
-class RenderError(RuntimeError):
-    """The corpus cannot be rendered (missing tool or file, refused input, failed render)."""
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Music to render: ``source`` names it (shared by its renderings), ``notes`` in seconds."""
-
-    source: str
-    kind: str  # "score" or one of KINDS
-    transpose: int  # semitones applied (0 for generated material)
-    notes: Notes
-
-
-# ---------------------------------------------------------------- shared helpers
-
-
-def safe_name(text: str) -> str:
-    """``text`` with every run of characters outside ``A-Za-z0-9._+-`` replaced by ``-``."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.") or "piece"
-
-
-def quantise(notes: Notes) -> Notes:
-    """Times rounded to the MIDI file's tick (1/440 s), so the notes equal the file's."""
-    iv = np.round(notes.intervals / _TICK) * _TICK
-    return Notes.from_lists(iv, notes.pitches, notes.velocities)
-
-
-def resolve_overlaps(notes: Notes) -> Notes:
-    """One key plays one note at a time: a note still sounding when its key is struck
-    again ends at the new onset; notes left shorter than 30 ms are dropped."""
-    iv = notes.intervals.copy()
-    for pitch in np.unique(notes.pitches):
-        idx = np.flatnonzero(notes.pitches == pitch)  # sorted by onset (Notes invariant)
-        iv[idx[:-1], 1] = np.minimum(iv[idx[:-1], 1], iv[idx[1:], 0])
-    keep = iv[:, 1] - iv[:, 0] >= MIN_NOTE - 1e-9
-    return Notes.from_lists(iv[keep], notes.pitches[keep], notes.velocities[keep])
-
-
-def finish(notes: Notes) -> Notes:
-    """Notes as written and rendered: quantised to MIDI ticks, one note per key at a time."""
-    return resolve_overlaps(quantise(notes))
-
-
-def piece_rng(seed: int, source: str) -> np.random.Generator:
-    """A generator seeded by the run's seed and the piece's id (not its position)."""
-    return np.random.default_rng([seed, zlib.crc32(source.encode())])
+GENERATED_SECONDS = 45.0  # length of a generated piece when the render's seconds is 0
 
 
 # ---------------------------------------------------------------- kinds
@@ -292,22 +231,23 @@ def repeated_notes(rng: np.random.Generator, seconds: float) -> Notes:
         t += ioi * count + rng.uniform(0.2, 0.5)
 
 
-def generated_pieces(options: RenderOptions, scores: int) -> list[Piece]:
-    """``ceil(scores * options.generated)`` generated pieces, named ``gen-KIND-NNN``.
+def generated_pieces(seed: int, seconds: float, kinds: tuple[str, ...], count: int) -> list[Piece]:
+    """``count`` generated pieces shared out over ``kinds`` ("kind:weight" entries),
+    named ``gen-KIND-NNN``.
 
     Isolated-note pieces share one :func:`key_cycle`, so together they play every key
-    once before any key twice. Each piece lasts ``options.seconds`` (45 s if 0).
+    once before any key twice. Each piece lasts ``seconds`` (45 s if 0).
     """
-    seconds = options.seconds or GENERATED_SECONDS
+    seconds = seconds or GENERATED_SECONDS
     makers = {"chords": usual_chords, "random_chords": random_chords, "runs": runs,
               "repeats": repeated_notes}  # fmt: skip
-    keys = key_cycle(piece_rng(options.seed, "gen-notes-keys"))
+    keys = key_cycle(piece_rng(seed, "gen-notes-keys"))
     counts: dict[str, int] = {}
     pieces = []
-    for kind in allocate(math.ceil(scores * options.generated), parse_kinds(options.kinds)):
+    for kind in allocate(count, parse_kinds(kinds)):
         source = f"gen-{kind}-{counts.setdefault(kind, 0):03d}"
         counts[kind] += 1
-        rng = piece_rng(options.seed, source)
+        rng = piece_rng(seed, source)
         if kind == "notes":
             notes = isolated_notes(rng, seconds, keys)
         else:

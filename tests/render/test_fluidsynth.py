@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pianotx.datasets import fluidsynth as fs
-from pianotx.datasets import synthetic as syn
+from pianotx.render import corpus as syn
+from pianotx.render import fluidsynth as fs
 
 # ---------------------------------------------------------------- audio
 

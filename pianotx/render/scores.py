@@ -13,16 +13,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pianotx.config import MIDI_MAX, MIDI_MIN
-from pianotx.datasets.generated import LEAD_IN, MIN_NOTE, Piece, RenderError, finish, piece_rng, safe_name
-from pianotx.midi import Notes, read_notes
-
-if TYPE_CHECKING:
-    from pianotx.datasets.synthetic import RenderOptions
+from pianotx.midi import MIDI_EXTENSIONS, Notes, read_notes
+from pianotx.render.common import LEAD_IN, MIN_NOTE, Piece, RenderError, finish, piece_rng, safe_name
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +29,6 @@ RESERVED_COMPOSERS = (
 )  # fmt: skip
 _RESERVED_RE = re.compile(r"(?<![a-zäö])(" + "|".join(RESERVED_COMPOSERS) + r")(?![a-zäö])")
 SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn", ".abc", ".mei")  # not .rntxt analyses
-MIDI_SUFFIXES = (".mid", ".midi")
 
 
 # ---------------------------------------------------------------- checks
@@ -135,7 +130,7 @@ def _corpus_candidates(entry: str) -> list[_Candidate]:
     """Files of one corpus entry (a MIDI folder or a music21 corpus prefix), sorted."""
     folder = Path(entry)
     if _is_folder(entry):
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES)
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_EXTENSIONS)
         prefix = safe_name(folder.resolve().name)
         return [
             _Candidate(safe_name(f"{prefix}-{p.relative_to(folder).with_suffix('').as_posix()}"), p, True)
@@ -214,21 +209,22 @@ def _midi_notes(path: Path, rng: np.random.Generator) -> Notes:
     return notes
 
 
-def load_score(candidate: _Candidate, options: RenderOptions) -> Piece:
-    """One score as a piece: transposed, excerpted, velocities humanised, overlaps resolved.
+def load_score(candidate: _Candidate, seed: int, transpose: int, seconds: float) -> Piece:
+    """One score as a piece: transposed by a seeded shift in [-transpose, +transpose],
+    cut to its first ``seconds`` (0: whole), velocities humanised, overlaps resolved.
 
     Raises:
         ValueError, MidiError, or anything music21 raises: the score cannot be used.
     """
-    rng = piece_rng(options.seed, candidate.source)
-    shift = int(rng.integers(-options.transpose, options.transpose + 1))
+    rng = piece_rng(seed, candidate.source)
+    shift = int(rng.integers(-transpose, transpose + 1))
     if candidate.is_midi:
         notes = _midi_notes(candidate.path, rng)
     else:
         notes = score_notes(_score_events(candidate.path), rng)
     pitches, applied = transpose_into_range(notes.pitches, shift)
     notes = Notes.from_lists(notes.intervals, pitches, notes.velocities)
-    notes = finish(excerpt(notes, options.seconds))
+    notes = finish(excerpt(notes, seconds))
     if not len(notes):
         raise ValueError("no notes left in the excerpt")
     return Piece(candidate.source, "score", applied, notes)
@@ -240,10 +236,16 @@ def _one_line(exc: BaseException) -> str:
 
 
 def load_scores(
-    options: RenderOptions, say: Callable[[str], None] | None = None
+    corpus: tuple[str, ...],
+    count: int,
+    seed: int,
+    transpose: int,
+    seconds: float,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[list[Piece], list[tuple[str, str]]]:
-    """Take ``options.pieces`` scores round robin over the corpus entries (each entry's
-    files in a seeded order), skipping scores that fail with a one-line warning.
+    """Take ``count`` scores (0: all) round robin over the ``corpus`` entries (each
+    entry's files in a seeded order), skipping scores that fail with a one-line warning.
+    ``seed``, ``transpose`` and ``seconds``: see :func:`load_score`.
 
     Returns:
         the pieces, and (source, reason) for each skipped score.
@@ -251,15 +253,15 @@ def load_scores(
     Raises:
         RenderError: a corpus entry names a reserved composer or matches nothing.
     """
-    check_corpus(options.corpus)
-    rng = np.random.default_rng([options.seed, 0])
+    check_corpus(corpus)
+    rng = np.random.default_rng([seed, 0])
     queues = []
-    for entry in options.corpus:
+    for entry in corpus:
         found = _corpus_candidates(entry)
         if not found:
             raise RenderError(f"corpus entry {entry!r} matches no score (music21 prefix or folder)")
         queues.append([found[i] for i in rng.permutation(len(found))])
-    wanted = options.pieces or sum(len(q) for q in queues)
+    wanted = count or sum(len(q) for q in queues)
     pieces: list[Piece] = []
     skipped: list[tuple[str, str]] = []
     while len(pieces) < wanted and any(queues):
@@ -268,7 +270,7 @@ def load_scores(
                 continue
             candidate = queue.pop(0)
             try:
-                pieces.append(load_score(candidate, options))
+                pieces.append(load_score(candidate, seed, transpose, seconds))
             except Exception as exc:  # music21 and pretty_midi raise many types
                 skipped.append((candidate.source, _one_line(exc)))
                 _warn(say, f"skipped {candidate.source}: {skipped[-1][1]}")

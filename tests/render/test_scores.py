@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pianotx.datasets import generated as gen
-from pianotx.datasets import scores as sc
-from pianotx.datasets import synthetic as syn
 from pianotx.midi import Notes, read_notes, write_midi
+from pianotx.render import common
+from pianotx.render import corpus as syn
+from pianotx.render import scores as sc
 
 TICK = 1 / 440
 
@@ -49,7 +49,7 @@ def test_reserved_composers_are_refused(entry: str) -> None:
     with pytest.raises(syn.RenderError, match="reserved for outside evaluation"):
         syn.check_options(syn.RenderOptions(corpus=("bach/bwv", entry)))
     with pytest.raises(syn.RenderError, match="reserved for outside evaluation"):
-        sc.load_scores(syn.RenderOptions(corpus=(entry,)))
+        sc.load_scores((entry,), 100, 0, 3, 45.0)
 
 
 def test_reserved_composers_are_never_selected() -> None:
@@ -85,7 +85,7 @@ def test_scores_are_seeded_in_range_and_written_exactly(tmp_path: Path) -> None:
     for piece in first[:2]:
         assert -3 <= piece.transpose <= 3
         assert piece.notes.pitches.min() >= 21 and piece.notes.pitches.max() <= 108
-        assert piece.notes.end_time <= gen.LEAD_IN + 4.0 + TICK
+        assert piece.notes.end_time <= common.LEAD_IN + 4.0 + TICK
         assert piece.notes.velocities.std() > 0  # humanised
 
 
@@ -96,9 +96,8 @@ def test_a_folder_of_midi_is_a_corpus(tmp_path: Path) -> None:
     write_midi(notes, folder / "tune.mid")
     (folder / "notes.txt").write_text("not midi")
     (folder / "broken.mid").write_bytes(b"MThd broken")
-    options = syn.RenderOptions(corpus=(str(folder),), pieces=0, seconds=0.0, transpose=0)
     lines: list[str] = []
-    pieces, skipped = sc.load_scores(options, lines.append)
+    pieces, skipped = sc.load_scores((str(folder),), count=0, seed=0, transpose=0, seconds=0.0, say=lines.append)
     assert [s[0] for s in skipped] == ["mine-broken"]
     assert skipped[0][1].startswith("MidiError: MIDI does not parse")
     assert lines == [f"warning: skipped mine-broken: {skipped[0][1]}"]

@@ -1,0 +1,156 @@
+"""Writing without losing anything: atomic files, and output folders pianotx may replace.
+
+Every file pianotx writes goes to a temporary name beside its target and is renamed
+into place when complete (:func:`atomic_path`), so a crash never leaves half a file;
+the result gets the usual permissions (``0o666`` less the umask), not a temporary
+file's private ones.
+
+Whole folders (a dataset, a rendered corpus) are made in a hidden temporary sibling
+(:func:`temp_sibling`) and swapped in by renames (:func:`swap_in`). Before any work,
+:func:`check_output_folder` makes sure the target is something pianotx may replace:
+nothing yet, an empty folder, or a folder pianotx made itself (recognised by its
+manifest). Anything else, or a target that is or contains an input, is refused with
+one line naming the path and the reason, and nothing is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class OutputError(ValueError):
+    """An output path pianotx must not write to (the message names it and why)."""
+
+
+def _file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` on success.
+
+    The temporary file keeps ``path``'s suffix (``.x.mid.tmp-ab12.mid``), so libraries
+    that choose a format by suffix write the right one. On an exception it is removed
+    and ``path`` is left as it was.
+
+    Yields:
+        The temporary path (it exists, empty).
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def _contains(folder: Path, other: Path) -> bool:
+    """Whether ``other`` is ``folder`` or lies inside it (both resolved)."""
+    return other == folder or folder in other.parents
+
+
+def check_output_folder(out: str | Path, marker: str, inputs: Sequence[str | Path] = (), what: str = "output") -> None:
+    """Refuse an output folder pianotx must not replace.
+
+    Allowed: ``out`` does not exist, is an empty folder, or is a folder holding
+    ``marker`` (the manifest pianotx writes last into what it makes).
+
+    Args:
+        out: the folder to be written or replaced.
+        marker: file name that marks a folder pianotx made (``manifest.json``).
+        inputs: paths the command reads; ``out`` may not be one of them or contain one.
+        what: what pianotx would write there, for the message ("dataset").
+
+    Raises:
+        OutputError: ``out`` is a file, is under a file, is or contains an input, or is a
+            folder with other content.
+    """
+    out = Path(out)
+    target = out.resolve()
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"{out}: {parent} is a file, not a folder")
+    for source in inputs:
+        if _contains(target, Path(source).resolve()):
+            raise OutputError(f"{out}: the {what} would replace its own input {source}; choose another folder")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise OutputError(f"{out}: a file is there; the {what} needs a folder (remove it or choose another path)")
+    if (target / marker).is_file() or not any(target.iterdir()):
+        return
+    raise OutputError(
+        f"{out}: the folder holds files pianotx did not make (no {marker}); choose a new or empty folder for the {what}"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_sibling(out: Path) -> Path:
+    """A new hidden folder ``.NAME.tmp-PID`` beside ``out``, for building it whole.
+
+    Folders of this pattern left by a killed process (its pid no longer running) are
+    removed first; those of a running process are left alone.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if stale.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def swap_in(tmp: Path, out: Path, marker: str) -> None:
+    """Replace ``out`` by the complete folder ``tmp`` with renames only.
+
+    The previous ``out`` is moved aside and removed last, and only when it is empty or
+    holds ``marker`` (checked again here, so a folder that changed since
+    :func:`check_output_folder` is never deleted).
+
+    Raises:
+        OutputError: ``out`` now holds something pianotx did not make (``tmp`` is kept).
+    """
+    check_output_folder(out, marker)
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -320,4 +320,3 @@ def _manifest(root, records, problems, fp, config, split_info) -> dict[str, Any]
         "problems": [{"path": str(p.path), "reason": p.reason} for p in problems],
         "fingerprint": fp,
     }
-

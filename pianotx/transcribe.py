@@ -30,8 +30,8 @@ from pianotx.audio import AUDIO_EXTENSIONS, AudioError, load_audio
 from pianotx.config import N_KEYS, FeatureConfig, from_dict, to_dict
 from pianotx.decoding import DecodingConfig, decode
 from pianotx.features import compute_features
-from pianotx.midi import write_midi
 from pianotx.files import OutputError, atomic_path, write_json_atomic
+from pianotx.midi import write_midi
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,8 @@ def bare_fit(data: Path, epochs: int) -> float:
 
 def tracked_trials(data: Path, root: Path, name: str, trials: int, epochs: int) -> float:
     """Frames/s of a whole pianotx search of ``trials`` trials (all its overheads)."""
+    from pianotx.locations import Store
     from pianotx.store import load_manifest
-    from pianotx.tracking import Store
     from pianotx.tuning.search import run_search
 
     space = root / f"{name}.yaml"

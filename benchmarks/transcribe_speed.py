@@ -25,7 +25,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from pianotx.render.corpus import RenderOptions, render_corpus
-    from pianotx.tracking import resolve_store
     from pianotx.transcribe import load_transcriber, transcribe_file
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,7 +35,7 @@ def main() -> None:
         render_corpus(root / "audio", options)
         files = sorted((root / "audio").glob("*.wav"))[: args.files]
         start = time.perf_counter()
-        transcriber = load_transcriber(args.model, resolve_store(None))
+        transcriber = load_transcriber(args.model)
         load_seconds = time.perf_counter() - start
         results = [transcribe_file(transcriber, f, root / "midi") for f in files]
     for r in results:

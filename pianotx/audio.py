@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pianotx.errors import PianotxError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
-class AudioError(ValueError):
+class AudioError(PianotxError, ValueError):
     """An audio file cannot be read."""
 
 

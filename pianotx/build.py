@@ -27,13 +27,14 @@ import numpy as np
 
 from pianotx.config import BuildConfig, to_dict
 from pianotx.datasets import PieceSource, discover
+from pianotx.errors import PianotxError
 from pianotx.files import check_output_folder, swap_in, temp_sibling, write_json_atomic
 from pianotx.store import MANIFEST, MANIFEST_VERSION, SPLITS, chunk, load_manifest, write_split
 
 Log = Callable[[str], None]
 
 
-class BuildError(RuntimeError):
+class BuildError(PianotxError, RuntimeError):
     """The build cannot produce a dataset (nothing usable, or --strict and a bad piece)."""
 
 

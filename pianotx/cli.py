@@ -7,10 +7,26 @@ Heavy modules (TensorFlow, librosa, mlflow) are imported inside the commands, so
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+
+from pianotx.config import (
+    AlignConfig,
+    BuildConfig,
+    ChunkConfig,
+    DecodingConfig,
+    FeatureConfig,
+    LabelConfig,
+    SplitConfig,
+    default_of,
+    with_values,
+)
+from pianotx.errors import PianotxError
+from pianotx.render.corpus import RenderOptions
 
 app = typer.Typer(
     name="pianotx",
@@ -33,44 +49,76 @@ data_app = typer.Typer(help="Render the default corpus and build datasets.", no_
 app.add_typer(data_app, name="data")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """One clear error line on stderr, then exit 1."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
 
+@contextmanager
+def user_errors(path: Path | None = None) -> Iterator[None]:
+    """Turn pianotx's own errors and file-system errors into one line and exit 1.
+
+    Args:
+        path: named in an OSError's message when the error names no file itself.
+    """
+    try:
+        yield
+    except PianotxError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{exc.filename or path}: {exc.strerror or exc}")
+
+
+def _default(cls: type, name: str) -> str:
+    """``(default X)`` for a help text, X read from the config dataclass."""
+    return f"(default {default_of(cls, name)})"
+
+
 @data_app.command("render")
 def data_render(
     out_dir: Annotated[Path, typer.Argument(help="Where NAME.wav + NAME.mid pairs and render.json go.")],
-    pieces: Annotated[int, typer.Option(help="Scores taken from the corpus (0: all).")] = 100,
+    pieces: Annotated[
+        int | None, typer.Option(help=f"Scores taken from the corpus, 0: all {_default(RenderOptions, 'pieces')}.")
+    ] = None,
     seconds: Annotated[
-        float, typer.Option(help="Excerpt length per score, and generated piece length (0: whole).")
-    ] = 45.0,
+        float | None,
+        typer.Option(
+            help=f"Excerpt length per score and generated piece length, 0: whole {_default(RenderOptions, 'seconds')}."
+        ),
+    ] = None,
     corpus: Annotated[
         list[str] | None,
         typer.Option(help="music21 corpus prefix or MIDI folder (repeatable; default bach/bwv and palestrina)."),
     ] = None,
     soundfont: Annotated[
-        list[Path] | None, typer.Option(help="Piano .sf2 (repeatable; default FluidR3_GM and TimGM6mb).")
+        list[Path] | None, typer.Option(help="Piano .sf2 (repeatable; default: every piano available).")
     ] = None,
-    generated: Annotated[float, typer.Option(help="Generated pieces (notes, chords, runs, repeats) per score.")] = 0.3,
-    seed: Annotated[int, typer.Option(help="Seed of score choice, transposition, velocities, generated material.")] = 0,
+    generated: Annotated[
+        float | None, typer.Option(help=f"Generated pieces per score {_default(RenderOptions, 'generated')}.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Seed of score choice, transposition, velocities, generated material {_default(RenderOptions, 'seed')}."
+        ),
+    ] = None,
 ) -> None:
     """Render the default corpus: music21 scores and generated material on sampled pianos."""
-    from pianotx.config import ConfigError
-    from pianotx.render.corpus import RenderError, RenderOptions, render_corpus
+    from pianotx.render.corpus import render_corpus
 
-    values: dict = {"pieces": pieces, "seconds": seconds, "generated": generated, "seed": seed}
-    if corpus:
-        values["corpus"] = tuple(corpus)
-    if soundfont:
-        values["soundfonts"] = tuple(str(p) for p in soundfont)
-    try:
-        report = render_corpus(out_dir, RenderOptions(**values), progress=lambda line: typer.echo(line, err=True))
-    except (RenderError, ConfigError, ValueError) as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
+    with user_errors(out_dir):
+        options = with_values(
+            RenderOptions,
+            "render options",
+            pieces=pieces,
+            seconds=seconds,
+            generated=generated,
+            seed=seed,
+            corpus=tuple(corpus) if corpus else None,
+            soundfonts=tuple(str(p) for p in soundfont) if soundfont else None,
+        )
+        report = render_corpus(out_dir, options, progress=lambda line: typer.echo(line, err=True))
     typer.echo(
         f"{out_dir}: {report.pieces} pieces, {report.seconds / 60:.1f} min of audio, "
         f"{report.keys_covered} keys covered, {len(report.skipped)} scores skipped"
@@ -80,47 +128,67 @@ def data_render(
 @data_app.command("build")
 def data_build(
     input_dir: Annotated[Path, typer.Argument(help="Folder of audio+MIDI pairs, or a MAESTRO v3 root.")],
-    out_dir: Annotated[Path, typer.Argument(help="Where the dataset is written.")],
-    hop_length: Annotated[int, typer.Option(help="CQT hop in samples at 16 kHz (512 = 31.25 frames/s).")] = 512,
-    n_bins: Annotated[int, typer.Option(help="CQT bins, 12 per octave from A0 (27.5 Hz).")] = 84,
-    chunk_frames: Annotated[int, typer.Option(help="Frames per training chunk.")] = 512,
-    sustain: Annotated[bool, typer.Option(help="Extend notes while the sustain pedal (CC64) is down.")] = True,
+    out_dir: Annotated[Path, typer.Argument(help="Where the dataset is written (new, empty, or an earlier dataset).")],
+    hop_length: Annotated[
+        int | None, typer.Option(help=f"CQT hop in samples {_default(FeatureConfig, 'hop_length')}.")
+    ] = None,
+    n_bins: Annotated[int | None, typer.Option(help=f"CQT bins from A0 {_default(FeatureConfig, 'n_bins')}.")] = None,
+    bins_per_octave: Annotated[
+        int | None, typer.Option(help=f"CQT bins per octave {_default(FeatureConfig, 'bins_per_octave')}.")
+    ] = None,
+    chunk_frames: Annotated[
+        int | None, typer.Option(help=f"Frames per training chunk {_default(ChunkConfig, 'chunk_frames')}.")
+    ] = None,
+    sustain: Annotated[
+        bool | None,
+        typer.Option(
+            "--sustain/--no-sustain", help="Extend notes while the sustain pedal (CC64) is down (default on)."
+        ),
+    ] = None,
     align_method: Annotated[
-        str, typer.Option(help="Alignment signal: onsets (pitch-wise) or energy (the seed's).")
-    ] = "onsets",
-    min_confidence: Annotated[float, typer.Option(help="Exclude pieces whose alignment peak strength is lower.")] = 4.0,
-    max_lag: Annotated[float, typer.Option(help="Largest audio-vs-MIDI offset searched, seconds.")] = 2.0,
-    holdout_piano: Annotated[str, typer.Option(help="Piano kept for the test split: auto, none, or a name.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of the split by piece.")] = 0,
+        str | None,
+        typer.Option(
+            help=f"Alignment signal: onsets (pitch-wise) or energy (the seed's) {_default(AlignConfig, 'method')}."
+        ),
+    ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Exclude pieces whose alignment peak strength is lower {_default(AlignConfig, 'min_confidence')}."
+        ),
+    ] = None,
+    max_lag: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Largest audio-vs-MIDI offset searched, seconds {_default(AlignConfig, 'max_lag_seconds')}."
+        ),
+    ] = None,
+    holdout_piano: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Piano kept for the test split: auto, none, or a name {_default(SplitConfig, 'holdout_piano')}."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help=f"Seed of the split by piece {_default(SplitConfig, 'seed')}.")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Parallel processes (0: one per CPU).")] = 0,
     strict: Annotated[bool, typer.Option(help="Any bad input file is fatal.")] = False,
 ) -> None:
     """Align, label and chunk (audio, MIDI) pairs into a streamable dataset."""
-    from pianotx.build import BuildError, build_dataset
-    from pianotx.config import (
-        AlignConfig,
-        BuildConfig,
-        ChunkConfig,
-        FeatureConfig,
-        LabelConfig,
-        SplitConfig,
-    )
+    from pianotx.build import build_dataset
 
-    try:
+    with user_errors(out_dir):
         config = BuildConfig(
-            features=FeatureConfig(hop_length=hop_length, n_bins=n_bins),
-            labels=LabelConfig(sustain_pedal=sustain),
-            align=AlignConfig(method=align_method, max_lag_seconds=max_lag, min_confidence=min_confidence),
-            chunks=ChunkConfig(chunk_frames=chunk_frames),
-            splits=SplitConfig(seed=seed, holdout_piano=holdout_piano),
+            features=with_values(FeatureConfig, hop_length=hop_length, n_bins=n_bins, bins_per_octave=bins_per_octave),
+            labels=with_values(LabelConfig, sustain_pedal=sustain),
+            align=with_values(AlignConfig, method=align_method, max_lag_seconds=max_lag, min_confidence=min_confidence),
+            chunks=with_values(ChunkConfig, chunk_frames=chunk_frames),
+            splits=with_values(SplitConfig, seed=seed, holdout_piano=holdout_piano),
         )
         result = build_dataset(
             input_dir, out_dir, config, strict=strict, workers=workers or None, progress=sys.stderr.isatty()
         )
-    except (BuildError, ValueError) as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"{exc.filename or out_dir}: {exc.strerror or exc}")
     splits = result.manifest["splits"]
     summary = ", ".join(f"{k} {v['pieces']} pieces/{v['chunks']} chunks" for k, v in splits.items())
     excluded = sum(p["excluded"] for p in result.manifest["pieces"])
@@ -154,9 +222,7 @@ def search(
     ] = 0,
 ) -> None:
     """Run (or resume) a Keras Tuner search, every trial tracked in MLflow."""
-    from pianotx.config import ConfigError
-    from pianotx.store import DatasetError
-    from pianotx.tracking import resolve_store
+    from pianotx.locations import resolve_store
 
     if not space.is_file():
         fail(f"{space}: no such search-space file")
@@ -168,7 +234,7 @@ def search(
         result = run_search(
             space, data, store, register_as if register else None, overwrite, note_eval_pieces=note_eval_pieces
         )
-    except (ConfigError, DatasetError) as exc:
+    except PianotxError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("search interrupted; run the same command again to resume it")
@@ -195,7 +261,8 @@ def ui(
     """Open MLflow's UI over pianotx's store, on 127.0.0.1."""
     import os
 
-    from pianotx.tracking import resolve_store, ui_command
+    from pianotx.locations import resolve_store
+    from pianotx.tracking import ui_command
 
     cmd = ui_command(resolve_store(tracking_uri), port)
     typer.echo(" ".join(cmd), err=True)
@@ -203,27 +270,6 @@ def ui(
     if not mlflow_bin.is_file():
         fail(f"{mlflow_bin}: MLflow's command is missing; run `make install`")
     os.execv(str(mlflow_bin), [str(mlflow_bin), *cmd[1:]])
-
-
-def _decoding_overrides(threshold: float | None, min_duration: float | None, velocity: int | None) -> dict:
-    values = {"threshold": threshold, "min_duration": min_duration, "velocity": velocity}
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _load(model: str | None, tracking_uri: str | None, overrides: dict):
-    """The transcriber for ``model`` (see pianotx.transcribe.load_transcriber), with
-    decoding settings overridden; one error line and exit 1 when it cannot load."""
-    import dataclasses
-
-    from pianotx.tracking import TrackingError, resolve_store
-    from pianotx.transcribe import load_transcriber
-
-    store = resolve_store(tracking_uri)
-    try:
-        loaded = load_transcriber(model, store)
-        return dataclasses.replace(loaded, decoding=dataclasses.replace(loaded.decoding, **overrides)), store
-    except (TrackingError, FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
 
 
 @app.command()
@@ -242,48 +288,36 @@ def transcribe(
         str | None, typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")
     ] = None,
     threshold: Annotated[
-        float | None, typer.Option(help="Frame probability for a key to be down (default: the model's, 0.5).")
+        float | None,
+        typer.Option(
+            help=f"Frame probability for a key to be down (default: the model's; untuned {default_of(DecodingConfig, 'threshold')})."
+        ),
     ] = None,
     min_duration: Annotated[
-        float | None, typer.Option(help="Shortest note kept, seconds (default: the model's, 0.05).")
+        float | None,
+        typer.Option(
+            help=f"Shortest note kept, seconds (default: the model's; untuned {default_of(DecodingConfig, 'min_duration')})."
+        ),
     ] = None,
     velocity: Annotated[int | None, typer.Option(help="Fixed MIDI velocity 1..127; 0: from the activation.")] = None,
 ) -> None:
     """Transcribe audio files to MIDI with one model loaded once."""
-    from rich.progress import Progress
+    from pianotx.transcribe import FileResult, transcribe_files
 
-    from pianotx.transcribe import expand_inputs, transcribe_file
+    def report(result: FileResult) -> None:
+        if result.error:
+            typer.echo(f"error: {result.audio}: {result.error}", err=True)
+        else:
+            typer.echo(
+                f"{result.midi}: {result.notes} notes, {result.audio_seconds:.1f} s of audio in {result.seconds:.2f} s"
+            )
 
-    if out_dir is not None:
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            fail(f"{out_dir}: cannot create output folder ({exc.strerror})")
-    transcriber, _ = _load(model, tracking_uri, _decoding_overrides(threshold, min_duration, velocity))
-    files = expand_inputs(audio)
-    if not files:
-        fail("no audio files found in " + ", ".join(map(str, audio)))
-    failed, targets = 0, set()
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("transcribing", total=len(files))
-        for path in files:
-            target = ((out_dir or path.parent) / f"{path.stem}.mid").resolve()
-            if target in targets:
-                failed += 1
-                typer.echo(f"error: {path}: {target} is already written by another input of this batch", err=True)
-                continue
-            targets.add(target)
-            result = transcribe_file(transcriber, path, out_dir)
-            bar.advance(task)
-            if result.error:
-                failed += 1
-                typer.echo(f"error: {path}: {result.error}", err=True)
-            else:
-                typer.echo(
-                    f"{result.midi}: {result.notes} notes, {result.audio_seconds:.1f} s of audio "
-                    f"in {result.seconds:.2f} s"
-                )
-    if failed:
+    decoding = {"threshold": threshold, "min_duration": min_duration, "velocity": velocity}
+    with user_errors(out_dir):
+        results = transcribe_files(
+            audio, out_dir, model, tracking_uri, decoding, report=report, progress=sys.stderr.isatty()
+        )
+    if any(r.error for r in results):
         raise typer.Exit(1)
 
 
@@ -297,33 +331,13 @@ def evaluate(
     log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow.")] = True,
 ) -> None:
     """Frame, note and note-with-offset P/R/F1 (mir_eval) of a model on a dataset split."""
-    from pianotx.evaluate import evaluate_split, format_table
-    from pianotx.store import DatasetError, load_manifest
+    from pianotx.evaluate import evaluate_model, format_table
 
-    try:
-        load_manifest(dataset)
-    except DatasetError as exc:
-        fail(str(exc))
-    if json_out is not None and not json_out.parent.is_dir():
-        fail(f"{json_out}: its folder does not exist")
-    transcriber, store = _load(model, tracking_uri, {})
-    try:
-        per_piece, mean = evaluate_split(
-            transcriber.probabilities, dataset, split, transcriber.decoding, features=transcriber.features
-        )
-    except (DatasetError, ValueError) as exc:
-        fail(str(exc))
-    if not per_piece:
-        fail(f"{dataset}: the {split} split has no pieces")
-    typer.echo(format_table(per_piece, mean))
-    from pianotx.evaluate import write_report
-
-    report = write_report(per_piece, mean, dataset, split, transcriber.source, json_out)
-    if log:
-        from pianotx import tracking
-
-        run_id = tracking.log_evaluation(store, report)
-        typer.echo(f"logged evaluation run {run_id} in {store.tracking_uri}", err=True)
+    with user_errors(dataset):
+        report, run_id = evaluate_model(dataset, model, split, json_out, tracking_uri, log)
+    typer.echo(format_table(report["per_piece"], report["mean"]))
+    if run_id is not None:
+        typer.echo(f"logged evaluation run {run_id}", err=True)
 
 
 @app.command()
@@ -334,15 +348,10 @@ def export(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store.")] = None,
 ) -> None:
     """Write a model as a standalone .keras file with its feature and decoding config."""
-    from pianotx.transcribe import export as export_model
+    from pianotx.transcribe import export_model
 
-    transcriber, _ = _load(model, tracking_uri, {})
-    try:
-        path = export_model(transcriber, out_dir, name)
-    except ValueError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail(f"{out_dir}: cannot write the model ({exc.strerror or exc})")
+    with user_errors(out_dir):
+        path = export_model(model, out_dir, name, tracking_uri)
     typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB")
 
 

@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from pianotx.errors import PianotxError
+
 MIDI_MIN = 21
 MIDI_MAX = 108
 N_KEYS = MIDI_MAX - MIDI_MIN + 1  # 88
@@ -22,7 +24,7 @@ A0_HZ = 440.0 * 2.0 ** ((MIDI_MIN - 69) / 12.0)  # 27.5 Hz
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(PianotxError, ValueError):
     """A configuration value or key is invalid."""
 
 
@@ -59,6 +61,23 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         return cls(**data)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def with_values(cls: type[T], where: str = "options", **values: Any) -> T:
+    """``cls`` with the values given, ``None`` meaning "keep the default".
+
+    For command-line options, which default to ``None`` so that defaults live in the
+    dataclasses only. Unknown names are refused as in :func:`from_dict`.
+    """
+    return from_dict(cls, {k: v for k, v in values.items() if v is not None}, where)
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls`` (help texts quote it)."""
+    found = {f.name: f for f in fields(cls)}[name]
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    return found.default
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -204,3 +223,48 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("learning_rate, batch_size and epochs must be positive")
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How probabilities become notes (see :func:`decode`).
+
+    Attributes:
+        threshold: a key is down in a frame where its frame probability is
+            ``>= threshold``.
+        onset_threshold: with an onset output, a note starts where the onset probability
+            rises to ``>= onset_threshold`` (rising edge: the frame before is below).
+        min_duration: notes shorter than this many seconds are dropped (after gap
+            bridging). The default 0.05 s drops one-frame notes at 31.25 frames/s
+            (32 ms, usually spurious blips) and keeps two-frame notes (64 ms).
+        gap_frames: inactive runs of at most this many frames between two active runs
+            of the same key are filled (one note instead of two), unless an onset
+            re-triggers the key inside the gap or on the frame after it. 0 (default)
+            bridges nothing; 1 bridges one-frame dropouts of a sustained note, at the
+            cost of merging repeated notes released for a single frame.
+        velocity: 0 gives each note ``clip(round(127 * m), 1, 127)`` where ``m`` is
+            the mean frame probability over the note's frames (bridged gap frames
+            included); any other value (1..127) is given to every note.
+    """
+
+    threshold: float = 0.5
+    onset_threshold: float = 0.5
+    min_duration: float = 0.05
+    gap_frames: int = 0
+    velocity: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.threshold <= 1.0 and 0.0 <= self.onset_threshold <= 1.0):
+            raise ValueError("threshold and onset_threshold must be in [0, 1]")
+        if self.min_duration < 0 or self.gap_frames < 0:
+            raise ValueError("min_duration and gap_frames must be >= 0")
+        if not 0 <= self.velocity <= 127:
+            raise ValueError("velocity must be 0 (from activations) or 1..127")
+
+
+def model_metadata(features: FeatureConfig, decoding: DecodingConfig, context: int, **extra: Any) -> dict[str, Any]:
+    """What a saved model carries besides its weights: the feature config it was trained
+    on, the decoding config tuned with it, and the context (its training chunk length)
+    transcription runs on each side of a window (read back by
+    :func:`pianotx.transcribe.from_metadata`)."""
+    return {"features": to_dict(features), "decoding": to_dict(decoding), "context_frames": context, **extra}

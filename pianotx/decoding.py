@@ -12,52 +12,13 @@ the earlier note ends where the later one starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from pianotx.config import MIDI_MIN
+from pianotx.config import MIDI_MIN, DecodingConfig
 from pianotx.midi import Notes
 
 # Tolerance for comparing a note's frame count with min_duration * frame_rate.
 _EPS = 1e-9
-
-
-@dataclass(frozen=True)
-class DecodingConfig:
-    """How probabilities become notes (see :func:`decode`).
-
-    Attributes:
-        threshold: a key is down in a frame where its frame probability is
-            ``>= threshold``.
-        onset_threshold: with an onset output, a note starts where the onset probability
-            rises to ``>= onset_threshold`` (rising edge: the frame before is below).
-        min_duration: notes shorter than this many seconds are dropped (after gap
-            bridging). The default 0.05 s drops one-frame notes at 31.25 frames/s
-            (32 ms, usually spurious blips) and keeps two-frame notes (64 ms).
-        gap_frames: inactive runs of at most this many frames between two active runs
-            of the same key are filled (one note instead of two), unless an onset
-            re-triggers the key inside the gap or on the frame after it. 0 (default)
-            bridges nothing; 1 bridges one-frame dropouts of a sustained note, at the
-            cost of merging repeated notes released for a single frame.
-        velocity: 0 gives each note ``clip(round(127 * m), 1, 127)`` where ``m`` is
-            the mean frame probability over the note's frames (bridged gap frames
-            included); any other value (1..127) is given to every note.
-    """
-
-    threshold: float = 0.5
-    onset_threshold: float = 0.5
-    min_duration: float = 0.05
-    gap_frames: int = 0
-    velocity: int = 0
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.threshold <= 1.0 and 0.0 <= self.onset_threshold <= 1.0):
-            raise ValueError("threshold and onset_threshold must be in [0, 1]")
-        if self.min_duration < 0 or self.gap_frames < 0:
-            raise ValueError("min_duration and gap_frames must be >= 0")
-        if not 0 <= self.velocity <= 127:
-            raise ValueError("velocity must be 0 (from activations) or 1..127")
 
 
 def _segments(active: np.ndarray, split: np.ndarray | None) -> tuple[np.ndarray, ...]:
@@ -149,7 +110,7 @@ def roll_to_notes(
 def decode(
     frame_probs: np.ndarray,
     frame_rate: float,
-    config: DecodingConfig = DecodingConfig(),
+    config: DecodingConfig | None = None,
     onset_probs: np.ndarray | None = None,
 ) -> Notes:
     """Frame (and optional onset) probabilities -> notes.
@@ -163,7 +124,7 @@ def decode(
     Args:
         frame_probs: (n_frames, n_keys) float in [0, 1]; key ``k`` = MIDI 21 + k.
         frame_rate: frames per second (31.25 with the default features).
-        config: thresholds, minimum duration, gap bridging, velocity.
+        config: thresholds, minimum duration, gap bridging, velocity (default: the defaults).
         onset_probs: optional (n_frames, n_keys) onset probabilities.
 
     Returns:
@@ -171,6 +132,7 @@ def decode(
         ``e / frame_rate`` seconds for a run of frames ``[s, e)``. No two notes of
         the same pitch overlap.
     """
+    config = config or DecodingConfig()
     probs = _check_roll(frame_probs, "frame_probs").astype(np.float64)
     trigger = None
     if onset_probs is not None:

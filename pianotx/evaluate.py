@@ -18,16 +18,19 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pianotx.audio import load_audio
-from pianotx.config import FeatureConfig
-from pianotx.decoding import DecodingConfig, decode
+from pianotx.config import DecodingConfig, FeatureConfig
+from pianotx.decoding import decode
 from pianotx.features import compute_features
 from pianotx.labels import note_frames
 from pianotx.midi import Notes
+
+if TYPE_CHECKING:
+    from pianotx.store import Manifest
 
 ONSET_TOLERANCE = 0.05  # seconds
 PITCH_TOLERANCE = 50.0  # cents
@@ -47,6 +50,18 @@ def _prf(precision: float, recall: float) -> dict[str, float]:
     total = precision + recall
     f1 = 2.0 * precision * recall / total if total > 0 else 0.0
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 from counts; each is 0.0 where its denominator is 0.
+
+    The same F1 as :func:`frame_scores` and :func:`note_scores` (2PR/(P+R)), for
+    counts gathered elsewhere (a training callback summing over batches).
+    """
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    scores = _prf(precision, recall)
+    return scores["precision"], scores["recall"], scores["f1"]
 
 
 def _pitch_sets(notes: Notes, n_frames: int, hop: float) -> list[np.ndarray]:
@@ -182,7 +197,7 @@ def format_table(per_piece: dict[str, dict[str, float]], mean: dict[str, float])
 
 def evaluate_split(
     predict: Callable[[np.ndarray], np.ndarray],
-    dataset_dir: str | Path,
+    manifest: Manifest,
     split: str,
     decoding: DecodingConfig | None = None,
     limit: int = 0,
@@ -192,8 +207,8 @@ def evaluate_split(
 
     Args:
         predict: maps a piece's (n_frames, n_bins) features to (n_frames, 88)
-            probabilities (e.g. :func:`pianotx.transcribe.predict_frames` over a model).
-        dataset_dir: a dataset built by ``pianotx data build``.
+            probabilities (e.g. :func:`pianotx.windows.predict_frames` over a model).
+        manifest: a dataset built by ``pianotx data build`` (:func:`pianotx.store.load_manifest`).
         split: train, validation or test.
         decoding: how probabilities become notes.
         limit: score only the first ``limit`` pieces (0: all).
@@ -204,9 +219,8 @@ def evaluate_split(
     Returns:
         (scores per piece name, mean over pieces); both empty when the split has none.
     """
-    from pianotx.store import SplitArrays, load_manifest
+    from pianotx.store import SplitArrays
 
-    manifest = load_manifest(dataset_dir)
     arrays = SplitArrays(manifest, split)
     config = features or manifest.features
     per_piece: dict[str, dict[str, float]] = {}
@@ -223,19 +237,18 @@ def evaluate_split(
 def write_report(
     per_piece: dict[str, dict[str, float]],
     mean: dict[str, float],
-    dataset_dir: str | Path,
+    manifest: Manifest,
     split: str,
     model: str,
     json_path: Path | None,
 ) -> dict[str, Any]:
     """The evaluation as plain data; written atomically to ``json_path`` when given."""
     from pianotx.files import write_json_atomic
-    from pianotx.store import load_manifest
 
     report = {
         "model": model,
-        "dataset": str(Path(dataset_dir).resolve()),
-        "dataset_fingerprint": load_manifest(dataset_dir).data["fingerprint"],
+        "dataset": str(manifest.root.resolve()),
+        "dataset_fingerprint": manifest.data["fingerprint"],
         "split": split,
         "pieces": len(per_piece),
         "mean": mean,
@@ -244,3 +257,49 @@ def write_report(
     if json_path is not None:
         write_json_atomic(json_path, report)
     return report
+
+
+def evaluate_model(
+    dataset_dir: str | Path,
+    model: str | None,
+    split: str = "test",
+    json_path: Path | None = None,
+    tracking_uri: str | None = None,
+    log: bool = True,
+) -> tuple[dict[str, Any], str | None]:
+    """``pianotx evaluate``: score a model on a dataset split, write and log the report.
+
+    Args:
+        dataset_dir: a dataset built by ``pianotx data build``.
+        model: a model URI or ``.keras`` export (``None``: as ``pianotx transcribe``).
+        split: train, validation or test.
+        json_path: where the report goes as JSON (its folder must exist).
+        tracking_uri: the MLflow store for the evaluation run.
+        log: log an ``evaluation`` run to MLflow.
+
+    Returns:
+        (the report of :func:`write_report`, the logged run's id or ``None``).
+
+    Raises:
+        DatasetError: no dataset, or a manifest that does not match its files.
+        ValueError: no pieces in the split, a missing ``--json`` folder, a bad model.
+    """
+    from pianotx.store import load_manifest
+    from pianotx.transcribe import load_transcriber
+
+    manifest = load_manifest(dataset_dir)
+    if json_path is not None and not json_path.parent.is_dir():
+        raise ValueError(f"{json_path}: its folder does not exist")
+    transcriber = load_transcriber(model, tracking_uri)
+    per_piece, mean = evaluate_split(
+        transcriber.probabilities, manifest, split, transcriber.decoding, features=transcriber.features
+    )
+    if not per_piece:
+        raise ValueError(f"{dataset_dir}: the {split} split has no pieces")
+    report = write_report(per_piece, mean, manifest, split, transcriber.source, json_path)
+    if not log:
+        return report, None
+    from pianotx import tracking
+    from pianotx.locations import resolve_store
+
+    return report, tracking.log_evaluation(resolve_store(tracking_uri), report)

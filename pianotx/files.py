@@ -24,8 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pianotx.errors import PianotxError
 
-class OutputError(ValueError):
+
+class OutputError(PianotxError, ValueError):
     """An output path pianotx must not write to (the message names it and why)."""
 
 

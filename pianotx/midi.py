@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from pianotx.config import MIDI_MAX, MIDI_MIN
+from pianotx.errors import PianotxError
 from pianotx.files import atomic_path
 
 MIDI_EXTENSIONS = (".mid", ".midi")
 
 
-class MidiError(ValueError):
+class MidiError(PianotxError, ValueError):
     """A MIDI file cannot be read or has nothing usable in it."""
 
 

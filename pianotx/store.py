@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pianotx.config import BuildConfig, ChunkConfig, FeatureConfig, from_dict
+from pianotx.errors import PianotxError
 from pianotx.midi import Notes
 
 MANIFEST = "manifest.json"
@@ -33,7 +34,7 @@ SPLITS = ("train", "validation", "test")
 ARRAYS = ("features", "frames", "onsets")
 
 
-class DatasetError(ValueError):
+class DatasetError(PianotxError, ValueError):
     """A dataset folder is missing or malformed."""
 
 

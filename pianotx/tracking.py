@@ -2,21 +2,14 @@
 
 This is the only module that imports mlflow (a test keeps it so).
 
-The store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the embedded default,
-SQLite at ``mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``. The ``mlruns/``
-folder is looked for from the working directory upwards (like git looks for ``.git``;
-a clone of pianotx has one at its root), so a command run from a subfolder finds the
-same store; where there is none, ``./mlruns`` is used, and created only when something
-is written (reading a store that does not exist creates nothing).
+Which store is used is decided in :mod:`pianotx.locations` (no MLflow import there).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,55 +17,20 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-STORE_DIR = "mlruns"
-DB_NAME = "mlflow.db"
+from pianotx.errors import PianotxError
+from pianotx.locations import Store
+
 METADATA_KEY = "pianotx"
 TRIAL_TAG = "pianotx.trial_id"
 SEARCH_TAG = "pianotx.search"
+KIND_TAG = "pianotx_kind"  # "search" for a search's parent run ("search-superseded" once replaced)
+MODEL_URI_TAG = "pianotx.model_uri"  # set on a trial run once its model is logged
+FAILURE_TAG = "pianotx.failure"  # why a run FAILED or was KILLED
 PIP_REQUIREMENTS = ["pianotx", "tensorflow", "keras>=3"]
 
 
-class TrackingError(RuntimeError):
+class TrackingError(PianotxError, RuntimeError):
     """A model URI or store that cannot be used."""
-
-
-@dataclass(frozen=True)
-class Store:
-    tracking_uri: str
-    artifact_root: str | None  # file URI for new experiments; None: the server decides
-
-    @property
-    def local_path(self) -> Path | None:
-        """The SQLite file of a local store (None for a server)."""
-        return (
-            Path(self.tracking_uri.removeprefix("sqlite:///")) if self.tracking_uri.startswith("sqlite:///") else None
-        )
-
-    @property
-    def exists(self) -> bool:
-        """False for a local store not created yet (reading it would create it)."""
-        return self.local_path is None or self.local_path.is_file()
-
-
-def find_store_dir(start: Path | None = None) -> Path:
-    """The nearest ``mlruns/`` folder from ``start`` upwards (a clone of pianotx has one at
-    its root); else ``start/mlruns``."""
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / STORE_DIR).is_dir():
-            return folder / STORE_DIR
-    return start / STORE_DIR
-
-
-def resolve_store(tracking_uri: str | None = None) -> Store:
-    """The store to use: explicit URI, ``MLFLOW_TRACKING_URI``, or the embedded default."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        local = uri.startswith("sqlite:///")
-        root = Path(uri.removeprefix("sqlite:///")).parent / "artifacts" if local else None
-        return Store(uri, root.resolve().as_uri() if root else None)
-    folder = find_store_dir()
-    return Store(f"sqlite:///{folder / DB_NAME}", (folder / "artifacts").as_uri())
 
 
 def connect(store: Store) -> MlflowClient:
@@ -132,10 +90,10 @@ class SearchTracker:
 
         ``fresh``: an earlier search of this name is kept but no longer resumed.
         """
-        found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.pianotx_kind = 'search'")
+        found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.{KIND_TAG} = 'search'")
         if fresh:
             for run in found:
-                self.client.set_tag(run.info.run_id, "pianotx_kind", "search-superseded")
+                self.client.set_tag(run.info.run_id, KIND_TAG, "search-superseded")
                 if run.info.status == "RUNNING":
                     self.client.set_terminated(run.info.run_id, "KILLED")
             found = []
@@ -144,7 +102,7 @@ class SearchTracker:
             self.client.update_run(self.parent_id, status="RUNNING")
             return self.parent_id
         run = self.client.create_run(
-            self.experiment_id, run_name=self.name, tags={SEARCH_TAG: self.name, "pianotx_kind": "search", **tags}
+            self.experiment_id, run_name=self.name, tags={SEARCH_TAG: self.name, KIND_TAG: "search", **tags}
         )
         self.parent_id = run.info.run_id
         for key, value in params.items():
@@ -157,7 +115,7 @@ class SearchTracker:
         """Mark trial runs left RUNNING by an interrupted search KILLED; their run ids."""
         stale = self._runs(f"tags.mlflow.parentRunId = '{self.parent_id}' and attributes.status = 'RUNNING'")
         for run in stale:
-            self.client.set_tag(run.info.run_id, "pianotx.failure", "interrupted")
+            self.client.set_tag(run.info.run_id, FAILURE_TAG, "interrupted")
             self.client.set_terminated(run.info.run_id, "KILLED")
         return [r.info.run_id for r in stale]
 
@@ -196,13 +154,13 @@ class SearchTracker:
                 pip_requirements=PIP_REQUIREMENTS,
                 metadata={METADATA_KEY: metadata},
             )
-        self.client.set_tag(run_id, "pianotx.model_uri", info.model_uri)
+        self.client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
         return info.model_uri
 
     def end_trial(self, run_id: str, failure: str | None = None, status: str | None = None) -> None:
         """FINISHED, or ``status`` (default FAILED) with the reason as tag ``pianotx.failure``."""
         if failure:
-            self.client.set_tag(run_id, "pianotx.failure", failure[:5000])
+            self.client.set_tag(run_id, FAILURE_TAG, failure[:5000])
         self.client.set_terminated(run_id, status or ("FAILED" if failure else "FINISHED"))
 
     def attach(self, timeout: float = 300.0) -> str:
@@ -211,7 +169,7 @@ class SearchTracker:
 
         deadline = time.monotonic() + timeout
         while True:
-            found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.pianotx_kind = 'search'")
+            found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.{KIND_TAG} = 'search'")
             if found:
                 self.parent_id = found[0].info.run_id
                 return self.parent_id
@@ -226,7 +184,7 @@ class SearchTracker:
             self.client.set_tag(self.parent_id, "best_model_uri", best["model_uri"])
             self.log_metrics(self.parent_id, {f"best_{best['objective']}": best["value"]})
         if failure:
-            self.client.set_tag(self.parent_id, "pianotx.failure", failure[:5000])
+            self.client.set_tag(self.parent_id, FAILURE_TAG, failure[:5000])
         self.client.set_terminated(self.parent_id, status or ("FAILED" if failure else "FINISHED"))
 
 

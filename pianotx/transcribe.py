@@ -1,25 +1,20 @@
-"""Transcription of long audio in overlapping windows, with no seam.
-
-The LSTM needs warm-up context: probabilities are up to ~0.1 off near the start of an
-input. So the input is cut into windows that each keep ``window`` output frames and
-also run ``context`` frames on each side that are computed and discarded (clipped at
-the very start and end of the input). The kept ranges tile ``[0, n_frames)``.
-
-Pure helpers: :func:`plan_windows` (where to cut), :func:`batch_windows` (equal-length
-batches for a batched predict), :func:`stitch` (kept parts back into one roll).
-:func:`predict_frames` runs a model over them with bounded memory.
+"""Transcription: audio files to MIDI files with one loaded model.
 
 Models: :func:`load_transcriber` loads a registered or logged model (through
-:mod:`pianotx.tracking`), an export of ``pianotx export``, or the bundled model, with
-the feature and decoding config it carries; :func:`transcribe_file` turns one audio
-file into a MIDI file with the one feature function of :mod:`pianotx.features`.
+:mod:`pianotx.tracking`, imported only for MLflow URIs), an export of ``pianotx export``,
+or the bundled model, with the feature and decoding config and the context length it
+carries; :func:`transcribe_file` turns one audio file into a MIDI file with the one
+feature function of :mod:`pianotx.features`, running the model in overlapping windows
+(:mod:`pianotx.windows`); :func:`transcribe_files` does a batch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Callable, Iterable
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,178 +22,76 @@ from typing import Any
 import numpy as np
 
 from pianotx.audio import AUDIO_EXTENSIONS, AudioError, load_audio
-from pianotx.config import N_KEYS, FeatureConfig, from_dict, to_dict
-from pianotx.decoding import DecodingConfig, decode
+from pianotx.config import DecodingConfig, FeatureConfig, from_dict, model_metadata
+from pianotx.decoding import decode
 from pianotx.features import compute_features
 from pianotx.files import OutputError, atomic_path, write_json_atomic
+from pianotx.locations import resolve_store
 from pianotx.midi import write_midi
-
-
-@dataclass(frozen=True)
-class Window:
-    """One model input and the part of its output that is kept (absolute frames).
-
-    ``start <= keep_start < keep_stop <= stop``; output row ``i`` of the window is
-    absolute frame ``start + i``.
-    """
-
-    start: int  # first input frame fed to the model
-    stop: int  # one past the last input frame
-    keep_start: int  # first output frame kept
-    keep_stop: int  # one past the last output frame kept
-
-
-def plan_windows(n_frames: int, window: int, context: int) -> list[Window]:
-    """Cut ``n_frames`` into windows keeping ``window`` frames each (the last fewer).
-
-    Args:
-        n_frames: input length in frames (>= 0).
-        window: kept frames per window (>= 1).
-        context: warm-up frames run and discarded on each side (>= 0); none before
-            frame 0 or after the last frame.
-
-    Returns:
-        Windows in order; kept ranges ``[i * window, min((i + 1) * window, n_frames))``
-        tile ``[0, n_frames)`` with no gap or overlap. ``n_frames == 0`` gives ``[]``.
-    """
-    if n_frames < 0 or window < 1 or context < 0:
-        raise ValueError("need n_frames >= 0, window >= 1, context >= 0")
-    windows = []
-    for keep_start in range(0, n_frames, window):
-        keep_stop = min(keep_start + window, n_frames)
-        windows.append(
-            Window(
-                start=max(keep_start - context, 0),
-                stop=min(keep_stop + context, n_frames),
-                keep_start=keep_start,
-                keep_stop=keep_stop,
-            )
-        )
-    return windows
-
-
-def batch_windows(features: np.ndarray, windows: list[Window]) -> np.ndarray:
-    """Window inputs stacked for a batched predict, zero-padded at the end.
-
-    Zero features are silence (see :class:`pianotx.config.FeatureConfig`). Padding comes
-    after each window's input, so a forward (causal) LSTM's outputs for the real frames
-    are unchanged; :func:`stitch` ignores the padded rows.
-
-    Args:
-        features: (n_frames, n_features) array.
-        windows: from :func:`plan_windows` for ``n_frames``.
-
-    Returns:
-        (len(windows), max window length, n_features) array of ``features``' dtype;
-        ``(0, 0, n_features)`` for no windows.
-    """
-    length = max((w.stop - w.start for w in windows), default=0)
-    batch = np.zeros((len(windows), length, features.shape[1]), features.dtype)
-    for i, w in enumerate(windows):
-        batch[i, : w.stop - w.start] = features[w.start : w.stop]
-    return batch
-
-
-def stitch(
-    windows: list[Window],
-    outputs: Iterable[np.ndarray],
-    n_frames: int,
-    n_keys: int = N_KEYS,
-) -> np.ndarray:
-    """Kept parts of each window's output, copied into one roll.
-
-    Args:
-        windows: from :func:`plan_windows`.
-        outputs: one per window, in order: (stop - start, n_keys) array, or longer
-            (padded rows after the window's input, as from :func:`batch_windows`, are
-            ignored). A batched (n_windows, length, n_keys) array works too.
-        n_frames: length of the result.
-        n_keys: width of each output.
-
-    Returns:
-        (n_frames, n_keys) float32.
-
-    Raises:
-        ValueError: the number of outputs differs from the number of windows, or an
-            output is too short or has the wrong width.
-    """
-    roll = np.zeros((n_frames, n_keys), np.float32)
-    for i, (w, out) in enumerate(zip(windows, outputs, strict=True)):
-        out = np.asarray(out)
-        if out.ndim != 2 or out.shape[0] < w.stop - w.start or out.shape[1] != n_keys:
-            raise ValueError(f"output {i} has shape {out.shape}, need ({w.stop - w.start}, {n_keys})")
-        roll[w.keep_start : w.keep_stop] = out[w.keep_start - w.start : w.keep_stop - w.start]
-    return roll
-
-
-def predict_frames(
-    predict_batch: Callable[[np.ndarray], np.ndarray],
-    features: np.ndarray,
-    window: int = 2048,
-    context: int = 512,
-    batch_size: int = 8,
-) -> np.ndarray:
-    """Frame probabilities of a whole piece, computed window by window.
-
-    Working memory is bounded by ``batch_size`` windows whatever the piece's length.
-
-    Args:
-        predict_batch: maps (batch, frames, n_bins) float32 to (batch, frames, 88),
-            e.g. a Keras model's ``predict_on_batch``.
-        features: (n_frames, n_bins) float32.
-        window: output frames kept per window.
-        context: warm-up frames computed and discarded on each side of a window. The
-            default is the training chunk length: a bidirectional model trained on
-            512-frame chunks draws on up to that much context either way (measured: with
-            256 a bundled model's outputs moved by up to 0.2 on real music).
-        batch_size: windows per call of ``predict_batch``.
-
-    Returns:
-        (n_frames, 88) float32 probabilities.
-    """
-    windows = plan_windows(len(features), window, context)
-    outputs: list[np.ndarray | None] = [None] * len(windows)
-    # Only windows of one length share a batch: padding a shorter one would feed a
-    # bidirectional model's backward pass frames that do not exist (0.55 off at the end).
-    by_length: dict[int, list[int]] = {}
-    for i, w in enumerate(windows):
-        by_length.setdefault(w.stop - w.start, []).append(i)
-    for indices in by_length.values():
-        for k in range(0, len(indices), batch_size):
-            group = indices[k : k + batch_size]
-            batch = np.asarray(predict_batch(batch_windows(features, [windows[i] for i in group])))
-            for i, out in zip(group, batch):
-                outputs[i] = out
-    return stitch(windows, outputs, len(features))
-
+from pianotx.windows import predict_frames
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_MODEL = BUNDLED_DIR / "piano.keras"
 DEFAULT_URI = "models:/piano/Production"
 
 
+DEFAULT_CONTEXT = 512  # context frames for models that do not say (the default chunk length)
+
+
 @dataclass(frozen=True)
 class Transcriber:
-    """A loaded model with the feature and decoding settings it was trained with."""
+    """A loaded model with the settings it was trained with.
 
-    model: Any  # keras.Model
+    Attributes:
+        model: a ``keras.Model`` mapping (batch, time, n_bins) to (batch, time, 88).
+        features: the feature config it was trained on (the one feature function).
+        decoding: how its probabilities become notes (tuned with it, or overridden).
+        source: the URI or path it came from.
+        context: warm-up frames run and discarded on each side of a window: its training
+            chunk length, since a bidirectional model trained on chunks of that length
+            draws on up to that much context either way.
+    """
+
+    model: Any
     features: FeatureConfig
     decoding: DecodingConfig
-    source: str  # the URI or path it came from
+    source: str
+    context: int = DEFAULT_CONTEXT
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(n_frames, n_bins) features -> (n_frames, 88) frame probabilities."""
-        return predict_frames(self.model.predict_on_batch, features)
+        return predict_frames(self.model.predict_on_batch, features, context=self.context)
+
+    def with_decoding(self, **changes: Any) -> Transcriber:
+        """The same model with some decoding settings replaced (``None`` values ignored).
+
+        Raises:
+            ValueError: a value :class:`DecodingConfig` refuses.
+        """
+        given = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, decoding=dataclasses.replace(self.decoding, **given))
 
 
-def _from_metadata(model: Any, meta: dict[str, Any], source: str) -> Transcriber:
+def from_metadata(model: Any, meta: dict[str, Any], source: str) -> Transcriber:
+    """A :class:`Transcriber` from a model and the metadata it was saved with.
+
+    Raises:
+        ConfigError: the metadata's feature or decoding config is malformed.
+    """
     features = from_dict(FeatureConfig, meta["features"], f"{source} features")
     decoding = from_dict(DecodingConfig, meta.get("decoding"), f"{source} decoding")
-    return Transcriber(model, features, decoding, source)
+    context = int(meta.get("context_frames", DEFAULT_CONTEXT))
+    return Transcriber(model, features, decoding, source, context)
 
 
 def load_local(path: str | Path) -> Transcriber:
-    """A model exported by ``pianotx export``: ``NAME.keras`` beside ``NAME.json``."""
+    """A model exported by ``pianotx export``: ``NAME.keras`` beside ``NAME.json``.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: the ``.json`` is not a pianotx model description, or the ``.keras``
+            is not a Keras model file.
+    """
     import keras
 
     path = Path(path)
@@ -212,28 +105,43 @@ def load_local(path: str | Path) -> Transcriber:
         meta["features"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{meta_path}: not a pianotx model description ({exc})") from exc
-    return _from_metadata(keras.models.load_model(path, compile=False), meta, str(path))
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a Keras model file ({type(exc).__name__})") from exc
+    return from_metadata(model, meta, str(path))
 
 
-def load_transcriber(uri: str | None, store: Any) -> Transcriber:
+def _is_local(uri: str) -> bool:
+    return uri.endswith(".keras") or (Path(uri).is_dir() and (Path(uri) / "piano.keras").is_file())
+
+
+def load_transcriber(uri: str | None, tracking_uri: str | None = None) -> Transcriber:
     """The model named by ``uri``; with none, ``models:/piano/Production`` when the store
     has it, else the small model bundled with the package.
 
     ``uri`` may be ``models:/NAME/STAGE``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
     ``runs:/RUN_ID/model``, an MLflow model folder, or a ``.keras`` file exported by
-    ``pianotx export`` (with its ``.json``).
+    ``pianotx export`` (with its ``.json``). MLflow is imported only when the store is
+    consulted: a ``.keras`` file, or no model with no store yet, never touches it.
+
+    Raises:
+        FileNotFoundError, ValueError: a local model that is missing or malformed.
+        TrackingError: an MLflow URI that does not resolve.
     """
+    if uri is not None and _is_local(uri):
+        return load_local(uri)
+    store = resolve_store(tracking_uri)
+    if uri is None and not store.exists:
+        return load_local(BUNDLED_MODEL)
     from pianotx import tracking
 
     if uri is None:
-        if tracking.has_model(store, DEFAULT_URI):
-            uri = DEFAULT_URI
-        else:
+        if not tracking.has_model(store, DEFAULT_URI):
             return load_local(BUNDLED_MODEL)
-    if uri.endswith(".keras") or (Path(uri).is_dir() and (Path(uri) / "piano.keras").is_file()):
-        return load_local(uri)
+        uri = DEFAULT_URI
     model, meta = tracking.load_model(store, uri)
-    return _from_metadata(model, meta, uri)
+    return from_metadata(model, meta, uri)
 
 
 def is_export(meta_path: Path) -> bool:
@@ -260,6 +168,12 @@ def check_export_target(out_dir: Path, name: str) -> None:
         raise OutputError(f"{taken}: exists and is not a pianotx export; choose another folder or --name")
 
 
+def export_model(model: str | None, out_dir: Path, name: str = "piano", tracking_uri: str | None = None) -> Path:
+    """``pianotx export``: load ``model`` (as :func:`load_transcriber`) and :func:`export` it."""
+    check_export_target(out_dir, name)
+    return export(load_transcriber(model, tracking_uri), out_dir, name)
+
+
 def export(transcriber: Transcriber, out_dir: Path, name: str = "piano") -> Path:
     """Write ``NAME.keras`` and ``NAME.json`` (feature and decoding config) to ``out_dir``.
 
@@ -272,11 +186,7 @@ def export(transcriber: Transcriber, out_dir: Path, name: str = "piano") -> Path
     target = out_dir / f"{name}.keras"
     plain = keras.Model.from_config(transcriber.model.get_config())  # uncompiled: no optimizer state
     plain.set_weights(transcriber.model.get_weights())
-    meta = {
-        "features": to_dict(transcriber.features),
-        "decoding": to_dict(transcriber.decoding),
-        "source": transcriber.source,
-    }
+    meta = model_metadata(transcriber.features, transcriber.decoding, transcriber.context, source=transcriber.source)
     with atomic_path(target) as tmp:
         plain.save(tmp)
         write_json_atomic(out_dir / f"{name}.json", meta)
@@ -285,6 +195,8 @@ def export(transcriber: Transcriber, out_dir: Path, name: str = "piano") -> Path
 
 @dataclass(frozen=True)
 class FileResult:
+    """What became of one input: its MIDI file, or a one-line error."""
+
     audio: Path
     midi: Path | None
     notes: int = 0
@@ -293,18 +205,23 @@ class FileResult:
     error: str = ""
 
 
+def output_path(audio: Path, out_dir: Path | None) -> Path:
+    """Where the MIDI of ``audio`` goes: ``OUT_DIR/NAME.mid``, or beside the audio."""
+    return (out_dir or audio.parent) / f"{audio.stem}.mid"
+
+
 def transcribe_file(transcriber: Transcriber, audio: Path, out_dir: Path | None) -> FileResult:
-    """Transcribe one file to ``OUT_DIR/NAME.mid`` (beside the audio when no folder).
+    """Transcribe one file to :func:`output_path` (its folder created if needed).
 
     Never raises for a bad file: the result carries a one-line ``error`` instead.
     """
     start = time.perf_counter()
-    target = (out_dir or audio.parent) / f"{audio.stem}.mid"
+    target = output_path(audio, out_dir)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         samples = load_audio(audio, transcriber.features.sample_rate)
         features = compute_features(samples, transcriber.features)
         notes = decode(transcriber.probabilities(features), transcriber.features.frame_rate, transcriber.decoding)
+        target.parent.mkdir(parents=True, exist_ok=True)
         write_midi(notes, target)
     except AudioError as exc:
         return FileResult(audio, None, error=str(exc))
@@ -325,3 +242,91 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
         else:
             out.append(path)
     return out
+
+
+def check_out_dir(out_dir: Path | None) -> None:
+    """Refuse an output folder that is a file or lies under one (nothing is created).
+
+    Raises:
+        OutputError: naming the path.
+    """
+    if out_dir is None:
+        return
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: cannot create output folder (File exists)")
+    for folder in out_dir.resolve().parents:
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"{out_dir}: cannot create output folder ({folder} is a file)")
+
+
+def transcribe_files(
+    inputs: list[Path],
+    out_dir: Path | None = None,
+    model: str | None = None,
+    tracking_uri: str | None = None,
+    decoding: dict[str, Any] | None = None,
+    report: Callable[[FileResult], None] = lambda _result: None,
+    progress: bool = False,
+) -> list[FileResult]:
+    """``pianotx transcribe``: load ``model`` once (see :func:`load_transcriber`), with
+    ``decoding`` settings overriding its own (``None`` values ignored), and
+    :func:`transcribe_batch` the inputs with it.
+
+    Raises:
+        OutputError: ``out_dir`` is a file or under one; no audio file in ``inputs``.
+        FileNotFoundError, ValueError, TrackingError: the model cannot be loaded, or a
+            decoding value is refused.
+    """
+    check_out_dir(out_dir)
+    if not expand_inputs(inputs):
+        raise OutputError("no audio files found in " + ", ".join(map(str, inputs)))
+    transcriber = load_transcriber(model, tracking_uri).with_decoding(**(decoding or {}))
+    return transcribe_batch(transcriber, inputs, out_dir, report, progress)
+
+
+def transcribe_batch(
+    transcriber: Transcriber,
+    inputs: list[Path],
+    out_dir: Path | None,
+    report: Callable[[FileResult], None] = lambda _result: None,
+    progress: bool = False,
+) -> list[FileResult]:
+    """Transcribe every audio file of ``inputs`` (folders searched) with one model.
+
+    Two inputs that would write the same MIDI file are an error for the second (the
+    first is kept); each file's outcome goes to ``report`` as soon as it is known. The
+    output folder is created only when a MIDI file is written into it.
+
+    Args:
+        transcriber: the loaded model.
+        inputs: audio files or folders.
+        out_dir: where ``NAME.mid`` goes; ``None``: beside each input.
+        report: called with each :class:`FileResult`, in order.
+        progress: show a progress bar on the terminal.
+
+    Returns:
+        One result per audio file, in order.
+
+    Raises:
+        OutputError: ``out_dir`` is a file or under one; no audio file in ``inputs``.
+    """
+    from rich.progress import Progress
+
+    check_out_dir(out_dir)
+    files = expand_inputs(inputs)
+    if not files:
+        raise OutputError("no audio files found in " + ", ".join(map(str, inputs)))
+    results, targets = [], set()
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("transcribing", total=len(files))
+        for path in files:
+            target = output_path(path, out_dir).resolve()
+            if target in targets:
+                result = FileResult(path, None, error=f"{target} is already written by another input of this batch")
+            else:
+                targets.add(target)
+                result = transcribe_file(transcriber, path, out_dir)
+            bar.advance(task)
+            results.append(result)
+            report(result)
+    return results

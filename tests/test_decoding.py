@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pianotx.decoding import DecodingConfig, decode, roll_to_notes
+from pianotx.config import DecodingConfig
+from pianotx.decoding import decode, roll_to_notes
 from pianotx.labels import note_frames, notes_to_rolls
 from pianotx.midi import Notes
 

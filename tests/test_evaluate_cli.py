@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from pianotx.build import build_dataset
 from pianotx.cli import app
-from pianotx.tracking import Store, connect
+from pianotx.locations import Store
+from pianotx.tracking import connect
 from pianotx.transcribe import BUNDLED_MODEL
 
 runner = CliRunner()

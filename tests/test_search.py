@@ -8,7 +8,8 @@ from conftest import melody, write_pair
 
 from pianotx.build import build_dataset
 from pianotx.config import BuildConfig, ChunkConfig
-from pianotx.tracking import SearchTracker, Store, connect, load_model
+from pianotx.locations import Store
+from pianotx.tracking import SearchTracker, connect, load_model
 
 pytestmark = pytest.mark.slow
 

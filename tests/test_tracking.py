@@ -1,4 +1,5 @@
-from pianotx.tracking import find_store_dir, has_model, resolve_store, ui_command
+from pianotx.locations import find_store_dir, resolve_store
+from pianotx.tracking import has_model, ui_command
 
 
 def test_store_is_the_projects_mlruns_folder_found_upwards(tmp_path):

@@ -12,7 +12,8 @@ from pianotx.cli import app
 from pianotx.decoding import decode
 from pianotx.features import compute_features
 from pianotx.midi import Notes, read_notes
-from pianotx.transcribe import BUNDLED_MODEL, load_local, predict_frames, transcribe_file
+from pianotx.transcribe import BUNDLED_MODEL, load_local, transcribe_file
+from pianotx.windows import predict_frames
 
 runner = CliRunner()
 
@@ -128,10 +129,9 @@ def test_cli_unwritable_output_is_one_error_line(tmp_path):
 
 def test_without_a_registered_model_the_bundled_one_is_used(tmp_path):
     # the autouse fixture points MLFLOW_TRACKING_URI at an empty store
-    from pianotx.tracking import resolve_store
     from pianotx.transcribe import load_transcriber
 
-    assert load_transcriber(None, resolve_store(None)).source == str(BUNDLED_MODEL)
+    assert load_transcriber(None).source == str(BUNDLED_MODEL)
     t = np.arange(SR * 2) / SR
     sf.write(tmp_path / "c4.wav", (0.3 * np.sin(2 * np.pi * 261.63 * t)).astype(np.float32), SR)
     result = runner.invoke(app, ["transcribe", str(tmp_path / "c4.wav")])

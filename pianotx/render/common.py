@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pianotx.errors import PianotxError
 from pianotx.midi import Notes
 
 RENDER_MANIFEST = "render.json"  # written last by a complete render; read by the pairs source
@@ -20,7 +21,7 @@ _TICK = 60.0 / (120.0 * 220)  # one tick of pretty_midi's default file (120 qpm,
 MIN_NOTE = 0.03  # seconds; shorter notes (after overlap cuts) are dropped
 
 
-class RenderError(RuntimeError):
+class RenderError(PianotxError, RuntimeError):
     """The corpus cannot be rendered (missing tool or file, refused input, failed render)."""
 
 

@@ -23,10 +23,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pianotx.config import ConfigError
-from pianotx.decoding import DecodingConfig
-from pianotx.store import MANIFEST, load_manifest
-from pianotx.tracking import TRIAL_TAG, SearchTracker, Store, best_effort, register
+from pianotx.config import ConfigError, DecodingConfig
+from pianotx.locations import Store
+from pianotx.store import MANIFEST, Manifest, load_manifest
+from pianotx.tracking import MODEL_URI_TAG, TRIAL_TAG, SearchTracker, best_effort, register
 from pianotx.tuning.space import SearchSpec, load_spec, to_hyperparameters
 
 SPEC_COPY = "search_space.yaml"
@@ -92,15 +92,24 @@ def _environment_tags() -> dict[str, str]:
     return tags
 
 
-def make_tuner(spec: SearchSpec, n_bins: int, input_stats: Any, directory: Path) -> Any:
+def make_tuner(
+    spec: SearchSpec,
+    manifest: Manifest,
+    tracker: SearchTracker,
+    directory: Path,
+    decoding: DecodingConfig,
+    note_eval_pieces: int,
+) -> Any:
     """The Keras Tuner tuner of ``spec`` with the whole space declared up front."""
     import keras_tuner as kt
 
-    from pianotx.tuning.tuner import TUNERS, PianoHyperModel
+    from pianotx.tuning.tuner import TUNERS
 
-    settings = dict(spec.tuner_settings)
     return TUNERS[spec.tuner](
-        hypermodel=PianoHyperModel(n_bins, input_stats),
+        tracker=tracker,
+        manifest=manifest,
+        decoding=decoding,
+        note_eval_pieces=note_eval_pieces,
         objective=kt.Objective(spec.objective, spec.direction),
         hyperparameters=to_hyperparameters(spec),
         tune_new_entries=False,
@@ -108,7 +117,7 @@ def make_tuner(spec: SearchSpec, n_bins: int, input_stats: Any, directory: Path)
         directory=str(directory),
         project_name=spec.name,
         overwrite=False,
-        **settings,
+        **spec.tuner_settings,
     )
 
 
@@ -146,9 +155,7 @@ def run_search(
     try:
         if not worker:
             tracker.kill_stale_trials()
-        tuner = make_tuner(spec, manifest.features.n_bins, manifest.feature_stats, directory)
-        tuner.tracker, tuner.features = tracker, manifest.features
-        tuner.decoding, tuner.note_eval_pieces = decoding or DecodingConfig(), note_eval_pieces
+        tuner = make_tuner(spec, manifest, tracker, directory, decoding or DecodingConfig(), note_eval_pieces)
         tuner.search(str(dataset_dir), verbose=verbose)
         if worker:
             return SearchResult(0, 0, None, None, None, None, None)
@@ -166,7 +173,7 @@ def run_search(
 def _finish(
     tuner: Any, tracker: SearchTracker, spec: SearchSpec, store: Store, register_as: str | None
 ) -> SearchResult:
-    from keras_tuner.src.engine.trial import TrialStatus
+    from keras_tuner.engine.trial import TrialStatus
 
     trials = list(tuner.oracle.trials.values())
     done = [t for t in trials if t.status == TrialStatus.COMPLETED]
@@ -178,7 +185,7 @@ def _finish(
     trial = best[0]
     runs = {r.data.tags.get(TRIAL_TAG): r for r in tracker.trial_runs() if r.info.status == "FINISHED"}
     run = runs[trial.trial_id]
-    model_uri = run.data.tags["pianotx.model_uri"]
+    model_uri = run.data.tags[MODEL_URI_TAG]
     value = float(trial.score)
     tracker.end_search(
         {

@@ -11,7 +11,9 @@ goes on. Hyperband's epoch budget and weight inheritance are Keras Tuner's own.
 
 from __future__ import annotations
 
+import functools
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +21,16 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from pianotx.config import FeatureConfig, to_dict
-from pianotx.decoding import DecodingConfig
+from pianotx.config import DecodingConfig, ModelConfig, TrainConfig, model_metadata, to_dict
 from pianotx.evaluate import evaluate_split
 from pianotx.loader import ChunkDataset
-from pianotx.model import FeatureStats, build_model
+from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
-from pianotx.store import SplitArrays, load_manifest
+from pianotx.store import Manifest, SplitArrays
 from pianotx.tracking import SearchTracker, best_effort
 from pianotx.train import TrainingDiverged, fit, release_memory, standard_callbacks
-from pianotx.transcribe import predict_frames
 from pianotx.tuning.space import configs_from_values
+from pianotx.windows import predict_frames
 
 EPOCH_KEYS = ("loss", "val_loss", "val_precision", "val_recall", "val_f1")
 FIGURE_SECONDS = 12.0
@@ -52,6 +53,17 @@ class EpochLogger(keras.callbacks.Callback):
         self.tracker.log_metrics(self.run_id, metrics, step=epoch + 1)
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(values: tuple[tuple[str, Any], ...]) -> tuple[ModelConfig, TrainConfig]:
+    return configs_from_values(dict(values))
+
+
+def trial_configs(hp: kt.HyperParameters) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configs of a trial's hyperparameter values, parsed once
+    per distinct set of values (build, fit and logging all ask)."""
+    return _parsed(tuple(sorted(hp.values.items())))
+
+
 class PianoHyperModel(kt.HyperModel):
     """Builds and fits the LSTM transcriber from hyperparameter values.
 
@@ -59,18 +71,27 @@ class PianoHyperModel(kt.HyperModel):
     the batch size may be one of the hyperparameters.
     """
 
-    def __init__(self, n_bins: int, input_stats: FeatureStats | None):
+    def __init__(self, manifest: Manifest, decoding: DecodingConfig):
         super().__init__(name="pianotx")
-        self.n_bins = n_bins
-        self.input_stats = input_stats
+        self.manifest = manifest
+        self.decoding = decoding
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        model_cfg, train_cfg = configs_from_values(hp.values)
+        model_cfg, train_cfg = trial_configs(hp)
         keras.utils.set_random_seed(train_cfg.seed)
-        return build_model(model_cfg, train_cfg, self.n_bins, input_stats=self.input_stats)
+        return build_model(model_cfg, train_cfg, self.manifest.features.n_bins, input_stats=self.manifest.feature_stats)
 
-    def fit(self, hp, model, dataset_dir, callbacks=(), epochs=None, initial_epoch=0, verbose=2):
-        _, train_cfg = configs_from_values(hp.values)
+    def fit(
+        self,
+        hp: kt.HyperParameters,
+        model: keras.Model,
+        dataset_dir: str,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        epochs: int | None = None,
+        initial_epoch: int = 0,
+        verbose: int = 2,
+    ) -> keras.callbacks.History:
+        _, train_cfg = trial_configs(hp)
         train_data = ChunkDataset(
             dataset_dir, "train", train_cfg.batch_size, seed=train_cfg.seed, limit_batches=train_cfg.steps_per_epoch
         )
@@ -81,17 +102,31 @@ class PianoHyperModel(kt.HyperModel):
 class TrackedTrials:
     """Mixin for a Keras Tuner tuner: MLflow runs per trial (see module docstring).
 
-    Set ``tracker``, ``features`` and ``decoding`` on the instance before ``search``.
+    Args:
+        tracker: the search's MLflow runs.
+        manifest: the dataset, loaded once for the whole search.
+        decoding: how probabilities become notes (validation note scores, the logged model).
+        note_eval_pieces: validation pieces scored with mir_eval (0: all).
+        tuner_args: Keras Tuner's own arguments (objective, directory, ...).
     """
 
-    tracker: SearchTracker
-    features: FeatureConfig
-    decoding: DecodingConfig
-    note_eval_pieces: int = 0  # validation pieces scored with mir_eval (0: all)
+    def __init__(
+        self,
+        tracker: SearchTracker,
+        manifest: Manifest,
+        decoding: DecodingConfig,
+        note_eval_pieces: int = 0,
+        **tuner_args: Any,
+    ) -> None:
+        self.tracker = tracker
+        self.manifest = manifest
+        self.decoding = decoding
+        self.note_eval_pieces = note_eval_pieces
+        super().__init__(hypermodel=PianoHyperModel(manifest, decoding), **tuner_args)
 
-    def run_trial(self, trial, dataset_dir, verbose=2):
+    def run_trial(self, trial: kt.engine.trial.Trial, dataset_dir: str, verbose: int = 2) -> Any:
         hp = trial.hyperparameters
-        model_cfg, train_cfg = configs_from_values(hp.values)
+        model_cfg, train_cfg = trial_configs(hp)
         run_id = self.tracker.start_trial(trial.trial_id, hp.values)
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         callbacks = [
@@ -104,7 +139,7 @@ class TrackedTrials:
             results = super().run_trial(
                 trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose
             )
-            self._log_outcome(trial, run_id, dataset_dir, model_cfg, train_cfg)
+            self._log_outcome(trial, run_id, model_cfg, train_cfg)
         except TrainingDiverged as exc:
             best_effort(self.tracker.end_trial, run_id, failure=f"NaN loss: {exc}")
             raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from exc
@@ -119,34 +154,35 @@ class TrackedTrials:
         self.tracker.end_trial(run_id)
         return results
 
-    def _log_outcome(self, trial, run_id, dataset_dir, model_cfg, train_cfg) -> None:
+    def _log_outcome(
+        self, trial: kt.engine.trial.Trial, run_id: str, model_cfg: ModelConfig, train_cfg: TrainConfig
+    ) -> None:
         """Log the trial's best model, validation note scores and a piano-roll figure."""
         model = self.load_model(trial)
-        manifest = load_manifest(dataset_dir)
+        features = self.manifest.features
+        context = self.manifest.chunk_frames
 
-        def predict(features: np.ndarray) -> np.ndarray:
-            return predict_frames(model.predict_on_batch, features)
+        def predict(x: np.ndarray) -> np.ndarray:
+            return predict_frames(model.predict_on_batch, x, context=context)
 
-        _, mean = evaluate_split(predict, dataset_dir, "validation", self.decoding, self.note_eval_pieces)
+        _, mean = evaluate_split(predict, self.manifest, "validation", self.decoding, self.note_eval_pieces)
         self.tracker.log_metrics(run_id, {f"val_{k}": v for k, v in mean.items()})
-        arrays = SplitArrays(manifest, "validation")
-        pieces = manifest.pieces("validation")
+        pieces = self.manifest.pieces("validation")
         if pieces:
-            features, frames, _ = arrays.piece(pieces[0])
-            n = int(FIGURE_SECONDS * self.features.frame_rate)
-            probs = predict(features[:n])
+            x, frames, _ = SplitArrays(self.manifest, "validation").piece(pieces[0])
+            n = int(FIGURE_SECONDS * features.frame_rate)
             title = f"trial {trial.trial_id}: {pieces[0]['name']}"
-            self.tracker.log_figure(
-                run_id, piano_roll_figure(probs, frames[:n], self.features.frame_rate, title), "piano_roll.png"
-            )
-        example = np.zeros((1, 32, self.features.n_bins), np.float32)
-        metadata = {
-            "features": to_dict(self.features),
-            "decoding": to_dict(self.decoding),
-            "model": to_dict(model_cfg),
-            "train": to_dict(train_cfg),
-            "dataset_fingerprint": manifest.data["fingerprint"],
-        }
+            figure = piano_roll_figure(predict(x[:n]), frames[:n], features.frame_rate, title)
+            self.tracker.log_figure(run_id, figure, "piano_roll.png")
+        example = np.zeros((1, 32, features.n_bins), np.float32)
+        metadata = model_metadata(
+            features,
+            self.decoding,
+            context,
+            model=to_dict(model_cfg),
+            train=to_dict(train_cfg),
+            dataset_fingerprint=self.manifest.data["fingerprint"],
+        )
         self.tracker.log_model(run_id, model, (example, model.predict_on_batch(example)), metadata)
 
 

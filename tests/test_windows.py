@@ -1,11 +1,11 @@
-"""Windowing helpers: exact window lists, tiling, and seam-free stitching."""
+"""Windowing helpers (pianotx.windows): exact window lists, tiling, and seam-free stitching."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pianotx.transcribe import Window, batch_windows, plan_windows, stitch
+from pianotx.windows import Window, batch_windows, plan_windows, stitch
 
 
 @pytest.mark.parametrize(

@@ -49,8 +49,10 @@ ui: install ## Open MLflow's UI on 127.0.0.1 over pianotx's store
 test: install ## Run the test suite (slow tests included)
 	$(BIN)/python -m pytest -q
 
-lint: install ## Ruff over the package, tests and benchmarks
+lint: install ## Ruff over the package, tests and benchmarks; mypy over the package
 	$(BIN)/ruff check pianotx tests benchmarks
+	$(BIN)/ruff format --check pianotx tests benchmarks
+	$(BIN)/mypy
 
 clean: ## Remove the virtual environment (keeps data/ and mlruns/)
 	rm -rf $(VENV)

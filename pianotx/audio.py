@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,39 @@ class AudioError(PianotxError, ValueError):
     """An audio file cannot be read."""
 
 
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native decoders (libmpg123 inside libsndfile) print on stderr."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def check_decodable(path: Path) -> None:
+    """Refuse a file no decoder recognises, quietly (the decoders' own chatter hidden).
+
+    Raises:
+        AudioError: "cannot decode audio (no decoder recognises the file)".
+    """
+    import soundfile
+
+    with _quiet_native_stderr():
+        try:
+            soundfile.info(str(path))
+        except Exception as exc:  # libsndfile raises its own error types
+            raise AudioError("cannot decode audio (no decoder recognises the file)") from exc
+
+
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Read ``path`` as mono float32 samples at ``sample_rate`` Hz.
 
@@ -24,8 +61,6 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     Raises:
         AudioError: missing, unsupported or undecodable file.
     """
-    import warnings
-
     import librosa
 
     path = Path(path)
@@ -33,9 +68,10 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioError("no such file")
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         raise AudioError(f"unsupported format {path.suffix or '(none)'}; expected {', '.join(AUDIO_EXTENSIONS)}")
+    check_decodable(path)
     try:
-        with warnings.catch_warnings():  # librosa warns before falling back to audioread
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), _quiet_native_stderr():
+            warnings.simplefilter("ignore")  # librosa warns before falling back to audioread
             samples, _ = librosa.load(str(path), sr=sample_rate, mono=True)
     except Exception as exc:  # soundfile/audioread raise many types on bad files
         detail = str(exc).strip() or "no decoder recognises the file"

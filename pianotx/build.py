@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pianotx.config import BuildConfig, to_dict
-from pianotx.datasets import PieceSource, discover
+from pianotx.datasets import PieceSource, Problem, discover
 from pianotx.errors import PianotxError
 from pianotx.files import check_output_folder, swap_in, temp_sibling, write_json_atomic
 from pianotx.store import MANIFEST, MANIFEST_VERSION, SPLITS, chunk, load_manifest, write_split
@@ -156,13 +156,13 @@ def _process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> 
         return {**record, "excluded": True, "reason": reason, "bad_file": str(source.audio)}
     aligned = notes.shifted(alignment.offset_frames / fc.frame_rate).from_zero()
     frames, onsets = notes_to_rolls(aligned, len(features), fc.frame_rate)
-    np.savez(
-        out_file,
-        features=chunk(features, config.chunks),
-        frames=chunk(frames, config.chunks),
-        onsets=chunk(onsets, config.chunks),
+    arrays: dict[str, Any] = {
+        "features": chunk(features, config.chunks),
+        "frames": chunk(frames, config.chunks),
+        "onsets": chunk(onsets, config.chunks),
         **{f"notes/{k}": v for k, v in aligned.save_npz().items()},
-    )
+    }
+    np.savez(out_file, **arrays)
     return {**record, "excluded": False, "reason": ""}
 
 
@@ -265,59 +265,84 @@ def build_dataset(
                 return BuildResult("up to date", out, existing)
         except ValueError:
             pass  # unreadable or old manifest: rebuild
-    return _build(root, out, sources, problems, fp, config, strict, workers, progress, log)
+    return _build(_Plan(root, out, sources, problems, fp, config), strict, workers, progress, log)
 
 
-def _build(root, out, sources, problems, fp, config, strict, workers, progress, log) -> BuildResult:
-    tmp = temp_sibling(out)
+@dataclass(frozen=True)
+class _Plan:
+    """What a build works from, decided before any piece is processed."""
+
+    root: Path
+    out: Path
+    sources: list[PieceSource]
+    problems: list[Problem]
+    fingerprint: str
+    config: BuildConfig
+
+
+def _build(plan: _Plan, strict: bool, workers: int | None, progress: bool, log: Log) -> BuildResult:
+    tmp = temp_sibling(plan.out)
     work = tmp / "pieces"
     work.mkdir(parents=True)
     try:
-        splits, held_out = assign_splits(sources, config)
-        todo = [s for s in sources if s.name in splits]
-        records = _process_all(todo, config, work, workers or os.cpu_count() or 1, progress)
-        for s, r in zip(todo, records):
-            r["split"] = splits[s.name]
-            if r["excluded"]:
-                log(f"skipped {r.pop('bad_file')}: {r['reason']}")
-                if strict:
-                    raise BuildError(f"{s.audio}: {r['reason']} (--strict)")
-        if not any(not r["excluded"] for r in records):
-            raise BuildError(f"{root}: no usable piece ({len(records)} tried, all skipped)")
-        records += [
-            {
-                "name": s.name,
-                "audio": str(s.audio),
-                "midi": str(s.midi),
-                "split": None,
-                "excluded": True,
-                "reason": held_out[s.name],
-            }
-            for s in sources
-            if s.name in held_out
-        ]
-        manifest = _manifest(root, records, problems, fp, config, _gather(records, splits, work, tmp, config))
+        splits, held_out = assign_splits(plan.sources, plan.config)
+        records = _included_records(plan, splits, work, strict, workers or os.cpu_count() or 1, progress, log)
+        records += [_held_out_record(s, held_out[s.name]) for s in plan.sources if s.name in held_out]
+        manifest = _manifest(plan, records, _gather(records, splits, work, tmp, plan.config))
         for split in ("train", "validation"):
             if not manifest["splits"][split]["pieces"]:
                 log(f"warning: the {split} split is empty; `pianotx search` needs train and validation pieces")
         shutil.rmtree(work)
         write_json_atomic(tmp / MANIFEST, manifest)
-        swap_in(tmp, out, MANIFEST)
+        swap_in(tmp, plan.out, MANIFEST)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BuildResult("built", out, manifest)
+    return BuildResult("built", plan.out, manifest)
 
 
-def _manifest(root, records, problems, fp, config, split_info) -> dict[str, Any]:
+def _included_records(
+    plan: _Plan, splits: dict[str, str], work: Path, strict: bool, workers: int, progress: bool, log: Log
+) -> list[dict[str, Any]]:
+    """Process every piece that has a split; report (or, strict, refuse) the bad ones.
+
+    Raises:
+        BuildError: no usable piece, or ``strict`` and a bad one (naming its bad file).
+    """
+    todo = [s for s in plan.sources if s.name in splits]
+    records = _process_all(todo, plan.config, work, workers, progress)
+    for s, r in zip(todo, records):
+        r["split"] = splits[s.name]
+        if r["excluded"]:
+            bad = r.pop("bad_file")
+            log(f"skipped {bad}: {r['reason']}")
+            if strict:
+                raise BuildError(f"{bad}: {r['reason']} (--strict)")
+    if not any(not r["excluded"] for r in records):
+        raise BuildError(f"{plan.root}: no usable piece ({len(records)} tried, all skipped)")
+    return records
+
+
+def _held_out_record(source: PieceSource, reason: str) -> dict[str, Any]:
+    return {
+        "name": source.name,
+        "audio": str(source.audio),
+        "midi": str(source.midi),
+        "split": None,
+        "excluded": True,
+        "reason": reason,
+    }
+
+
+def _manifest(plan: _Plan, records: list[dict[str, Any]], split_info: dict[str, Any]) -> dict[str, Any]:
     for r in records:
         r.pop("bad_file", None)
     return {
         "version": MANIFEST_VERSION,
-        "source": str(root.resolve()),
-        "config": to_dict(config),
+        "source": str(plan.root.resolve()),
+        "config": to_dict(plan.config),
         "splits": split_info,
         "pieces": records,
-        "problems": [{"path": str(p.path), "reason": p.reason} for p in problems],
-        "fingerprint": fp,
+        "problems": [{"path": str(p.path), "reason": p.reason} for p in plan.problems],
+        "fingerprint": plan.fingerprint,
     }

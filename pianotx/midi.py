@@ -135,7 +135,8 @@ def read_notes(path: str | Path, sustain: bool = True, pedal_threshold: int = 64
     try:
         pm = pretty_midi.PrettyMIDI(str(path))
     except Exception as exc:  # pretty_midi/mido raise many types on bad files
-        raise MidiError(f"MIDI does not parse ({type(exc).__name__}: {exc})") from exc
+        detail = str(exc).strip() or "the file ends early or is malformed"
+        raise MidiError(f"MIDI does not parse ({type(exc).__name__}: {detail})") from exc
     all_notes: list[Notes] = []
     for inst in pm.instruments:
         if inst.is_drum or not inst.notes:

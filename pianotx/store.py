@@ -65,7 +65,7 @@ def write_split(split_dir: Path, piece_files: list[Path], shard_chunks: int) -> 
     pending: dict[str, np.ndarray] | None = None
     for index, start in enumerate(range(0, total, shard_chunks)):
         size = min(shard_chunks, total - start)
-        maps: dict[str, np.ndarray] = {}
+        maps: dict[str, np.memmap] = {}
         filled = 0
         while filled < size:
             if pending is None:

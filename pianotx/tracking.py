@@ -177,15 +177,22 @@ class SearchTracker:
                 raise TrackingError(f"no search run {self.name!r} in {self.store.tracking_uri}; start the chief first")
             time.sleep(2.0)
 
+    @property
+    def parent(self) -> str:
+        """The search's parent run id (after :meth:`start_search` or :meth:`attach`)."""
+        if self.parent_id is None:
+            raise TrackingError(f"search {self.name!r} has no parent run yet")
+        return self.parent_id
+
     def end_search(self, best: dict[str, Any] | None, failure: str | None = None, status: str | None = None) -> None:
         if best:
-            self.client.set_tag(self.parent_id, "best_trial_id", best["trial_id"])
-            self.client.set_tag(self.parent_id, "best_run_id", best["run_id"])
-            self.client.set_tag(self.parent_id, "best_model_uri", best["model_uri"])
-            self.log_metrics(self.parent_id, {f"best_{best['objective']}": best["value"]})
+            self.client.set_tag(self.parent, "best_trial_id", best["trial_id"])
+            self.client.set_tag(self.parent, "best_run_id", best["run_id"])
+            self.client.set_tag(self.parent, "best_model_uri", best["model_uri"])
+            self.log_metrics(self.parent, {f"best_{best['objective']}": best["value"]})
         if failure:
-            self.client.set_tag(self.parent_id, FAILURE_TAG, failure[:5000])
-        self.client.set_terminated(self.parent_id, status or ("FAILED" if failure else "FINISHED"))
+            self.client.set_tag(self.parent, FAILURE_TAG, failure[:5000])
+        self.client.set_terminated(self.parent, status or ("FAILED" if failure else "FINISHED"))
 
 
 def register(store: Store, model_uri: str, name: str, stage: str = "Production", alias: str = "production") -> int:

@@ -156,4 +156,4 @@ def predict_frames(
             batch = np.asarray(predict_batch(batch_windows(features, [windows[i] for i in group])))
             for i, out in zip(group, batch):
                 outputs[i] = out
-    return stitch(windows, outputs, len(features))
+    return stitch(windows, [out for out in outputs if out is not None], len(features))

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 from conftest import melody, write_pair
 
 from pianotx.build import build_dataset
@@ -35,4 +33,8 @@ def test_pairs_in_subfolders_and_render_json_groups(tmp_path):
     (root / "render.json").write_text('{"pieces": [{"name": "y", "source": "score-7", "piano": "Alpha"}]}')
     sources, problems = discover(root)
     assert [(s.name, s.group, s.piano) for s in sources] == [("a/x", "a/x", None), ("y", "score-7", "Alpha")]
-    assert problems == [] and all(isinstance(s.audio, Path) for s in sources)
+    assert problems == []
+    assert [(s.audio, s.midi) for s in sources] == [
+        (root / "a" / "x.wav", root / "a" / "x.mid"),
+        (root / "y.wav", root / "y.mid"),
+    ]

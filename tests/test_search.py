@@ -1,4 +1,4 @@
-"""A tiny search end to end: tracking, registry, resume, a diverging trial (slow)."""
+"""A tiny search end to end: tracking, registry, resume, a diverging trial (training tests are slow)."""
 
 from pathlib import Path
 
@@ -10,8 +10,6 @@ from pianotx.build import build_dataset
 from pianotx.config import BuildConfig, ChunkConfig
 from pianotx.locations import Store
 from pianotx.tracking import SearchTracker, connect, load_model
-
-pytestmark = pytest.mark.slow
 
 TINY = """
 name: {name}
@@ -57,6 +55,7 @@ def _store(tmp_path) -> Store:
     return Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
 
 
+@pytest.mark.slow
 def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path):
     from pianotx.tuning.search import run_search
 
@@ -104,6 +103,7 @@ def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path)
     assert len(client.search_runs([exp.experiment_id])) == 3
 
 
+@pytest.mark.slow
 def test_diverging_trial_fails_and_the_search_goes_on(tiny_dataset, tmp_path):
     from pianotx.tuning.search import run_search
 
@@ -156,6 +156,7 @@ def test_changed_space_or_dataset_is_refused_without_overwrite(tmp_path):
     assert sorted(p.name for p in project.iterdir()) == ["dataset_fingerprint.txt", "search_space.yaml"]
 
 
+@pytest.mark.slow
 def test_search_killed_mid_trial_is_resumed(tiny_dataset, tmp_path):
     import os
     import signal
@@ -211,6 +212,7 @@ def test_search_killed_mid_trial_is_resumed(tiny_dataset, tmp_path):
     assert steps[0] > 1 and steps[-1] == 40  # went on from its last epoch, not from scratch
 
 
+@pytest.mark.slow
 def test_hyperband_honours_its_epoch_budget_and_initial_epoch(tiny_dataset, tmp_path):
     from pianotx.tuning.search import run_search
 

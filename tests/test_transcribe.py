@@ -87,10 +87,9 @@ def test_cli_transcribes_many_files_and_reports_each_failure(tmp_path):
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert errors == [
         f"error: {tmp_path / 'missing.wav'}: no such file",
-        f"error: {tmp_path / 'notaudio.wav'}: " + errors[1].split(": ", 2)[2],
+        f"error: {tmp_path / 'notaudio.wav'}: cannot decode audio (no decoder recognises the file)",
         f"error: {tmp_path / 'notes.txt'}: unsupported format .txt; expected .wav, .flac, .ogg, .mp3",
     ]
-    assert errors[1].split(": ", 2)[2].startswith("cannot decode audio")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["blip.mid", "silence.mid", "tone.mid"]
     assert len(read_notes_or_empty(tmp_path / "out" / "silence.mid")) == 0
     assert len(read_notes_or_empty(tmp_path / "out" / "blip.mid")) == 0

@@ -18,7 +18,9 @@ def test_shipped_spaces_parse():
     for name in ("seed", "quick", "full"):
         spec = load_spec(ROOT / "search_spaces" / f"{name}.yaml")
         assert spec.name == name and spec.objective == "val_f1" and spec.direction == "max"
-        to_hyperparameters(spec)
+        hp = to_hyperparameters(spec)
+        assert set(hp.values) == set(spec.hyperparameters) | set(spec.fixed)
+        assert {k: hp.values[k] for k in spec.fixed} == spec.fixed
 
 
 def test_seed_space_is_the_seed_model_in_one_trial():

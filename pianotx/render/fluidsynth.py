@@ -122,7 +122,7 @@ def _probe() -> Notes:
     64-sample block (onsets 0.5 + 1.2 k s + 5 k/16000 s), for measuring the lag."""
     keys = (33, 40, 45, 52, 57, 60, 64, 69, 72, 76, 81, 88)
     starts = [0.5 + 1.2 * k + 5 * k / 16000 for k in range(len(keys))]
-    return quantise(Notes.from_lists([(s, s + 0.3) for s in starts], keys, [100] * len(keys)))
+    return quantise(Notes.from_lists([(s, s + 0.3) for s in starts], list(keys), [100] * len(keys)))
 
 
 def onset_lag(audio: np.ndarray, onsets: np.ndarray, sample_rate: int) -> float:

@@ -127,7 +127,7 @@ class _Notes:
         if not self.rows:
             return Notes.empty()
         start, end, pitch, vel = zip(*self.rows, strict=True)
-        return finish(Notes.from_lists(np.stack([start, end], axis=1), pitch, vel))
+        return finish(Notes.from_lists(np.stack([start, end], axis=1), list(pitch), list(vel)))
 
 
 def isolated_notes(rng: np.random.Generator, seconds: float, keys: Iterator[int]) -> Notes:

@@ -28,6 +28,7 @@ else is an error before anything trains. Unlisted fields keep their defaults (th
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,9 @@ class SearchSpec:
     description: str = ""
 
 
-def _check_keys(where: str, got: dict[str, Any], allowed: set[str], required: set[str] = frozenset()) -> None:
+def _check_keys(
+    where: str, got: dict[str, Any], allowed: AbstractSet[str], required: AbstractSet[str] = frozenset()
+) -> None:
     unknown = sorted(set(got) - allowed)
     if unknown:
         raise ConfigError(

@@ -15,7 +15,7 @@ import functools
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import keras_tuner as kt
@@ -99,7 +99,13 @@ class PianoHyperModel(kt.HyperModel):
         return fit(model, train_data, val_data, train_cfg, callbacks, initial_epoch, epochs, verbose)
 
 
-class TrackedTrials:
+if TYPE_CHECKING:  # the mixin is only ever combined with a Keras Tuner tuner
+    from keras_tuner import Tuner as _TunerBase
+else:
+    _TunerBase = object
+
+
+class TrackedTrials(_TunerBase):
     """Mixin for a Keras Tuner tuner: MLflow runs per trial (see module docstring).
 
     Args:

@@ -1,0 +1,48 @@
+"""Golden output: the bundled model on a short clip rendered by FluidSynth gives exactly
+these notes. A change of the model, the features, the windowing or the decoding shows
+up here first; after a deliberate change (a new bundled model) the expected notes are
+regenerated and reviewed by ear and eye."""
+
+import subprocess
+
+import soundfile as sf
+
+from pianotx.decoding import decode
+from pianotx.features import compute_features
+from pianotx.midi import Notes, write_midi
+from pianotx.transcribe import BUNDLED_MODEL, load_local
+
+SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+# (onset s, offset s, MIDI pitch): a C major triad, two single notes, a wide dyad
+MUSIC = [
+    (0.25, 0.75, 60), (0.25, 0.75, 64), (0.25, 0.75, 67), (1.0, 1.5, 62), (1.5, 2.0, 65),
+    (2.0, 3.0, 48), (2.0, 3.0, 72),
+]  # fmt: skip
+# (first frame, end frame, pitch, velocity) at 31.25 frames/s
+EXPECTED = [
+    (8, 28, 60, 121), (8, 28, 67, 123), (9, 28, 64, 114), (32, 49, 62, 124), (47, 62, 65, 125),
+    (62, 95, 48, 121), (63, 84, 67, 87), (64, 66, 72, 84), (69, 71, 60, 75),
+]  # fmt: skip
+
+
+def _render(tmp_path):
+    notes = Notes.from_lists([(a, b) for a, b, _ in MUSIC], [p for _, _, p in MUSIC], [90] * len(MUSIC))
+    write_midi(notes, tmp_path / "clip.mid")
+    wav = tmp_path / "clip.wav"
+    cmd = ["fluidsynth", "-ni", "-q", "-r", "16000", "-F", str(wav), SOUNDFONT, str(tmp_path / "clip.mid")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    audio, rate = sf.read(wav, dtype="float32", always_2d=True)
+    return audio.mean(axis=1)[: int(3.5 * rate)]
+
+
+def test_bundled_model_golden_notes(tmp_path):
+    audio = _render(tmp_path)
+    model = load_local(BUNDLED_MODEL)
+    features = compute_features(audio, model.features)
+    est = decode(model.probabilities(features), model.features.frame_rate, model.decoding)
+    rate = model.features.frame_rate
+    got = [
+        (round(a * rate), round(b * rate), int(p), int(v))
+        for (a, b), p, v in zip(est.intervals, est.pitches, est.velocities)
+    ]
+    assert got == EXPECTED

@@ -1,33 +1,31 @@
 """Basic Pitch over a batch of audio files, its model loaded once (runs in Basic Pitch's venv).
 
-Imports only basic_pitch, numpy and the standard library, so it runs in a venv holding
-``basic-pitch`` alone (see ``versus_basic_pitch.py``, which starts it).
+Imports only basic_pitch and the standard library, so it runs in a venv holding
+``basic-pitch`` alone (``versus_basic_pitch.py`` creates the venv and starts this).
 
     python _basic_pitch_runner.py OUT.json WARMUP.wav < audio-paths (one per line)
 
-Start-up (imports, model load, then one prediction on ``WARMUP.wav`` so that graph
-tracing and first-use compilation are not charged to the first real file) is timed
-apart from the files. ``OUT.json``::
+Before the files, one prediction on ``WARMUP.wav`` (a short silence) pays graph
+tracing and first-use costs, so that the first real file is timed like the others.
+``OUT.json``::
 
-    {"version": "0.4.0", "backend": "TENSORFLOW", "startup_seconds": float,
+    {"version": "0.4.0", "backend": "TENSORFLOW",
      "files": [{"audio": str, "seconds": float,
                 "notes": [[start_s, end_s, midi_pitch, amplitude], ...], "error": str}]}
 
+``seconds`` is one file's processing time (audio loading, network, note creation).
 A file that fails gets its one-line ``error`` and no notes; the batch goes on.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
 import time
-
-STARTED = time.perf_counter()
-
-import json  # noqa: E402
-import logging  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-from importlib.metadata import version  # noqa: E402
-from typing import Any  # noqa: E402
+from importlib.metadata import version
+from typing import Any
 
 
 def load_model() -> Any:
@@ -46,12 +44,7 @@ def transcribe(model: Any, audio: str) -> dict[str, Any]:
 
     start = time.perf_counter()
     try:
-        with open(os.devnull, "w") as quiet:  # predict prints a line per file
-            stdout, sys.stdout = sys.stdout, quiet
-            try:
-                _, _, events = predict(audio, model)
-            finally:
-                sys.stdout = stdout
+        _, _, events = predict(audio, model)
     except Exception as exc:  # one bad file must not stop the batch
         return {"audio": audio, "seconds": 0.0, "notes": [], "error": f"{type(exc).__name__}: {exc}"}
     seconds = time.perf_counter() - start
@@ -64,13 +57,10 @@ def main() -> None:
     audio = [line.strip() for line in sys.stdin if line.strip()]
     model = load_model()
     transcribe(model, warmup)
-    startup = time.perf_counter() - STARTED
-    files = [transcribe(model, path) for path in audio]
     result = {
         "version": version("basic-pitch"),
         "backend": model.model_type.name,
-        "startup_seconds": startup,
-        "files": files,
+        "files": [transcribe(model, path) for path in audio],
     }
     tmp = out_path + ".part"
     with open(tmp, "w") as f:

@@ -4,15 +4,18 @@ Every system transcribes the audio of each piece of the split and is scored by
 pianotx's own evaluation (:mod:`pianotx.evaluate`: mir_eval frame, note and
 note-with-offset F1, per piece, then the mean) against the same aligned reference notes.
 
-Basic Pitch (``basic-pitch==0.4.0``, default thresholds) pins TensorFlow 2.15, so it
-lives in a venv of its own, created on first use under
-``${XDG_CACHE_HOME:-~/.cache}/pianotx/basic-pitch-venv`` (about a minute from a warm
-pip cache, ~1.5 GB), and runs there as one subprocess for the whole batch
-(``_basic_pitch_runner.py``), its model loaded once. pianotx models run in this
-process through the library. Timing, for both: start-up (imports, model load and one
-warm-up prediction on a second of silence) apart; then, per piece, audio loading,
-features or Basic Pitch's own input, the network and decoding. The batch real-time
-factor is the sum of those seconds over the sum of the audio's seconds.
+Basic Pitch (``basic-pitch==0.4.0``, default thresholds, its TensorFlow backend on CPU)
+pins TensorFlow 2.15 and Python <= 3.11, so it lives in a venv of its own, created on
+first use under ``${XDG_CACHE_HOME:-~/.cache}/pianotx/basic-pitch-venv`` (under a minute
+from a warm pip cache; ~2.1 GB), and runs there as one subprocess for the whole batch
+(``_basic_pitch_runner.py``), its model loaded once. Its notes are read from its note
+events: the times, pitches and velocities its MIDI file gets, without tick rounding.
+pianotx models run in this process through the library.
+
+Timing, for both: start-up (imports, model load and one warm-up prediction on a second
+of silence) apart; then, per piece, audio loading, features (Basic Pitch: its own
+input), the network and decoding. The batch real-time factor is the sum of those
+seconds over the sum of the audio's seconds.
 
     python benchmarks/versus_basic_pitch.py [--data data/default] [--split test]
         [--model URI-or-.keras ...] [--limit N] [--skip-basic-pitch] [--json OUT]
@@ -368,9 +371,13 @@ def write_json(path: Path, args: argparse.Namespace, results: list[dict[str, Any
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.json is not None and not args.json.parent.is_dir():
+        sys.exit(f"error: {args.json}: its folder does not exist")
+    from pianotx.tracking import TrackingError
+
     try:
         results = run(args)
-    except (BenchmarkError, ValueError, FileNotFoundError) as exc:
+    except (BenchmarkError, TrackingError, ValueError, FileNotFoundError) as exc:
         sys.exit(f"error: {exc}")
     if args.json is not None:
         write_json(args.json, args, results)

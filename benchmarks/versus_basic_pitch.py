@@ -1,0 +1,388 @@
+"""pianotx models side by side with Spotify's Basic Pitch on one dataset split.
+
+Every system transcribes the audio of each piece of the split and is scored by
+pianotx's own evaluation (:mod:`pianotx.evaluate`: mir_eval frame, note and
+note-with-offset F1, per piece, then the mean) against the same aligned reference notes.
+
+Basic Pitch (``basic-pitch==0.4.0``, default thresholds, its TensorFlow backend on CPU)
+pins TensorFlow 2.15 and Python <= 3.11, so it lives in a venv of its own, created on
+first use under ``${XDG_CACHE_HOME:-~/.cache}/pianotx/basic-pitch-venv`` (under a minute
+from a warm pip cache; ~2.1 GB), and runs there as one subprocess for the whole batch
+(``_basic_pitch_runner.py``), its model loaded once. Its notes are read from its note
+events: the times, pitches and velocities its MIDI file gets, without tick rounding.
+pianotx models run in this process through the library.
+
+Timing, for both: start-up (imports, model load and one warm-up prediction on a second
+of silence) apart; then, per piece, audio loading, features (Basic Pitch: its own
+input), the network and decoding. The batch real-time factor is the sum of those
+seconds over the sum of the audio's seconds.
+
+    python benchmarks/versus_basic_pitch.py [--data data/default] [--split test]
+        [--model URI-or-.keras ...] [--limit N] [--skip-basic-pitch] [--json OUT]
+
+Prints a Markdown table last: one row per system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pianotx.midi import Notes
+
+BASIC_PITCH_REQUIREMENT = "basic-pitch==0.4.0"
+RUNNER = Path(__file__).resolve().with_name("_basic_pitch_runner.py")
+INSTALLED_MARKER = "pianotx-installed.txt"
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark cannot go on (one line saying why)."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of the split: its audio and aligned reference notes."""
+
+    name: str
+    audio: Path
+    audio_seconds: float
+    reference: Notes
+
+
+@dataclass(frozen=True)
+class SystemRun:
+    """One system's transcriptions of the split, with its timings.
+
+    ``estimates`` maps piece name to notes; ``seconds`` to processing seconds.
+    """
+
+    name: str
+    startup_seconds: float
+    estimates: dict[str, Notes]
+    seconds: dict[str, float]
+
+
+# --- Pure parts: reading Basic Pitch's notes, scoring, the table --------------------------
+
+
+def notes_from_events(events: list[list[float]]) -> Notes:
+    """Basic Pitch's note events as :class:`Notes` on the piano's 88 keys.
+
+    Args:
+        events: ``[start_s, end_s, midi_pitch, amplitude]`` per note, amplitude in
+            [0, 1] (Basic Pitch's velocity is ``round(127 * amplitude)``).
+
+    Returns:
+        Notes sorted by onset then pitch; only MIDI 21..108 and positive durations;
+        velocities ``round(127 * amplitude)`` clipped to 1..127.
+    """
+    if not events:
+        return Notes.empty()
+    table = np.asarray(events, np.float64).reshape(-1, 4)
+    velocities = np.clip(np.round(127.0 * table[:, 3]), 1, 127).astype(np.int64)
+    notes = Notes.from_lists(table[:, :2], table[:, 2].astype(np.int64), velocities).in_piano_range()
+    keep = notes.intervals[:, 1] > notes.intervals[:, 0]
+    return Notes(notes.intervals[keep], notes.pitches[keep], notes.velocities[keep])
+
+
+def real_time_factor(seconds: dict[str, float], pieces: list[Piece]) -> float:
+    """Processing seconds over audio seconds, summed over ``pieces``."""
+    audio = sum(p.audio_seconds for p in pieces)
+    return sum(seconds[p.name] for p in pieces) / audio if audio > 0 else float("nan")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table, one row per system.
+
+    Args:
+        rows: ``{"system", "note_f1", "note_with_offset_f1", "frame_f1", "rtf",
+            "startup_seconds", "pieces"}`` each; F1 in [0, 1], shown in percent.
+
+    Returns:
+        Lines joined by newlines (no trailing newline).
+    """
+    lines = [
+        "| system | note F1 | note+offset F1 | frame F1 | real-time factor | start-up s | pieces |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        scores = " | ".join(f"{100.0 * r[key]:.1f}" for key in ("note_f1", "note_with_offset_f1", "frame_f1"))
+        lines.append(f"| {r['system']} | {scores} | {r['rtf']:.4f} | {r['startup_seconds']:.1f} | {r['pieces']} |")
+    return "\n".join(lines)
+
+
+def score_run(run: SystemRun, pieces: list[Piece]) -> dict[str, Any]:
+    """A system's per-piece and mean scores, real-time factor and start-up, as plain data."""
+    from pianotx.evaluate import evaluate_piece, mean_scores
+
+    per_piece = {p.name: evaluate_piece(p.reference, run.estimates[p.name]) for p in pieces}
+    return {
+        "system": run.name,
+        "startup_seconds": run.startup_seconds,
+        "processing_seconds": sum(run.seconds.values()),
+        "audio_seconds": sum(p.audio_seconds for p in pieces),
+        "rtf": real_time_factor(run.seconds, pieces),
+        "pieces": len(pieces),
+        "mean": mean_scores(list(per_piece.values())),
+        "per_piece": per_piece,
+        "seconds": run.seconds,
+    }
+
+
+def table_row(scored: dict[str, Any]) -> dict[str, Any]:
+    """The row of :func:`markdown_table` for one :func:`score_run` result."""
+    mean = scored["mean"]
+    return {
+        "system": scored["system"],
+        "note_f1": mean["note_f1"],
+        "note_with_offset_f1": mean["note_with_offset_f1"],
+        "frame_f1": mean["frame_f1"],
+        "rtf": scored["rtf"],
+        "startup_seconds": scored["startup_seconds"],
+        "pieces": scored["pieces"],
+    }
+
+
+# --- The split ---------------------------------------------------------------------------
+
+
+def load_pieces(dataset: Path, split: str, limit: int) -> list[Piece]:
+    """The split's pieces (the first ``limit``; 0: all) with audio lengths and references."""
+    import soundfile as sf
+
+    from pianotx.store import SplitArrays, load_manifest
+
+    manifest = load_manifest(dataset)
+    arrays = SplitArrays(manifest, split)
+    pieces = []
+    for record in manifest.pieces(split)[: limit or None]:
+        audio = Path(record["audio"])
+        if not audio.is_file():
+            raise BenchmarkError(f"{audio}: audio of piece {record['name']} is missing")
+        pieces.append(Piece(record["name"], audio, sf.info(str(audio)).duration, arrays.notes(record["name"])))
+    if not pieces:
+        raise BenchmarkError(f"{dataset}: the {split} split has no pieces")
+    return pieces
+
+
+def write_silence(path: Path, seconds: float = 1.0, sample_rate: int = 16000) -> Path:
+    """A silent wav for warm-up predictions."""
+    import soundfile as sf
+
+    sf.write(path, np.zeros(int(seconds * sample_rate), np.float32), sample_rate)
+    return path
+
+
+# --- pianotx models ----------------------------------------------------------------------
+
+
+def default_models() -> list[str]:
+    """The bundled model, and ``models:/piano/Production`` when the store has it."""
+    from pianotx.tracking import has_model, resolve_store
+    from pianotx.transcribe import BUNDLED_MODEL, DEFAULT_URI
+
+    models = [str(BUNDLED_MODEL)]
+    if has_model(resolve_store(None), DEFAULT_URI):
+        models.append(DEFAULT_URI)
+    return models
+
+
+def system_name(model: str) -> str:
+    """``pianotx bundled`` for the bundled model, else ``pianotx <model>``."""
+    from pianotx.transcribe import BUNDLED_MODEL
+
+    return "pianotx bundled" if Path(model).resolve() == BUNDLED_MODEL else f"pianotx {model}"
+
+
+def pianotx_transcribe_fn(model: str, warmup: Path) -> tuple[Callable[[Path], Notes], float]:
+    """Load ``model`` and warm it up on ``warmup``; returns (audio path -> notes, start-up s)."""
+    from pianotx.audio import load_audio
+    from pianotx.decoding import decode
+    from pianotx.features import compute_features
+    from pianotx.tracking import resolve_store
+    from pianotx.transcribe import load_transcriber
+
+    start = time.perf_counter()
+    transcriber = load_transcriber(model, resolve_store(None))
+    config = transcriber.features
+
+    def transcribe(audio: Path) -> Notes:
+        features = compute_features(load_audio(audio, config.sample_rate), config)
+        return decode(transcriber.probabilities(features), config.frame_rate, transcriber.decoding)
+
+    transcribe(warmup)
+    return transcribe, time.perf_counter() - start
+
+
+def run_pianotx(model: str, pieces: list[Piece], warmup: Path) -> SystemRun:
+    """One pianotx model over every piece, each timed from audio file to notes."""
+    transcribe, startup = pianotx_transcribe_fn(model, warmup)
+    estimates, seconds = {}, {}
+    for piece in pieces:
+        start = time.perf_counter()
+        estimates[piece.name] = transcribe(piece.audio)
+        seconds[piece.name] = time.perf_counter() - start
+    return SystemRun(system_name(model), startup, estimates, seconds)
+
+
+# --- Basic Pitch -------------------------------------------------------------------------
+
+
+def default_venv() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/pianotx/basic-pitch-venv``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "pianotx" / "basic-pitch-venv"
+
+
+def default_python() -> str:
+    """An interpreter TensorFlow 2.15 has wheels for (3.9-3.11): this one, or python3.11."""
+    if sys.version_info[:2] <= (3, 11):
+        return sys.executable
+    return shutil.which("python3.11") or sys.executable
+
+
+def ensure_basic_pitch(venv: Path, python: str) -> Path:
+    """The venv's interpreter, after creating the venv and installing Basic Pitch if needed.
+
+    A folder without the install marker is replaced only when it is a venv (it has
+    ``pyvenv.cfg``): a failed earlier install; anything else there is left alone.
+
+    Raises:
+        BenchmarkError: the folder is something else, or venv creation or pip fails.
+    """
+    marker = venv / INSTALLED_MARKER
+    if marker.is_file() and marker.read_text().strip() == BASIC_PITCH_REQUIREMENT:
+        return venv / "bin" / "python"
+    if venv.exists():
+        if not (venv / "pyvenv.cfg").is_file():
+            raise BenchmarkError(f"{venv}: exists and is not a venv; remove it or pass --basic-pitch-venv")
+        shutil.rmtree(venv)
+    print(f"installing {BASIC_PITCH_REQUIREMENT} into {venv} (once)", file=sys.stderr)
+    _check_call([python, "-m", "venv", str(venv)], f"{venv}: cannot create a venv with {python}")
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", BASIC_PITCH_REQUIREMENT]
+    _check_call(pip, f"{venv}: pip cannot install {BASIC_PITCH_REQUIREMENT}")
+    marker.write_text(BASIC_PITCH_REQUIREMENT + "\n")
+    return venv / "bin" / "python"
+
+
+def _check_call(command: list[str], message: str) -> None:
+    """Run ``command``; on failure raise ``message`` with the last line of its output."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        raise BenchmarkError(f"{message}: {lines[-1]}")
+
+
+def call_runner(python: Path, audio: list[Path], warmup: Path, out: Path) -> tuple[dict[str, Any], float]:
+    """Run Basic Pitch over ``audio`` in one subprocess; returns (its result, wall seconds)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(python), str(RUNNER), str(out), str(warmup)],
+        input="".join(f"{path}\n" for path in audio),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["(no output)"]
+        raise BenchmarkError(f"{RUNNER.name} failed (exit {done.returncode}): {lines[-1]}")
+    return json.loads(out.read_text()), wall
+
+
+def run_basic_pitch(python: Path, pieces: list[Piece], warmup: Path) -> SystemRun:
+    """Basic Pitch over every piece; start-up is the subprocess's wall time less its files'."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result, wall = call_runner(python, [p.audio for p in pieces], warmup, Path(tmp) / "basic-pitch.json")
+    estimates, seconds = {}, {}
+    for piece, file in zip(pieces, result["files"], strict=True):
+        if file["error"]:
+            raise BenchmarkError(f"{piece.audio}: Basic Pitch failed ({file['error']})")
+        estimates[piece.name] = notes_from_events(file["notes"])
+        seconds[piece.name] = file["seconds"]
+    name = f"Basic Pitch {result['version']} ({result['backend'].lower()})"
+    return SystemRun(name, wall - sum(seconds.values()), estimates, seconds)
+
+
+# --- Command line ------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/default"), help="dataset from `pianotx data build`")
+    parser.add_argument("--split", default="test", help="train, validation or test")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="pianotx model URI or .keras export (repeatable; default: bundled, and models:/piano/Production "
+        "when registered)",
+    )
+    parser.add_argument("--limit", type=int, default=0, help="only the first N pieces (0: all)")
+    parser.add_argument("--skip-basic-pitch", action="store_true")
+    parser.add_argument("--basic-pitch-venv", type=Path, default=default_venv())
+    parser.add_argument("--basic-pitch-python", default=default_python(), help="interpreter for a new venv")
+    parser.add_argument("--json", type=Path, default=None, help="write per-piece scores and timings here")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every system over the split, scored; Basic Pitch first."""
+    pieces = load_pieces(args.data, args.split, args.limit)
+    print(f"{len(pieces)} pieces of {args.data} ({args.split})", file=sys.stderr)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        warmup = write_silence(Path(tmp) / "silence.wav")
+        if not args.skip_basic_pitch:
+            python = ensure_basic_pitch(args.basic_pitch_venv, args.basic_pitch_python)
+            results.append(score_run(run_basic_pitch(python, pieces, warmup), pieces))
+        for model in args.model or default_models():
+            results.append(score_run(run_pianotx(model, pieces, warmup), pieces))
+    return results
+
+
+def write_json(path: Path, args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
+    from pianotx.files import write_json_atomic
+    from pianotx.store import load_manifest
+
+    write_json_atomic(
+        path,
+        {
+            "dataset": str(args.data.resolve()),
+            "dataset_fingerprint": load_manifest(args.data).data["fingerprint"],
+            "split": args.split,
+            "systems": results,
+        },
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.json is not None and not args.json.parent.is_dir():
+        sys.exit(f"error: {args.json}: its folder does not exist")
+    from pianotx.tracking import TrackingError
+
+    try:
+        results = run(args)
+    except (BenchmarkError, TrackingError, ValueError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")
+    if args.json is not None:
+        write_json(args.json, args, results)
+    print(markdown_table([table_row(r) for r in results]))
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,7 @@ RECORD_VERSION = 1
 PEAK = 0.99  # output peaks above this are scaled down to it (as write_wav does)
 SPEED_OF_SOUND = 343.0  # m/s
 BANDS_HZ = (125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)  # reverb tail octave bands
+MAX_IR_SECONDS = 4.0  # room responses are cut here (reached only by near-bare walls)
 WALL_MARGIN = 0.5  # m: source and microphone stay this far from every wall
 LOW_SHELF_HZ = (60.0, 250.0)
 HIGH_SHELF_HZ = (2000.0, 6000.0)
@@ -139,11 +140,36 @@ class AugmentConfig:
                 _set(self, f.name, _range(f.name, value))
             elif isinstance(f.default, float):
                 _set(self, f.name, _probability(f.name, value))
-        if int(self.variants) != self.variants or self.variants < 0:
-            raise ValueError(f"variants must be an integer >= 0, got {self.variants!r}")
-        if int(self.eq_peaks) != self.eq_peaks or self.eq_peaks < 0:
-            raise ValueError(f"eq_peaks must be an integer >= 0, got {self.eq_peaks!r}")
+        for name in ("variants", "eq_peaks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            _set(self, name, int(value))
         _check_positive(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "off": {"enabled": False},
+    "light": {
+        "reverb": 0.5, "absorption": (0.3, 0.6), "distance": (0.5, 1.5), "eq": 0.6, "eq_gain_db": (-6.0, 3.0),
+        "shelf_gain_db": (-3.0, 3.0), "compress": 0.2, "gain_db": (-6.0, 0.0), "noise": 0.3,
+        "noise_snr_db": (35.0, 60.0),
+    },
+    "default": {},
+    "strong": {
+        "reverb": 0.9, "absorption": (0.1, 0.5), "distance": (1.0, 5.0), "eq": 1.0, "eq_gain_db": (-12.0, 6.0),
+        "shelf_gain_db": (-9.0, 6.0), "compress": 0.5, "compress_ratio": (2.0, 4.0), "noise": 0.8,
+        "noise_snr_db": (10.0, 35.0),
+    },
+}  # fmt: skip
+"""Named strengths: :class:`AugmentConfig` fields that differ from the defaults."""
+
+
+def preset(name: str) -> AugmentConfig:
+    """The :class:`AugmentConfig` of a :data:`PRESETS` name (ValueError naming the choices)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return AugmentConfig(**PRESETS[name])
 
 
 def _set(config: AugmentConfig, name: str, value: Any) -> None:
@@ -348,6 +374,11 @@ def draw_noise(rng: np.random.Generator, c: AugmentConfig) -> Step:
 # ---------------------------------------------------------------- reverb
 
 
+def _surface(room: np.ndarray) -> float:
+    lx, ly, lz = room
+    return float(2.0 * (lx * ly + lx * lz + ly * lz))
+
+
 def sabine_rt60(room: np.ndarray, absorption: float) -> float:
     """Reverberation time, s, of a shoebox room (Sabine: 0.161 V / (S a)).
 
@@ -355,9 +386,15 @@ def sabine_rt60(room: np.ndarray, absorption: float) -> float:
         room: (3,) length, width, height, m.
         absorption: mean absorption coefficient of the walls, in (0, 1).
     """
-    lx, ly, lz = room
-    surface = 2.0 * (lx * ly + lx * lz + ly * lz)
-    return 0.161 * lx * ly * lz / (surface * absorption)
+    return 0.161 * float(np.prod(room)) / (_surface(room) * absorption)
+
+
+def reverberant_ratio(room: np.ndarray, absorption: float, distance: float) -> float:
+    """Reverberant-to-direct energy ratio ``(d / r_c) ** 2`` of diffuse-field theory:
+    ``r_c = sqrt(R / (16 pi))`` is the critical distance, ``R = S a / (1 - a)`` the room
+    constant, ``d`` the source-microphone distance, m."""
+    critical_sq = _surface(room) * absorption / (1.0 - absorption) / (16.0 * math.pi)
+    return distance**2 / critical_sq
 
 
 def image_sources(room: np.ndarray, source: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
@@ -446,10 +483,8 @@ def room_ir(step: Step, sample_rate: int) -> np.ndarray:
     ``order`` reflections, frequency-independent walls) for the early reflections, and
     a statistical late tail (:func:`late_tail`) with the room's Sabine RT60 per octave
     band, starting at the first reflection and fully diffuse after Polack's mixing time
-    (sqrt(V) ms). The tail's energy relative to the direct sound is ``(d / r_c) ** 2``
-    (diffuse-field theory: ``r_c = sqrt(R / (16 pi))`` the critical distance, ``R =
-    S a / (1 - a)`` the room constant, ``d`` the source-microphone distance). The
-    response is as long as the longest band's RT60.
+    (sqrt(V) ms), with energy :func:`reverberant_ratio` times the direct sound's. The
+    response is as long as the longest band's RT60 (at most :data:`MAX_IR_SECONDS`).
 
     Args:
         step: a ``reverb`` record step (module docstring).
@@ -461,14 +496,12 @@ def room_ir(step: Step, sample_rate: int) -> np.ndarray:
     room, source, mic = (np.asarray(step[k], dtype=np.float64) for k in ("room", "source", "mic"))
     a = float(step["absorption"])
     rt60s = sabine_rt60(room, a) * (np.asarray(BANDS_HZ) / 1000.0) ** -float(step["tilt"])
-    length = max(int(math.ceil(rt60s.max() * sample_rate)), 1)
+    length = max(int(math.ceil(min(rt60s.max(), MAX_IR_SECONDS) * sample_rate)), 1)
     delays, gains = early_reflections(room, source, mic, a, int(step["order"]), sample_rate)
     start = float(delays[1:].min()) / sample_rate if len(delays) > 1 else 0.0
     mixing = math.sqrt(float(np.prod(room))) / 1000.0
-    surface = 2.0 * (room[0] * room[1] + room[0] * room[2] + room[1] * room[2])
-    critical_sq = surface * a / (1.0 - a) / (16.0 * math.pi)
-    distance_sq = float(np.sum((source - mic) ** 2))
-    ir = late_tail(rt60s, start, mixing, length, sample_rate, int(step["seed"])) * math.sqrt(distance_sq / critical_sq)
+    tail = late_tail(rt60s, start, mixing, length, sample_rate, int(step["seed"]))
+    ir = tail * math.sqrt(reverberant_ratio(room, a, float(np.linalg.norm(source - mic))))
     inside = delays < length
     np.add.at(ir, delays[inside], gains[inside])
     return ir

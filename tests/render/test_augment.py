@@ -272,6 +272,15 @@ def test_config_from_dict() -> None:
         from_dict(aug.AugmentConfig, {"reverbb": 0.5})
 
 
+def test_presets() -> None:
+    assert aug.preset("default") == aug.AugmentConfig()
+    assert not aug.preset("off").enabled
+    light, strong = aug.preset("light"), aug.preset("strong")
+    assert light.noise_snr_db[0] >= strong.noise_snr_db[1] and light.reverb < strong.reverb
+    with pytest.raises(ValueError, match="expected one of off, light, default, strong"):
+        aug.preset("loud")
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

@@ -741,6 +741,13 @@ TEXTURES = {
 PIANO = "piano"  # the kind that changes texture at each phrase
 PIANO_BPM = {2: (60.0, 132.0), 3: (40.0, 84.0)}  # its tempo range, by the meter's subdivision
 KINDS = (*TEXTURES, PIANO)
+# Notes/s (all voices) of 45-s pieces: the range over 300 seeds, rounded outward.
+DENSITY = {
+    "alberti": (7.0, 17.0), "waltz": (6.0, 13.0), "stride": (4.0, 17.0), "arpeggios": (6.0, 12.0),
+    "parallel_scales": (11.0, 35.0), "block_chords": (1.5, 15.0), "counterpoint": (3.0, 10.0),
+    "trills_tremolos": (7.0, 42.0), "repeated_chords": (13.0, 50.0), "melody_accompaniment": (3.0, 18.0),
+    PIANO: (3.0, 27.0),
+}  # fmt: skip
 
 
 def steps_per_beat(spec: TextureSpec, meter: Meter, beat: float) -> int:

@@ -9,6 +9,7 @@ import pytest
 
 from pianotx.midi import Notes, read_notes
 from pianotx.render import common
+from pianotx.render import generated as gen
 from pianotx.render import textures as tx
 
 TICK = 1 / 440
@@ -252,3 +253,14 @@ def test_midi_round_trip_gives_the_pedal_extended_notes(kind: str, tmp_path: Pat
         assert np.array_equal(back.velocities, expected.velocities)
         assert np.allclose(back.intervals, expected.intervals, atol=1e-9)
     assert not np.allclose(texture.sustained().intervals, texture.notes.intervals)
+
+
+def test_generated_pieces_of_a_texture_kind_are_its_pedal_extended_notes() -> None:
+    pieces = gen.generated_pieces(seed=3, seconds=20.0, kinds=("arpeggios", "piano:2"), count=3)
+    assert [(p.source, p.kind) for p in pieces] == [
+        ("gen-arpeggios-000", "arpeggios"), ("gen-piano-000", "piano"), ("gen-piano-001", "piano")
+    ]  # fmt: skip
+    for piece in pieces:
+        expected = tx.generate(piece.kind, common.piece_rng(3, piece.source), 20.0).sustained()
+        assert np.array_equal(piece.notes.intervals, expected.intervals)
+        assert np.array_equal(piece.notes.pitches, expected.pitches)

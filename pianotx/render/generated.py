@@ -1,21 +1,26 @@
-"""Generated material for the corpus: notes, chords, runs and repeated notes over the keyboard.
+"""Generated material for the corpus: drills over the keyboard, and piano textures.
 
 Generated pieces cover the whole keyboard: isolated notes, usual and random chords, fast
-runs and repeated notes (:data:`KINDS`), each a seeded function of the run's seed and the
-piece's id.
+runs and repeated notes, and idiomatic piano music in functional harmony (Alberti bass,
+waltz, stride, arpeggios, ... and ``piano``, a texture per phrase: see
+:mod:`pianotx.render.textures`). :data:`KINDS` names them all; each piece is a seeded
+function of the run's seed and the piece's id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 
 from pianotx.config import MIDI_MAX, MIDI_MIN, N_KEYS
 from pianotx.midi import Notes
+from pianotx.render import textures
 from pianotx.render.common import LEAD_IN, Piece, finish, piece_rng
 
-KINDS = ("notes", "chords", "random_chords", "runs", "repeats")  # generated material
+DRILLS = ("notes", "chords", "random_chords", "runs", "repeats")
+KINDS = DRILLS + textures.KINDS  # generated material
 GENERATED_SECONDS = 45.0  # length of a generated piece when the render's seconds is 0
 
 
@@ -231,16 +236,26 @@ def repeated_notes(rng: np.random.Generator, seconds: float) -> Notes:
         t += ioi * count + rng.uniform(0.2, 0.5)
 
 
+def texture_notes(kind: str, rng: np.random.Generator, seconds: float) -> Notes:
+    """A piece of texture ``kind`` (:func:`pianotx.render.textures.generate`) as heard:
+    its notes held on by the sustain pedal (:meth:`~pianotx.render.textures.Texture.sustained`)."""
+    return textures.generate(kind, rng, seconds).sustained()
+
+
 def generated_pieces(seed: int, seconds: float, kinds: tuple[str, ...], count: int) -> list[Piece]:
     """``count`` generated pieces shared out over ``kinds`` ("kind:weight" entries),
     named ``gen-KIND-NNN``.
 
     Isolated-note pieces share one :func:`key_cycle`, so together they play every key
-    once before any key twice. Each piece lasts ``seconds`` (45 s if 0).
+    once before any key twice. Each piece lasts ``seconds`` (45 s if 0). A texture's
+    notes are the pedal-extended ones (:func:`texture_notes`): the MIDI file written from
+    them sounds and reads as the pedalled performance.
     """
     seconds = seconds or GENERATED_SECONDS
-    makers = {"chords": usual_chords, "random_chords": random_chords, "runs": runs,
-              "repeats": repeated_notes}  # fmt: skip
+    makers: dict[str, Callable[[np.random.Generator, float], Notes]] = {
+        "chords": usual_chords, "random_chords": random_chords, "runs": runs, "repeats": repeated_notes,
+        **{kind: partial(texture_notes, kind) for kind in textures.KINDS},
+    }  # fmt: skip
     keys = key_cycle(piece_rng(seed, "gen-notes-keys"))
     counts: dict[str, int] = {}
     pieces = []

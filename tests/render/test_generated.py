@@ -85,7 +85,8 @@ def test_generated_kinds_stay_on_the_keyboard_and_in_time(kind: str) -> None:
 
 
 def test_allocate_shares_generated_pieces_by_weight() -> None:
-    weights = gen.parse_kinds(syn.RenderOptions().kinds)
+    assert set(gen.parse_kinds(syn.RenderOptions().kinds)) <= set(gen.KINDS)  # the defaults parse
+    weights = gen.parse_kinds(("notes:3", "chords:3", "random_chords:2", "runs:3", "repeats:1"))
     assert weights == {"notes": 3, "chords": 3, "random_chords": 2, "runs": 3, "repeats": 1}
     expected = ["notes"] * 3 + ["chords"] * 3 + ["random_chords"] * 2 + ["runs"] * 3 + ["repeats"]
     assert gen.allocate(12, weights) == expected

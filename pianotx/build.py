@@ -166,6 +166,20 @@ def _process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> 
     return {**record, "excluded": False, "reason": ""}
 
 
+def die_with_parent() -> None:
+    """Worker initializer: the kernel ends this process when the build dies (Linux's
+    ``PR_SET_PDEATHSIG``), so a killed build leaves no worker behind."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when they find the pipe closed
+        return
+    if os.getppid() == 1:  # the build died before the signal was armed
+        os._exit(1)
+
+
 def _process_all(
     sources: list[PieceSource], config: BuildConfig, work: Path, workers: int, progress: bool
 ) -> list[dict[str, Any]]:
@@ -180,7 +194,7 @@ def _process_all(
                 records[i] = process_piece(s, config, work / f"{i:06d}.npz")
                 bar.advance(task)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent) as pool:
                 futures = {
                     pool.submit(process_piece, s, config, work / f"{i:06d}.npz"): i for i, s in enumerate(sources)
                 }

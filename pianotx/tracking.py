@@ -7,6 +7,7 @@ Which store is used is decided in :mod:`pianotx.locations` (no MLflow import the
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import tempfile
 import warnings
@@ -26,6 +27,7 @@ SEARCH_TAG = "pianotx.search"
 KIND_TAG = "pianotx_kind"  # "search" for a search's parent run ("search-superseded" once replaced)
 MODEL_URI_TAG = "pianotx.model_uri"  # set on a trial run once its model is logged
 FAILURE_TAG = "pianotx.failure"  # why a run FAILED or was KILLED
+OBJECTIVE_METRIC = "trial_objective"  # a trial's best value of the search objective, logged last
 PIP_REQUIREMENTS = ["pianotx", "tensorflow", "keras>=3"]
 
 
@@ -37,11 +39,22 @@ def connect(store: Store) -> MlflowClient:
     """Point MLflow (tracking and registry) at ``store``; quiet its migrations' logging."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    if store.local_path is not None:
-        store.local_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(store.tracking_uri)
     mlflow.set_registry_uri(store.tracking_uri)
-    return MlflowClient(store.tracking_uri, store.tracking_uri)
+    if store.local_path is None:
+        return MlflowClient(store.tracking_uri, store.tracking_uri)
+    store.local_path.parent.mkdir(parents=True, exist_ok=True)
+    # Opening a SQLite store creates or migrates its schema; two processes doing that at
+    # once on a new store collide ("duplicate column name"): one at a time.
+    with (store.local_path.parent / ".schema.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(store.tracking_uri, store.tracking_uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
 
 
 def experiment_id(client: MlflowClient, store: Store, name: str) -> str:
@@ -50,7 +63,13 @@ def experiment_id(client: MlflowClient, store: Store, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = f"{store.artifact_root}/{name}" if store.artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another process created it between the two calls
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def clean_value(value: Any) -> Any:
@@ -122,6 +141,21 @@ class SearchTracker:
     def trial_runs(self) -> list:
         """All trial runs of this search."""
         return self._runs(f"tags.mlflow.parentRunId = '{self.parent_id}'")
+
+    def complete_trial_run(self, trial_id: str) -> Any | None:
+        """The trial's run that finished with its model logged (the latest, should a
+        store hold two); ``None`` when the trial has none.
+
+        A run is FINISHED only after its model is logged and tagged, so this is the run
+        to register; a trial killed after its run finished but before Keras Tuner
+        recorded it is not trained again but answered from this run.
+        """
+        runs = self._runs(
+            f"tags.mlflow.parentRunId = '{self.parent}' and tags.`{TRIAL_TAG}` = '{trial_id}' "
+            "and attributes.status = 'FINISHED'"
+        )
+        complete = [r for r in runs if MODEL_URI_TAG in r.data.tags and OBJECTIVE_METRIC in r.data.metrics]
+        return max(complete, key=lambda r: r.info.start_time) if complete else None
 
     def start_trial(self, trial_id: str, params: dict[str, Any]) -> str:
         run = self.client.create_run(

@@ -157,6 +157,29 @@ def test_killed_build_leaves_no_dataset(pairs_dir, tmp_path):
     assert not list(tmp_path.glob(".ds.tmp-*"))
 
 
+def test_killed_parallel_build_leaves_no_worker(pairs_dir, tmp_path):
+    import psutil
+
+    code = (
+        "import time, pianotx.build as b\n"
+        "orig = b.process_piece\n"
+        "def slow(*a):\n    time.sleep(1.0)\n    return orig(*a)\n"
+        "b.process_piece = slow\n"
+        f"b.build_dataset({str(pairs_dir)!r}, {str(tmp_path / 'ds')!r}, workers=2, progress=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 60
+    workers: list = []
+    while len(workers) < 2 and time.time() < deadline:
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(0.1)
+    assert len(workers) >= 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
+
+
 def test_loader_streams_shuffled_batches(pairs_dir, tmp_path):
     build_dataset(pairs_dir, tmp_path / "ds", replace(BuildConfig(), chunks=ChunkConfig(chunk_frames=64)), **QUIET)
     seq = ChunkDataset(tmp_path / "ds", "train", batch_size=5, seed=1)

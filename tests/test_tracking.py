@@ -37,3 +37,22 @@ def test_explicit_uri_then_environment_then_default(tmp_path, monkeypatch):
         "--host",
         "127.0.0.1",
     ]
+
+
+def _open_search(args):
+    from pianotx.locations import Store
+    from pianotx.tracking import SearchTracker
+
+    folder, name = args
+    tracker = SearchTracker(Store(f"sqlite:///{folder}/mlflow.db", None), name)
+    return tracker.start_search({}, {}, [])
+
+
+def test_two_processes_open_a_new_store_at_once(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        runs = pool.map(_open_search, [(str(tmp_path), "one"), (str(tmp_path), "two")])
+    assert len(set(runs)) == 2
+    with multiprocessing.get_context("spawn").Pool(2) as pool:  # the same experiment, created at once
+        pool.map(_open_search, [(str(tmp_path / "b"), "same"), (str(tmp_path / "b"), "same")])

@@ -425,7 +425,7 @@ def image_sources(room: np.ndarray, source: np.ndarray, order: int) -> tuple[np.
         axis_pos.append(np.concatenate([2 * k * length + s, 2 * k * length - s]))
         axis_count.append(np.concatenate([np.abs(2 * k), np.abs(2 * k - 1)]))
     grids = np.meshgrid(*axis_pos, indexing="ij")
-    counts = sum(np.meshgrid(*axis_count, indexing="ij"))
+    counts = np.sum(np.meshgrid(*axis_count, indexing="ij"), axis=0)
     keep = counts <= order
     return np.stack([g[keep] for g in grids], axis=1), counts[keep]
 

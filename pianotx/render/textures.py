@@ -350,7 +350,7 @@ class Writer:
         if not self.rows:
             return Texture(Notes.empty(), ())
         start, end, pitch, velocity = zip(*self.rows, strict=True)
-        notes = finish(Notes.from_lists(np.stack([start, end], axis=1), pitch, velocity))
+        notes = finish(Notes.from_lists(np.stack([start, end], axis=1), list(pitch), list(velocity)))
         return Texture(notes, _quantise_spans(self.pedal))
 
 
@@ -365,7 +365,7 @@ def _quantise_spans(spans: list[tuple[float, float]]) -> tuple[tuple[float, floa
 def _draw_arcs(sk: Skeleton, rng: np.random.Generator) -> list[tuple[float, float, float, float, float]]:
     """Per phrase: (first bar, bars, base level, rise, peak bar) of its dynamic arc."""
     ends = list(sk.phrases[1:]) + [len(sk.chords)]
-    arcs = []
+    arcs: list[tuple[float, float, float, float, float]] = []
     for first, end in zip(sk.phrases, ends):
         bars = end - first
         arcs.append((first, bars, rng.uniform(45, 85), rng.uniform(6, 20), first + bars * rng.uniform(0.5, 0.8)))

@@ -14,10 +14,15 @@ and registers the best model when all trials are done.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +31,7 @@ from typing import Any
 from pianotx.config import ConfigError, DecodingConfig
 from pianotx.locations import Store
 from pianotx.store import MANIFEST, Manifest, load_manifest
-from pianotx.tracking import MODEL_URI_TAG, TRIAL_TAG, SearchTracker, best_effort, register
+from pianotx.tracking import MODEL_URI_TAG, SearchTracker, best_effort, register
 from pianotx.tuning.space import SearchSpec, load_spec, to_hyperparameters
 
 SPEC_COPY = "search_space.yaml"
@@ -72,6 +77,60 @@ def _check_unchanged(spec: SearchSpec, project: Path, fingerprint: str, overwrit
     saved_fp.write_text(fingerprint + "\n")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def search_lock(project: Path, name: str) -> Iterator[None]:
+    """Hold ``project/.lock-<tuner id>`` while a search runs, so the same search cannot
+    run twice at once (a second gets one line naming the first's pid and host).
+
+    A lock left by a process that no longer runs (same host) is taken over.
+
+    Raises:
+        ConfigError: the search is running in another process.
+    """
+    project.mkdir(parents=True, exist_ok=True)
+    lock = project / f".lock-{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            _refuse_or_clear(lock, name)
+    else:
+        raise ConfigError(f"search {name!r}: could not take its lock {lock}")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(me, handle)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _refuse_or_clear(lock: Path, name: str) -> None:
+    try:
+        held = json.loads(lock.read_text())
+        pid, host = int(held["pid"]), str(held["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        lock.unlink(missing_ok=True)  # unreadable: a half-written lock of a killed process
+        return
+    if host != socket.gethostname() or _pid_alive(pid):
+        raise ConfigError(
+            f"search {name!r} is already running (pid {pid} on {host}, since {held.get('since', '?')}); "
+            f"wait for it, or remove {lock} if that process is gone"
+        )
+    lock.unlink(missing_ok=True)
+
+
 def _environment_tags() -> dict[str, str]:
     tags = {"python": platform.python_version()}
     for pkg in PACKAGES:
@@ -105,7 +164,11 @@ def make_tuner(
 
     from pianotx.tuning.tuner import TUNERS
 
-    return TUNERS[spec.tuner](
+    settings = dict(spec.tuner_settings)
+    # Keras Tuner reads seed 0 as "no seed" (a random one): shift it so that every seed
+    # in a space file, 0 included, draws the same trials every time.
+    settings["seed"] = int(settings.get("seed", 0)) + 1
+    tuner = TUNERS[spec.tuner](
         tracker=tracker,
         manifest=manifest,
         decoding=decoding,
@@ -117,8 +180,14 @@ def make_tuner(
         directory=str(directory),
         project_name=spec.name,
         overwrite=False,
-        **spec.tuner_settings,
+        **settings,
     )
+    state = Path(tuner.project_dir) / f"{tuner.tuner_id}.json"
+    if not state.is_file():
+        # Keras Tuner reloads its oracle (and so retries an interrupted trial with the
+        # same hyperparameters) only where this file exists: write it before any trial.
+        tuner.save()
+    return tuner
 
 
 def run_search(
@@ -137,6 +206,24 @@ def run_search(
     if not manifest.data["splits"]["validation"]["chunks"] or not manifest.data["splits"]["train"]["chunks"]:
         raise ConfigError(f"{dataset_dir}: the dataset needs train and validation chunks")
     directory = tuner_directory(store)
+    with search_lock(directory / spec.name, spec.name):
+        return _run_locked(
+            spec, manifest, store, directory, register_as, overwrite, decoding, note_eval_pieces, verbose
+        )
+
+
+def _run_locked(
+    spec: SearchSpec,
+    manifest: Manifest,
+    store: Store,
+    directory: Path,
+    register_as: str | None,
+    overwrite: bool,
+    decoding: DecodingConfig | None,
+    note_eval_pieces: int,
+    verbose: int,
+) -> SearchResult:
+    dataset_dir = manifest.root
     fingerprint = manifest.data["fingerprint"]
     tracker = SearchTracker(store, spec.name)
     worker = is_worker()
@@ -183,8 +270,10 @@ def _finish(
         tracker.end_search(None, failure="no trial completed")
         return SearchResult(len(done), failed, None, None, None, None, None)
     trial = best[0]
-    runs = {r.data.tags.get(TRIAL_TAG): r for r in tracker.trial_runs() if r.info.status == "FINISHED"}
-    run = runs[trial.trial_id]
+    run = tracker.complete_trial_run(trial.trial_id)
+    if run is None:
+        tracker.end_search(None, failure=f"trial {trial.trial_id} has no complete run")
+        raise ConfigError(f"best trial {trial.trial_id} of {spec.name!r} has no complete MLflow run")
     model_uri = run.data.tags[MODEL_URI_TAG]
     value = float(trial.score)
     tracker.end_search(

@@ -8,7 +8,7 @@ Example (every key shown; see ``search_spaces/``)::
     tuner:
       type: random                   # random | bayesian | hyperband
       max_trials: 6                  # random, bayesian
-      seed: 0
+      seed: 0                        # any integer >= 0: the same seed draws the same trials
       # bayesian: num_initial_points, alpha, beta
       # hyperband: max_epochs, factor, hyperband_iterations (instead of max_trials)
       max_consecutive_failed_trials: 3
@@ -20,6 +20,12 @@ Example (every key shown; see ``search_spaces/``)::
     fixed:                           # hp.Fixed: set, not searched
       recurrent_dropout: 0.0
       epochs: 6
+
+Sampling: ``choice`` draws each value with equal probability. A stepped ``int`` or
+``float`` draws a continuous value and rounds it to the grid, so its two end values get
+half the probability of each inner one (64..192 step 64: 1/4, 1/2, 1/4); list the values
+as a ``choice`` to draw them evenly. Keras Tuner reads seed 0 as "pick a random seed";
+pianotx hands it ``seed + 1``, so every seed, 0 included, is reproducible.
 
 Every name under ``hyperparameters`` and ``fixed`` must be a field of
 :class:`~pianotx.config.ModelConfig` or :class:`~pianotx.config.TrainConfig`; anything
@@ -96,7 +102,30 @@ def _check_hp(where: str, name: str, entry: Any) -> dict[str, Any]:
         raise ConfigError(f"{where}: {name}.values must be a non-empty list")
     if entry.get("sampling", "linear") not in ("linear", "log", "reverse_log"):
         raise ConfigError(f"{where}: {name}.sampling must be linear, log or reverse_log")
+    _check_range(where, name, entry)
     return dict(entry)
+
+
+def _check_range(where: str, name: str, entry: dict[str, Any]) -> None:
+    """Refuse ranges Keras Tuner would only refuse once the search has begun."""
+    if entry["type"] == "choice":
+        values = entry["values"]
+        if len({repr(v) for v in values}) != len(values):
+            raise ConfigError(f"{where}: {name}.values repeats a value")
+        if len({type(v) for v in values}) != 1:
+            raise ConfigError(f"{where}: {name}.values mixes types ({', '.join(repr(v) for v in values)})")
+        return
+    if entry["type"] == "boolean":
+        return
+    low, high = entry["min_value"], entry["max_value"]
+    if low > high:
+        raise ConfigError(f"{where}: {name}.min_value {low} is above max_value {high}")
+    if "step" in entry and entry["step"] <= 0:
+        raise ConfigError(f"{where}: {name}.step must be positive, got {entry['step']}")
+    if entry.get("sampling", "linear") != "linear" and low <= 0:
+        raise ConfigError(f"{where}: {name} with {entry['sampling']} sampling needs min_value > 0, got {low}")
+    if entry["type"] == "int" and any(isinstance(entry.get(k), float) for k in ("min_value", "max_value", "step")):
+        raise ConfigError(f"{where}: {name} is an int: min_value, max_value and step must be integers")
 
 
 def load_spec(path: str | Path) -> SearchSpec:
@@ -125,6 +154,8 @@ def load_spec(path: str | Path) -> SearchSpec:
     if kind not in TUNER_KEYS:
         raise ConfigError(f"{where}: tuner.type must be one of {', '.join(TUNER_KEYS)}")
     _check_keys(f"{where}: tuner ({kind})", tuner, TUNER_KEYS[kind])
+    if tuner.get("seed", 0) < 0:
+        raise ConfigError(f"{where}: tuner.seed must be 0 or more, got {tuner['seed']}")
     for key, value in tuner.items():
         wanted = SETTING_TYPES.get(key, int)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and value != int(value)):

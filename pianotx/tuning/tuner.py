@@ -27,7 +27,7 @@ from pianotx.loader import ChunkDataset
 from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
 from pianotx.store import Manifest, SplitArrays
-from pianotx.tracking import SearchTracker, best_effort
+from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker, best_effort
 from pianotx.train import TrainingDiverged, fit, release_memory, standard_callbacks
 from pianotx.tuning.space import configs_from_values
 from pianotx.windows import predict_frames
@@ -131,6 +131,9 @@ class TrackedTrials(_TunerBase):
         super().__init__(hypermodel=PianoHyperModel(manifest, decoding), **tuner_args)
 
     def run_trial(self, trial: kt.engine.trial.Trial, dataset_dir: str, verbose: int = 2) -> Any:
+        done = self.tracker.complete_trial_run(trial.trial_id)
+        if done is not None:  # finished and logged before a kill kept Keras Tuner from recording it
+            return {self.oracle.objective.name: done.data.metrics[OBJECTIVE_METRIC]}
         hp = trial.hyperparameters
         model_cfg, train_cfg = trial_configs(hp)
         run_id = self.tracker.start_trial(trial.trial_id, hp.values)
@@ -146,6 +149,7 @@ class TrackedTrials(_TunerBase):
                 trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose
             )
             self._log_outcome(trial, run_id, model_cfg, train_cfg)
+            self.tracker.log_metrics(run_id, {OBJECTIVE_METRIC: self._best_value(results)})
         except TrainingDiverged as exc:
             best_effort(self.tracker.end_trial, run_id, failure=f"NaN loss: {exc}")
             raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from exc
@@ -159,6 +163,15 @@ class TrackedTrials(_TunerBase):
             release_memory()
         self.tracker.end_trial(run_id)
         return results
+
+    def _best_value(self, results: Any) -> float:
+        """The objective's best epoch value in a trial's histories, as Keras Tuner scores it."""
+        objective = self.oracle.objective
+        histories = results if isinstance(results, list) else [results]
+        values = [v for h in histories for v in h.history.get(objective.name, [])]
+        if not values:
+            raise KeyError(f"objective {objective.name} was never logged")
+        return float(max(values) if objective.direction == "max" else min(values))
 
     def _log_outcome(
         self, trial: kt.engine.trial.Trial, run_id: str, model_cfg: ModelConfig, train_cfg: TrainConfig

@@ -1,0 +1,125 @@
+"""A search that a crash, a typo or a second terminal cannot spoil: space files refused
+before anything is written, seeded sampling, one search at a time, resumed trials keep
+their hyperparameters, and a trial finished before a kill is not trained again."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import melody, write_pair
+from typer.testing import CliRunner
+
+from pianotx.build import build_dataset
+from pianotx.cli import app
+from pianotx.config import BuildConfig, ChunkConfig, ConfigError
+from pianotx.locations import Store
+from pianotx.store import load_manifest
+from pianotx.tuning.search import search_lock
+from pianotx.tuning.space import load_spec
+
+runner = CliRunner()
+HEAD = "name: s\ntuner: {type: random, max_trials: 2, seed: 0}\n"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("safety")
+    for i in range(6):
+        write_pair(root / "pairs", f"p{i}", melody(i, seconds=4.0))
+    config = BuildConfig(chunks=ChunkConfig(chunk_frames=64))
+    build_dataset(root / "pairs", root / "ds", config, workers=1, progress=False, log=lambda _: None)
+    return root / "ds"
+
+
+@pytest.mark.parametrize(
+    "entry, reason",
+    [
+        ("{type: int, min_value: 5, max_value: 1}", "lstm_units.min_value 5 is above max_value 1"),
+        ("{type: int, min_value: 8, max_value: 64, step: 0}", "lstm_units.step must be positive, got 0"),
+        ("{type: int, min_value: 0, max_value: 64, sampling: log}", "lstm_units with log sampling needs min_value > 0"),
+        ("{type: int, min_value: 8.5, max_value: 64}", "lstm_units is an int: min_value, max_value and step"),
+        ("{type: choice, values: [8, 8]}", "lstm_units.values repeats a value"),
+        ("{type: choice, values: [8, big]}", "lstm_units.values mixes types"),
+    ],
+)
+def test_bad_ranges_are_refused_with_one_line(tmp_path, entry, reason):
+    space = tmp_path / "s.yaml"
+    space.write_text(HEAD + f"hyperparameters:\n  lstm_units: {entry}\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(space)
+    assert str(err.value) == f"{space}: hyperparameters: {reason}" or reason in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_refused_space_writes_nothing(tmp_path, dataset):
+    space = tmp_path / "s.yaml"
+    space.write_text(HEAD + "hyperparameters:\n  lstm_units: {type: int, min_value: 5, max_value: 1}\n")
+    (tmp_path / "mlruns").mkdir()
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    result = runner.invoke(app, ["search", str(space), "--data", str(dataset), "--tracking-uri", uri])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {space}: hyperparameters: lstm_units.min_value 5 is above max_value 1"
+    assert sorted(p.name for p in (tmp_path / "mlruns").iterdir()) == []
+
+
+def test_negative_seed_is_refused(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text("tuner: {type: random, max_trials: 2, seed: -1}\n")
+    with pytest.raises(ConfigError, match="tuner.seed must be 0 or more, got -1"):
+        load_spec(space)
+
+
+def test_lock_refuses_a_running_search_and_takes_over_a_dead_ones(tmp_path):
+    project = tmp_path / "kt" / "s"
+    with search_lock(project, "s"):
+        with pytest.raises(ConfigError, match=rf"search 's' is already running \(pid {os.getpid()} on "):
+            with search_lock(project, "s"):
+                pass
+    assert not list(project.glob(".lock-*"))
+    lock = project / ".lock-tuner0"
+    lock.write_text(json.dumps({"pid": 999999999, "host": socket.gethostname(), "since": "earlier"}))
+    with search_lock(project, "s"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    lock.write_text("{half")  # a lock half-written by a killed process
+    with search_lock(project, "s"):
+        pass
+
+
+def _tuner(tmp_path, dataset, text, name="s"):
+    from pianotx.config import DecodingConfig
+    from pianotx.tracking import SearchTracker
+    from pianotx.tuning.search import make_tuner
+
+    (tmp_path / "mlruns").mkdir(parents=True, exist_ok=True)
+    space = tmp_path / f"{name}.yaml"
+    space.write_text(text)
+    store = Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
+    tracker = SearchTracker(store, name)
+    tracker.start_search({}, {}, [])
+    manifest = load_manifest(dataset)
+    return make_tuner(load_spec(space), manifest, tracker, tmp_path / "kt", DecodingConfig(), 0)
+
+
+def test_seed_zero_draws_the_same_trials_and_covers_every_choice(tmp_path, dataset):
+    text = HEAD.replace("max_trials: 2", "max_trials: 40") + (
+        "hyperparameters:\n  lstm_units: {type: choice, values: [8, 16, 24]}\n"
+        "  learning_rate: {type: float, min_value: 1.0e-3, max_value: 1.0e-2, sampling: log}\n"
+    )
+    draws = []
+    for run in ("a", "b"):
+        tuner = _tuner(tmp_path / run, dataset, text)
+        trials = [tuner.oracle.create_trial(f"t{i}") for i in range(30)]
+        draws.append([t.hyperparameters.values for t in trials])
+    assert draws[0] == draws[1]
+    assert {d["lstm_units"] for d in draws[0]} == {8, 16, 24}
+
+
+def test_a_resumed_trial_keeps_its_hyperparameters(tmp_path, dataset):
+    text = HEAD + "hyperparameters:\n  lstm_units: {type: choice, values: [8, 16, 24, 32, 40, 48]}\n"
+    first = _tuner(tmp_path, dataset, text)
+    trial = first.oracle.create_trial("tuner0")  # ... and the process is killed here
+    again = _tuner(tmp_path, dataset, text)
+    retried = again.oracle.create_trial("tuner0")
+    assert (retried.trial_id, retried.hyperparameters.values) == (trial.trial_id, trial.hyperparameters.values)

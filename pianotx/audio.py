@@ -2,39 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from pianotx.errors import PianotxError
+from pianotx.quiet import quiet_native_stderr
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
 class AudioError(PianotxError, ValueError):
     """An audio file cannot be read."""
-
-
-@contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence what native decoders (libmpg123 inside libsndfile) print on stderr."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def check_decodable(path: Path) -> None:
@@ -45,7 +25,7 @@ def check_decodable(path: Path) -> None:
     """
     import soundfile
 
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         try:
             soundfile.info(str(path))
         except Exception as exc:  # libsndfile raises its own error types
@@ -70,7 +50,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioError(f"unsupported format {path.suffix or '(none)'}; expected {', '.join(AUDIO_EXTENSIONS)}")
     check_decodable(path)
     try:
-        with warnings.catch_warnings(), _quiet_native_stderr():
+        with warnings.catch_warnings(), quiet_native_stderr():
             warnings.simplefilter("ignore")  # librosa warns before falling back to audioread
             samples, _ = librosa.load(str(path), sr=sample_rate, mono=True)
     except Exception as exc:  # soundfile/audioread raise many types on bad files

@@ -37,12 +37,11 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _quiet_tensorflow() -> None:
-    """Keep TensorFlow's C++ start-up chatter off the terminal (set before it is imported)."""
-    import os
+def _keras() -> None:
+    """Import Keras now, its native start-up notices kept off the terminal."""
+    from pianotx.quiet import import_keras_quietly
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import_keras_quietly()
 
 
 data_app = typer.Typer(help="Render the default corpus and build datasets.", no_args_is_help=True)
@@ -227,6 +226,7 @@ def search(
     if not space.is_file():
         fail(f"{space}: no such search-space file")
     store = resolve_store(tracking_uri)
+    _keras()
     _interrupt_on_sigterm()  # a killed search still closes its MLflow runs
     try:
         from pianotx.tuning.search import run_search
@@ -313,6 +313,7 @@ def transcribe(
             )
 
     decoding = {"threshold": threshold, "min_duration": min_duration, "velocity": velocity}
+    _keras()
     with user_errors(out_dir):
         results = transcribe_files(
             audio, out_dir, model, tracking_uri, decoding, report=report, progress=sys.stderr.isatty()
@@ -333,6 +334,7 @@ def evaluate(
     """Frame, note and note-with-offset P/R/F1 (mir_eval) of a model on a dataset split."""
     from pianotx.evaluate import evaluate_model, format_table
 
+    _keras()
     with user_errors(dataset):
         report, run_id = evaluate_model(dataset, model, split, json_out, tracking_uri, log)
     typer.echo(format_table(report["per_piece"], report["mean"]))
@@ -350,6 +352,7 @@ def export(
     """Write a model as a standalone .keras file with its feature and decoding config."""
     from pianotx.transcribe import export_model
 
+    _keras()
     with user_errors(out_dir):
         path = export_model(model, out_dir, name, tracking_uri)
     typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB")

@@ -279,6 +279,8 @@ def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
     import mlflow.keras
     from mlflow.models import Model
 
+    if not store.exists and uri.startswith(("models:/", "runs:/")):  # reading creates nothing
+        raise TrackingError(f"model {uri} not found in {store.tracking_uri} (registered models: none)")
     connect(store)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri) if ":" in uri else uri
@@ -289,6 +291,8 @@ def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
     except (MlflowException, OSError) as exc:
         names = ", ".join(registered_models(store)) or "none"
         raise TrackingError(f"model {uri} not found in {store.tracking_uri} (registered models: {names})") from exc
+    except Exception as exc:  # MLflow's artifact repositories raise many types on odd URIs
+        raise TrackingError(f"model {uri} cannot be loaded ({type(exc).__name__}: {exc})") from exc
     if meta is None:
         raise TrackingError(f"model {uri} carries no pianotx metadata (feature config)")
     return model, meta

@@ -24,6 +24,7 @@ import numpy as np
 from pianotx.audio import AUDIO_EXTENSIONS, AudioError, load_audio
 from pianotx.config import DecodingConfig, FeatureConfig, from_dict, model_metadata
 from pianotx.decoding import decode
+from pianotx.errors import PianotxError
 from pianotx.features import compute_features
 from pianotx.files import OutputError, atomic_path, write_json_atomic
 from pianotx.locations import resolve_store
@@ -33,6 +34,13 @@ from pianotx.windows import predict_frames
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_MODEL = BUNDLED_DIR / "piano.keras"
 DEFAULT_URI = "models:/piano/Production"
+
+
+MODEL_SCHEMES = ("models", "runs", "mlflow-artifacts", "file")  # MLflow URIs pianotx loads
+
+
+class ModelError(PianotxError, ValueError):
+    """A model argument that names no usable model (the message says which and why)."""
 
 
 DEFAULT_CONTEXT = 512  # context frames for models that do not say (the default chunk length)
@@ -88,9 +96,8 @@ def load_local(path: str | Path) -> Transcriber:
     """A model exported by ``pianotx export``: ``NAME.keras`` beside ``NAME.json``.
 
     Raises:
-        FileNotFoundError: either file is missing.
-        ValueError: the ``.json`` is not a pianotx model description, or the ``.keras``
-            is not a Keras model file.
+        ModelError: either file is missing, the ``.json`` is not a pianotx model
+            description, or the ``.keras`` is not a Keras model file.
     """
     import keras
 
@@ -99,21 +106,38 @@ def load_local(path: str | Path) -> Transcriber:
         path = path / "piano.keras"
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(f"{path}: no model here (expected {path.name} and {meta_path.name})")
+        raise ModelError(f"{path}: no model here (expected {path.name} and {meta_path.name})")
     try:
         meta = json.loads(meta_path.read_text())
         meta["features"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{meta_path}: not a pianotx model description ({exc})") from exc
+        raise ModelError(f"{meta_path}: not a pianotx model description ({exc})") from exc
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a Keras model file (a .keras file is a zip archive)")
     try:
         model = keras.models.load_model(path, compile=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a Keras model file ({type(exc).__name__})") from exc
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{path}: not a Keras model file ({type(exc).__name__})") from exc
     return from_metadata(model, meta, str(path))
 
 
 def _is_local(uri: str) -> bool:
     return uri.endswith(".keras") or (Path(uri).is_dir() and (Path(uri) / "piano.keras").is_file())
+
+
+def _check_model_uri(uri: str) -> None:
+    """Refuse what no loader takes: other URI schemes, paths holding no model.
+
+    Raises:
+        ModelError: naming the argument and what is accepted.
+    """
+    accepted = "give models:/NAME/STAGE, models:/NAME@ALIAS, runs:/ID/model or a .keras file"
+    if ":/" in uri:
+        scheme = uri.split(":/", 1)[0]
+        if scheme not in MODEL_SCHEMES:
+            raise ModelError(f"{uri}: pianotx cannot load a model from {scheme}: URIs; {accepted}")
+    elif not (Path(uri) / "MLmodel").is_file():
+        raise ModelError(f"{uri}: no model there; {accepted}")
 
 
 def load_transcriber(uri: str | None, tracking_uri: str | None = None) -> Transcriber:
@@ -126,11 +150,14 @@ def load_transcriber(uri: str | None, tracking_uri: str | None = None) -> Transc
     consulted: a ``.keras`` file, or no model with no store yet, never touches it.
 
     Raises:
-        FileNotFoundError, ValueError: a local model that is missing or malformed.
+        ModelError: a local model that is missing or malformed, or a URI of a kind
+            MLflow does not load models from.
         TrackingError: an MLflow URI that does not resolve.
     """
     if uri is not None and _is_local(uri):
         return load_local(uri)
+    if uri is not None:
+        _check_model_uri(uri)
     store = resolve_store(tracking_uri)
     if uri is None and not store.exists:
         return load_local(BUNDLED_MODEL)

@@ -142,6 +142,11 @@ class AlignConfig:
     def __post_init__(self) -> None:
         if self.method not in ("onsets", "energy"):
             raise ValueError(f"align method must be 'onsets' or 'energy', got {self.method!r}")
+        if self.max_lag_seconds <= 0 or self.min_confidence < 0:
+            raise ValueError(
+                f"max_lag_seconds must be positive and min_confidence >= 0, got {self.max_lag_seconds} "
+                f"and {self.min_confidence}"
+            )
 
 
 @dataclass(frozen=True)

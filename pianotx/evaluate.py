@@ -281,21 +281,24 @@ def evaluate_model(
         (the report of :func:`write_report`, the logged run's id or ``None``).
 
     Raises:
-        DatasetError: no dataset, or a manifest that does not match its files.
-        ValueError: no pieces in the split, a missing ``--json`` folder, a bad model.
+        DatasetError: no dataset, a manifest that does not match its files, or no
+            pieces in the split.
+        OutputError: the ``--json`` file's folder does not exist.
+        ModelError, TrackingError: the model cannot be loaded.
     """
-    from pianotx.store import load_manifest
+    from pianotx.files import OutputError
+    from pianotx.store import DatasetError, load_manifest
     from pianotx.transcribe import load_transcriber
 
     manifest = load_manifest(dataset_dir)
     if json_path is not None and not json_path.parent.is_dir():
-        raise ValueError(f"{json_path}: its folder does not exist")
+        raise OutputError(f"{json_path}: its folder does not exist")
     transcriber = load_transcriber(model, tracking_uri)
     per_piece, mean = evaluate_split(
         transcriber.probabilities, manifest, split, transcriber.decoding, features=transcriber.features
     )
     if not per_piece:
-        raise ValueError(f"{dataset_dir}: the {split} split has no pieces")
+        raise DatasetError(f"{dataset_dir}: the {split} split has no pieces")
     report = write_report(per_piece, mean, manifest, split, transcriber.source, json_path)
     if not log:
         return report, None

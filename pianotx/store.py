@@ -171,10 +171,18 @@ class SplitArrays:
         folder = manifest.root / split
         self.manifest = manifest
         self.split = split
-        self.shards = [
-            _open_shard(str(folder.resolve()), s["index"], manifest.data["fingerprint"]) for s in info.get("shards", [])
-        ]
-        sizes = [s["chunks"] for s in info.get("shards", [])]
+        where = manifest.root / MANIFEST
+        try:
+            shards = [(int(s["index"]), int(s["chunks"])) for s in info.get("shards", [])]
+            self.shards = [_open_shard(str(folder.resolve()), i, manifest.data["fingerprint"]) for i, _ in shards]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{where}: malformed shard list of the {split} split ({exc})") from exc
+        except OSError as exc:
+            raise DatasetError(f"{exc.filename or folder}: shard missing or unreadable; rebuild the dataset") from exc
+        for (index, size), maps in zip(shards, self.shards):
+            if any(len(a) != size for a in maps.values()):
+                raise DatasetError(f"{folder}: shard {index} does not hold the {size} chunks {where} lists; rebuild")
+        sizes = [size for _, size in shards]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self.n_chunks = int(self.starts[-1])
 
@@ -194,12 +202,23 @@ class SplitArrays:
 
     def piece(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A whole piece: (n_frames, n_bins) features, (n_frames, 88) frames and onsets."""
-        idx = np.arange(record["chunk_start"], record["chunk_start"] + record["n_chunks"])
-        arrays = self.get(idx)
-        n = record["n_frames"]
+        where, name = self.manifest.root / MANIFEST, record.get("name")
+        values = [record.get(k) for k in ("chunk_start", "n_chunks", "n_frames")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise DatasetError(f"{where}: piece {name!r} has no integer chunk range")
+        start, count, n = (int(v) for v in values)  # type: ignore[arg-type]
+        if start < 0 or count < 1 or start + count > self.n_chunks or n > count * self.manifest.chunk_frames:
+            raise DatasetError(f"{where}: piece {name!r} lies outside the {self.split} shards")
+        arrays = self.get(np.arange(start, start + count))
         return tuple(a.reshape((-1,) + a.shape[2:])[:n] for a in arrays)  # type: ignore[return-value]
 
     def notes(self, name: str) -> Notes:
         """The aligned reference notes of piece ``name`` (seconds on the audio's clock)."""
-        with np.load(self.manifest.root / self.split / "notes.npz") as z:
-            return Notes.from_arrays({k: z[f"{name}/{k}"] for k in ("intervals", "pitches", "velocities")})
+        path = self.manifest.root / self.split / "notes.npz"
+        try:
+            with np.load(path) as z:
+                return Notes.from_arrays({k: z[f"{name}/{k}"] for k in ("intervals", "pitches", "velocities")})
+        except KeyError as exc:
+            raise DatasetError(f"{path}: no reference notes for piece {name!r}; rebuild the dataset") from exc
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path}: unreadable reference notes ({exc})") from exc

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pianotx.audio import AUDIO_EXTENSIONS, AudioError, load_audio
-from pianotx.config import DecodingConfig, FeatureConfig, from_dict, model_metadata
+from pianotx.config import DecodingConfig, FeatureConfig, from_dict, model_metadata, to_dict
 from pianotx.decoding import decode
 from pianotx.errors import PianotxError
 from pianotx.features import compute_features
@@ -74,10 +74,11 @@ class Transcriber:
         """The same model with some decoding settings replaced (``None`` values ignored).
 
         Raises:
-            ValueError: a value :class:`DecodingConfig` refuses.
+            ConfigError: an unknown setting or a value :class:`DecodingConfig` refuses.
         """
         given = {k: v for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, decoding=dataclasses.replace(self.decoding, **given))
+        decoding = from_dict(DecodingConfig, to_dict(self.decoding) | given, "decoding options")
+        return dataclasses.replace(self, decoding=decoding)
 
 
 def from_metadata(model: Any, meta: dict[str, Any], source: str) -> Transcriber:

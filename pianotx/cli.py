@@ -262,10 +262,13 @@ def ui(
     import os
 
     from pianotx.locations import resolve_store
-    from pianotx.tracking import ui_command
+    from pianotx.tracking import latest_search_url, ui_command
 
-    cmd = ui_command(resolve_store(tracking_uri), port)
+    store = resolve_store(tracking_uri)
+    cmd = ui_command(store, port)
     typer.echo(" ".join(cmd), err=True)
+    url = latest_search_url(store, port)
+    typer.echo(f"the latest search's trials: {url}" if url else f"open http://127.0.0.1:{port}", err=True)
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     if not mlflow_bin.is_file():
         fail(f"{mlflow_bin}: MLflow's command is missing; run `make install`")

@@ -1,4 +1,4 @@
-"""Figures for people: predicted vs true piano roll."""
+"""Figures for people: predicted vs true piano roll; a search's objective per hyperparameter."""
 
 from __future__ import annotations
 
@@ -43,5 +43,47 @@ def piano_roll_figure(probs: np.ndarray, truth: np.ndarray, frame_rate: float, t
     axes[1].set_xlabel("time (s)")
     if title:
         axes[0].set_title(title)
+    plt.close(fig)
+    return fig
+
+
+def hyperparameter_figure(rows: list[dict[str, Any]], names: list[str], objective: str) -> Any:
+    """One panel per searched hyperparameter: each finished trial's objective against
+    its value (categories and booleans on an even axis, log-spaced numbers on a log axis).
+
+    Args:
+        rows: one dict per finished trial holding ``objective`` and each of ``names``.
+        names: the hyperparameters, in panel order.
+        objective: the key of the objective value.
+
+    Returns:
+        A matplotlib Figure (Agg backend).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = names or ["trial"]
+    cols = min(3, len(names))
+    rows_n = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3 * rows_n), squeeze=False, constrained_layout=True)
+    scores = [float(r[objective]) for r in rows]
+    for ax, name in zip(axes.flat, names):
+        values = [r.get(name) for r in rows]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            ax.scatter(values, scores)
+            positive = [float(v) for v in values if v is not None and float(v) > 0]
+            if positive and len(positive) == len(values) and max(positive) / min(positive) >= 20:
+                ax.set_xscale("log")
+        else:
+            labels = sorted({str(v) for v in values})
+            ax.scatter([labels.index(str(v)) for v in values], scores)
+            ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlabel(name)
+        ax.set_ylabel(objective)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle(f"{objective} of each finished trial")
     plt.close(fig)
     return fig

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ SEARCH_TAG = "pianotx.search"
 KIND_TAG = "pianotx_kind"  # "search" for a search's parent run ("search-superseded" once replaced)
 MODEL_URI_TAG = "pianotx.model_uri"  # set on a trial run once its model is logged
 FAILURE_TAG = "pianotx.failure"  # why a run FAILED or was KILLED
+KIND_KEY, KIND_VALUE = "mlflow.experimentKind", "custom_model_development"  # read by MLflow's UI
 OBJECTIVE_METRIC = "trial_objective"  # a trial's best value of the search objective, logged last
 PIP_REQUIREMENTS = ["pianotx", "tensorflow", "keras>=3"]
 
@@ -58,18 +60,42 @@ def connect(store: Store) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, store: Store, name: str) -> str:
-    """The experiment ``name``, created with its artifacts under the store's root."""
+    """The experiment ``name``, created with its artifacts under the store's root and
+    tagged as model training, so that MLflow's UI opens it on its runs (not on the
+    GenAI overview)."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = f"{store.artifact_root}/{name}" if store.artifact_root else None
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except MlflowException:  # another process created it between the two calls
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        location = f"{store.artifact_root}/{name}" if store.artifact_root else None
+        try:
+            return client.create_experiment(name, artifact_location=location, tags={KIND_KEY: KIND_VALUE})
+        except MlflowException:  # another process created it between the two calls
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.tags.get(KIND_KEY) != KIND_VALUE:
+        client.set_experiment_tag(exp.experiment_id, KIND_KEY, KIND_VALUE)
+    return exp.experiment_id
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A built dataset as MLflow shows it: its name, folder and fingerprint (digest)."""
+
+    name: str
+    path: Path
+    digest: str
+
+    def as_input(self, context: str) -> Any:
+        """An MLflow dataset input (the runs table's Dataset column)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        with warnings.catch_warnings():  # two registered local sources match a path; either serves
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(self.path.resolve()))
+        dataset = MetaDataset(source, self.name, self.digest[:32])  # type: ignore[abstract]
+        return DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])
 
 
 def clean_value(value: Any) -> Any:
@@ -94,10 +120,15 @@ class SearchTracker:
     the same parent run through its tag, so all trials nest under one search run.
     """
 
-    def __init__(self, store: Store, search_name: str):
+    def __init__(self, store: Store, search_name: str, dataset: DatasetRef | None = None, source: str = ""):
         self.store = store
         self.client = connect(store)
         self.name = search_name
+        self.dataset = dataset
+        self.source_tags = {
+            "mlflow.source.name": source or f"pianotx search {search_name}",
+            "mlflow.source.type": "LOCAL",
+        }
         self.experiment_id = experiment_id(self.client, store, search_name)
         self.parent_id: str | None = None
 
@@ -120,10 +151,14 @@ class SearchTracker:
             self.parent_id = found[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
             return self.parent_id
+        self.source_tags |= {k: v for k, v in tags.items() if k.startswith("mlflow.source.")}
         run = self.client.create_run(
-            self.experiment_id, run_name=self.name, tags={SEARCH_TAG: self.name, KIND_TAG: "search", **tags}
+            self.experiment_id,
+            run_name=self.name,
+            tags={SEARCH_TAG: self.name, KIND_TAG: "search", **self.source_tags, **tags},
         )
         self.parent_id = run.info.run_id
+        self._log_dataset(self.parent_id)
         for key, value in params.items():
             self.client.log_param(self.parent_id, key, clean_value(value))
         for path in files:
@@ -157,15 +192,44 @@ class SearchTracker:
         complete = [r for r in runs if MODEL_URI_TAG in r.data.tags and OBJECTIVE_METRIC in r.data.metrics]
         return max(complete, key=lambda r: r.info.start_time) if complete else None
 
-    def start_trial(self, trial_id: str, params: dict[str, Any]) -> str:
+    def _log_dataset(self, run_id: str) -> None:
+        if self.dataset is not None:
+            self.client.log_inputs(run_id, datasets=[self.dataset.as_input("training")])
+
+    def start_trial(self, trial_id: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
+        """A nested run for one trial, holding every setting of its model and training
+        (searched, fixed and default alike) so MLflow's compare view lines trials up."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{trial_id}",
-            tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: trial_id, SEARCH_TAG: self.name},
+            tags={
+                "mlflow.parentRunId": self.parent,
+                TRIAL_TAG: trial_id,
+                SEARCH_TAG: self.name,
+                **self.source_tags,
+                **(tags or {}),
+            },
         )
-        for key, value in params.items():
-            self.client.log_param(run.info.run_id, key, clean_value(value))
+        from mlflow.entities import Param
+
+        params_list = [Param(key, str(clean_value(value))) for key, value in params.items()]
+        for start in range(0, len(params_list), 100):  # MLflow takes at most 100 per batch
+            self.client.log_batch(run.info.run_id, params=params_list[start : start + 100])
+        self._log_dataset(run.info.run_id)
         return run.info.run_id
+
+    def log_artifacts(self, run_id: str, folder: Path, path: str) -> None:
+        """Every file of ``folder`` under artifact path ``path`` of the run."""
+        self.client.log_artifacts(run_id, str(folder), path)
+
+    def log_summary(self, rows: list[dict[str, Any]], figure: Any | None) -> None:
+        """The parent run's closing summary: a table of the trials and a figure."""
+        if rows:
+            columns = list(dict.fromkeys(k for row in rows for k in row))
+            table = {c: [clean_value(row.get(c)) for row in rows] for c in columns}
+            self.client.log_table(self.parent, table, "trials.json")
+        if figure is not None:
+            self.client.log_figure(self.parent, figure, "hyperparameters.png")
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
         for key, value in metrics.items():
@@ -339,6 +403,23 @@ def log_evaluation(store: Store, report: dict[str, Any], experiment: str = "eval
     client.log_dict(run.info.run_id, report, "evaluation.json")
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def latest_search_url(store: Store, port: int = 5000) -> str | None:
+    """The UI's address of the runs of the most recent search in ``store`` (``None``
+    when the store holds none; a store that does not exist is not created)."""
+    if not store.exists:
+        return None
+    client = connect(store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments, f"tags.{KIND_TAG} = 'search'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    if not runs:
+        return None
+    return f"http://127.0.0.1:{port}/#/experiments/{runs[0].info.experiment_id}/runs"
 
 
 def ui_command(store: Store, port: int = 5000) -> list[str]:

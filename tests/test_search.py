@@ -1,5 +1,7 @@
 """A tiny search end to end: tracking, registry, resume, a diverging trial (training tests are slow)."""
 
+import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -7,9 +9,10 @@ import pytest
 from conftest import melody, write_pair
 
 from pianotx.build import build_dataset
-from pianotx.config import BuildConfig, ChunkConfig
+from pianotx.config import BuildConfig, ChunkConfig, DecodingConfig, ModelConfig, TrainConfig
 from pianotx.locations import Store
-from pianotx.tracking import SearchTracker, connect, load_model
+from pianotx.store import load_manifest
+from pianotx.tracking import SearchTracker, connect, latest_search_url, load_model
 
 TINY = """
 name: {name}
@@ -73,17 +76,29 @@ def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path)
     assert parent[0].data.tags["best_run_id"] == result.best_run_id
     assert {"dataset_fingerprint", "tuner", "objective"} <= set(parent[0].data.params)
     assert "device" in parent[0].data.tags and "version.keras" in parent[0].data.tags
-    assert {a.path for a in client.list_artifacts(parent[0].info.run_id)} == {"tiny.yaml", "manifest.json"}
+    assert {a.path for a in client.list_artifacts(parent[0].info.run_id)} == {
+        "tiny.yaml",
+        "manifest.json",
+        "trials.json",
+        "hyperparameters.png",
+    }
+    # the story MLflow tells by itself: training experiment, dataset, source, the summary
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    fingerprint = load_manifest(tiny_dataset).data["fingerprint"]
+    for run in parent + trials:
+        (used,) = run.inputs.dataset_inputs
+        assert (used.dataset.name, used.dataset.digest) == ("ds", fingerprint[:32])
+        assert run.data.tags["mlflow.source.name"] == "pianotx search tiny.yaml"
+    summary = json.loads(Path(client.download_artifacts(parent[0].info.run_id, "trials.json")).read_text())
+    scores = [row[summary["columns"].index("val_f1")] for row in summary["data"]]
+    assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+    assert latest_search_url(store) == f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs"
+    every_setting = {f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}
     for run in trials:
         assert run.info.status == "FINISHED"
-        assert set(run.data.params) == {
-            "lstm_units",
-            "learning_rate",
-            "epochs",
-            "recurrent_dropout",
-            "dense_units",
-            "batch_size",
-        }
+        assert set(run.data.params) == every_setting | {f"decoding.{f.name}" for f in fields(DecodingConfig)}
+        assert run.data.params["lstm_layers"] == "1" and run.data.params["dense_units"] == "8"
+        assert run.data.tags["pianotx.worker"] == "tuner0" and run.data.tags["pianotx.host"]
         for key in ("loss", "val_loss", "val_precision", "val_recall", "val_f1", "learning_rate"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
         assert "val_note_f1" in run.data.metrics and "val_note_with_offset_f1" in run.data.metrics

@@ -101,3 +101,46 @@ def test_malformed_spaces_are_clear_errors(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_spec(path)
     assert str(info.value).startswith(str(path))
+
+
+def test_conditional_hyperparameter_is_active_only_under_its_parent(tmp_path):
+    import keras_tuner as kt
+
+    spec = load_spec(
+        _spec(
+            tmp_path,
+            "tuner: {type: random, max_trials: 30, seed: 0}\n"
+            "hyperparameters:\n"
+            "  optimizer: {type: choice, values: [adam, sgd]}\n"
+            "  momentum: {type: float, min_value: 0.5, max_value: 0.95,"
+            " parent_name: optimizer, parent_values: [sgd]}\n",
+        )
+    )
+    hp = to_hyperparameters(spec)
+    oracle = kt.oracles.RandomSearchOracle(hyperparameters=hp, max_trials=30, seed=1)
+    draws = [oracle._random_values() for _ in range(30)]
+    assert {d["optimizer"] for d in draws} == {"adam", "sgd"}
+    assert all(("momentum" in d) == (d["optimizer"] == "sgd") for d in draws)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            "{type: float, min_value: 0.5, max_value: 0.9, parent_name: optimizer}",
+            "needs parent_name and parent_values",
+        ),
+        ("{type: float, min_value: 0.5, max_value: 0.9, parent_name: nope, parent_values: [x]}", "must name a choice"),
+        (
+            "{type: float, min_value: 0.5, max_value: 0.9, parent_name: optimizer, parent_values: [rms]}",
+            "must be among",
+        ),
+    ],
+)
+def test_bad_conditions_are_refused(tmp_path, entry, message):
+    text = (
+        "tuner: {type: random, max_trials: 3}\nhyperparameters:\n"
+        f"  optimizer: {{type: choice, values: [adam, sgd]}}\n  momentum: {entry}\n"
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_spec(_spec(tmp_path, text))

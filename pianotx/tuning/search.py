@@ -31,7 +31,7 @@ from typing import Any
 from pianotx.config import ConfigError, DecodingConfig
 from pianotx.locations import Store
 from pianotx.store import MANIFEST, Manifest, load_manifest
-from pianotx.tracking import MODEL_URI_TAG, SearchTracker, best_effort, register
+from pianotx.tracking import MODEL_URI_TAG, TRIAL_TAG, DatasetRef, SearchTracker, best_effort, register
 from pianotx.tuning.space import SearchSpec, load_spec, to_hyperparameters
 
 SPEC_COPY = "search_space.yaml"
@@ -225,7 +225,8 @@ def _run_locked(
 ) -> SearchResult:
     dataset_dir = manifest.root
     fingerprint = manifest.data["fingerprint"]
-    tracker = SearchTracker(store, spec.name)
+    dataset = DatasetRef(dataset_dir.resolve().name, dataset_dir, fingerprint)
+    tracker = SearchTracker(store, spec.name, dataset, source=f"pianotx search {spec.path.name}")
     worker = is_worker()
     if worker:  # a distributed worker: the chief owns the parent run and the registry
         tracker.attach()
@@ -285,8 +286,27 @@ def _finish(
             "value": value,
         }
     )
+    best_effort(tracker.log_summary, *_summary(trials, spec, tracker))
     version = register(store, model_uri, register_as) if register_as else None
     return SearchResult(len(done), failed, trial.trial_id, value, run.info.run_id, model_uri, version)
+
+
+def _summary(trials: list[Any], spec: SearchSpec, tracker: SearchTracker) -> tuple[list[dict[str, Any]], Any]:
+    """The parent run's closing table (trials sorted by the objective) and its figure
+    (the objective against each searched hyperparameter)."""
+    from pianotx.plots import hyperparameter_figure
+
+    runs = {r.data.tags.get(TRIAL_TAG): r.info.run_id for r in tracker.trial_runs() if r.info.status == "FINISHED"}
+    rows = []
+    for trial in trials:
+        row = {"trial": trial.trial_id, "status": str(trial.status), spec.objective: trial.score}
+        row |= {k: trial.hyperparameters.values.get(k) for k in spec.hyperparameters}
+        rows.append(row | {"run_id": runs.get(trial.trial_id, "")})
+    done = [r for r in rows if r[spec.objective] is not None]
+    done.sort(key=lambda r: r[spec.objective], reverse=spec.direction == "max")
+    rows = done + [r for r in rows if r[spec.objective] is None]
+    figure = hyperparameter_figure(done, list(spec.hyperparameters), spec.objective) if done else None
+    return rows, figure
 
 
 def is_worker() -> bool:

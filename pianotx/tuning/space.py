@@ -49,11 +49,12 @@ TUNER_KEYS = {
     "bayesian": {"max_trials", "seed", "max_consecutive_failed_trials", "num_initial_points", "alpha", "beta"},
     "hyperband": {"max_epochs", "factor", "hyperband_iterations", "seed", "max_consecutive_failed_trials"},
 }
+CONDITION = {"parent_name", "parent_values"}  # active only when another hyperparameter has these values
 HP_KEYS = {
-    "int": ({"min_value", "max_value"}, {"step", "sampling", "default"}),
-    "float": ({"min_value", "max_value"}, {"step", "sampling", "default"}),
-    "choice": ({"values"}, {"ordered", "default"}),
-    "boolean": (set(), {"default"}),
+    "int": ({"min_value", "max_value"}, {"step", "sampling", "default"} | CONDITION),
+    "float": ({"min_value", "max_value"}, {"step", "sampling", "default"} | CONDITION),
+    "choice": ({"values"}, {"ordered", "default"} | CONDITION),
+    "boolean": (set(), {"default"} | CONDITION),
 }
 OBJECTIVES = ("val_f1", "val_precision", "val_recall", "val_loss", "loss")
 SETTING_TYPES = {"alpha": float, "beta": float}  # every other tuner setting is an integer
@@ -103,6 +104,8 @@ def _check_hp(where: str, name: str, entry: Any) -> dict[str, Any]:
     if entry.get("sampling", "linear") not in ("linear", "log", "reverse_log"):
         raise ConfigError(f"{where}: {name}.sampling must be linear, log or reverse_log")
     _check_range(where, name, entry)
+    if ("parent_name" in entry) != ("parent_values" in entry) or not isinstance(entry.get("parent_values", []), list):
+        raise ConfigError(f"{where}: {name} needs parent_name and parent_values (a list) together")
     return dict(entry)
 
 
@@ -169,6 +172,13 @@ def load_spec(path: str | Path) -> SearchSpec:
             raise ConfigError(
                 f"{where}: fixed: {name!r} is not a model or training setting; known: {', '.join(TUNABLE)}"
             )
+    for name, entry in hps.items():
+        parent = hps.get(entry.get("parent_name", ""))
+        if "parent_name" in entry and (parent is None or parent["type"] not in ("choice", "boolean")):
+            raise ConfigError(f"{where}: {name}.parent_name must name a choice or boolean searched before it")
+        allowed = parent.get("values", [True, False]) if parent else []
+        if parent and any(v not in allowed for v in entry["parent_values"]):
+            raise ConfigError(f"{where}: {name}.parent_values must be among {entry['parent_name']}'s values {allowed}")
     both = sorted(set(hps) & set(fixed))
     if both:
         raise ConfigError(f"{where}: {', '.join(both)} both searched and fixed")

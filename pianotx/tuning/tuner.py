@@ -12,6 +12,7 @@ goes on. Hyperband's epoch budget and weight inheritance are Keras Tuner's own.
 from __future__ import annotations
 
 import functools
+import socket
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,6 +63,25 @@ def trial_configs(hp: kt.HyperParameters) -> tuple[ModelConfig, TrainConfig]:
     """The model and training configs of a trial's hyperparameter values, parsed once
     per distinct set of values (build, fit and logging all ask)."""
     return _parsed(tuple(sorted(hp.values.items())))
+
+
+def trial_params(
+    model_cfg: ModelConfig, train_cfg: TrainConfig, decoding: DecodingConfig, values: dict[str, Any]
+) -> dict[str, Any]:
+    """Every setting of a trial, searched, fixed or default (and Keras Tuner's own
+    ``tuner/...`` values), so that MLflow's compare view lines all trials up."""
+    tuner_values = {k: v for k, v in values.items() if k.startswith("tuner/")}
+    return {
+        **to_dict(model_cfg),
+        **to_dict(train_cfg),
+        **{f"decoding.{k}": v for k, v in to_dict(decoding).items()},
+        **tuner_values,
+    }
+
+
+def worker_tags(tuner_id: str) -> dict[str, str]:
+    """Which process ran a trial: Keras Tuner's tuner id and the host."""
+    return {"pianotx.worker": tuner_id, "pianotx.host": socket.gethostname()}
 
 
 class PianoHyperModel(kt.HyperModel):
@@ -136,7 +156,9 @@ class TrackedTrials(_TunerBase):
             return {self.oracle.objective.name: done.data.metrics[OBJECTIVE_METRIC]}
         hp = trial.hyperparameters
         model_cfg, train_cfg = trial_configs(hp)
-        run_id = self.tracker.start_trial(trial.trial_id, hp.values)
+        run_id = self.tracker.start_trial(
+            trial.trial_id, trial_params(model_cfg, train_cfg, self.decoding, hp.values), worker_tags(self.tuner_id)
+        )
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         callbacks = [
             EpochLogger(self.tracker, run_id),

@@ -27,7 +27,7 @@ from pianotx.render import salamander
 from pianotx.render.common import RenderError
 from pianotx.render.fluidsynth import SOUNDFONT_DIR, check_fluidsynth, check_soundfont
 from pianotx.render.piano import Piano
-from pianotx.render.timidity import check_timidity_piano
+from pianotx.render.timidity import DECAY, check_timidity_piano
 
 Say = Callable[[str], None]
 SOUNDFONT_SUFFIXES = (".sf2", ".sf3")
@@ -53,8 +53,12 @@ KNOWN: dict[str, Callable[[Say], Piano]] = {
     "FluidR3_GM": _debian_soundfont("FluidR3_GM.sf2"),
     "TimGM6mb": _debian_soundfont("TimGM6mb.sf2"),
     salamander.NAME: _salamander,
-    "FreePats-Grand": lambda _say: check_timidity_piano("FreePats-Grand", 0, level=60.0),
-    "FreePats-Bright": lambda _say: check_timidity_piano("FreePats-Bright", 1, level=84.0),
+    "FreePats-Grand": lambda _say: check_timidity_piano(
+        "FreePats-Grand", 0, "Tone_000/000_Acoustic_Grand_Piano.pat", f"amp=120 pan=center {DECAY}", level=60.0
+    ),
+    "FreePats-Bright": lambda _say: check_timidity_piano(
+        "FreePats-Bright", 1, "Tone_000/001_Acoustic_Brite_Piano.pat", DECAY, level=84.0
+    ),
 }
 DEFAULT_PIANOS = tuple(KNOWN)
 

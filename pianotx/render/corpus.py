@@ -13,7 +13,7 @@ exact notes the audio was rendered from, absolute seconds), then ``render.json``
     {"version": 1, "sample_rate": 16000, "seed": 0, "options": {...RenderOptions...},
      "pianos": [{"name": "FluidR3_GM", "kind": "fluidsynth", "path": "...", "lag_seconds": 0.0065},
                 {"name": "FreePats-Grand", "kind": "timidity", "config": "...", "program": 0,
-                 "lag_seconds": 0.0003}],
+                 "patch": "...", "options": "...", "lag_seconds": 0.0003}],
      "keys_covered": 88, "total_seconds": 4321.0,
      "pieces": [{"name": "bach-bwv66.6__t+2__FluidR3_GM", "source": "bach-bwv66.6",
                  "kind": "score", "piano": "FluidR3_GM", "transpose": 2, "seconds": 31.2}]}
@@ -84,8 +84,9 @@ class RenderOptions:
             21..108; notes still outside (a score wider than the keyboard) are folded in.
         seed: seeds score choice, transpositions, tempi, velocities and generated material.
         sample_rate: audio sample rate, Hz.
-        gain: output level (0 < gain < 10); 1.0 puts a velocity-127 note near -22 dB
-            RMS on every piano (FluidSynth's master gain).
+        gain: output level (0 < gain < 10): FluidSynth's master gain, TiMidity's
+            volume scaled alike; at 1.0 a velocity-127 C4 is at -20 to -23 dB RMS on
+            every default piano.
     """
 
     corpus: tuple[str, ...] = ("bach/bwv", "palestrina")

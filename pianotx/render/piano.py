@@ -49,7 +49,8 @@ class Piano(Protocol):
             midi: the MIDI file to play.
             wav: a scratch path for the raw rendering.
             sample_rate: Hz.
-            gain: level; 1.0 puts a velocity-127 note near -22 dB RMS on every piano.
+            gain: level; at 1.0 a velocity-127 C4 is at -20 to -23 dB RMS on every
+                default piano.
 
         Returns:
             (n,) float32 mono audio, as rendered (lag not cut, tail not trimmed).

@@ -7,7 +7,7 @@ velocity layer each: 30 notes (C, D#, F#, A from A0 to C8), 48 kHz stereo OGG.
 :func:`ensure_soundfont` builds the SF2 when it is not in the cache yet
 (:func:`cache_dir`, outside the repository and the user's data): ``npm pack`` fetches
 the :data:`LAYERS` packages, the samples are made mono, trimmed to start 1 ms before
-their onset (the files start 10-23 ms before it) and leveled (below), an SFZ maps them
+their onset (the files start up to ~20 ms before it) and leveled (below), an SFZ maps them
 (:func:`regions`), and Debian's ``polyphone`` converts it to SF2, renamed into place
 when complete. ``python -m pianotx.render.salamander`` does the same from a shell.
 
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pianotx.config import MIDI_MAX, MIDI_MIN
 from pianotx.render.common import RenderError
 
 NAME = "Salamander"
@@ -45,7 +46,7 @@ RECIPE = 2  # bumped whenever the build changes, so a stale cached SF2 is rebuil
 SOUNDFONT_FILE = f"{NAME}-V3-{len(LAYERS)}layers-r{RECIPE}.sf2"
 PITCH_CLASSES = ("C", "D#", "F#", "A")  # sampled every 3 semitones
 SHARP_FILES = {"C8": 1}  # semitones a file sounds above its name
-KEY_RANGE = (21, 108)
+KEY_RANGE = (MIDI_MIN, MIDI_MAX)
 RELEASE_SECONDS = 0.3  # fade after key release (the dampers)
 PREROLL = 0.001  # seconds kept before a sample's onset
 ONSET_THRESHOLD = 0.01  # a sample's onset: first point above this fraction of its peak

@@ -73,7 +73,7 @@ def probe_notes() -> Notes:
     (onsets 0.5 + 1.2 k s + 5 k/16000 s), for measuring a piano's lag."""
     keys = (33, 40, 45, 52, 57, 60, 64, 69, 72, 76, 81, 88)
     starts = [0.5 + 1.2 * k + 5 * k / 16000 for k in range(len(keys))]
-    return quantise(Notes.from_lists([(s, s + 0.3) for s in starts], keys, [100] * len(keys)))
+    return quantise(Notes.from_lists([(s, s + 0.3) for s in starts], list(keys), [100] * len(keys)))
 
 
 def note_onsets(audio: np.ndarray, onsets: np.ndarray, sample_rate: int) -> np.ndarray:

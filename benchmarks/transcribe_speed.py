@@ -29,9 +29,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        options = RenderOptions(
-            pieces=args.files, seconds=args.seconds, generated=0, soundfonts=(RenderOptions().soundfonts[0],)
-        )
+        options = RenderOptions(pieces=args.files, seconds=args.seconds, generated=0, pianos=("FluidR3_GM",))
         render_corpus(root / "audio", options)
         files = sorted((root / "audio").glob("*.wav"))[: args.files]
         start = time.perf_counter()

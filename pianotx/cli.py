@@ -90,8 +90,9 @@ def data_render(
         list[str] | None,
         typer.Option(help="music21 corpus prefix or MIDI folder (repeatable; default bach/bwv and palestrina)."),
     ] = None,
-    soundfont: Annotated[
-        list[Path] | None, typer.Option(help="Piano .sf2 (repeatable; default: every piano available).")
+    piano: Annotated[
+        list[str] | None,
+        typer.Option(help="Piano name or .sf2 file (repeatable; default: every piano that can be had)."),
     ] = None,
     generated: Annotated[
         float | None, typer.Option(help=f"Generated pieces per score {_default(RenderOptions, 'generated')}.")
@@ -115,7 +116,7 @@ def data_render(
             generated=generated,
             seed=seed,
             corpus=tuple(corpus) if corpus else None,
-            soundfonts=tuple(str(p) for p in soundfont) if soundfont else None,
+            pianos=tuple(piano) if piano else None,
         )
         report = render_corpus(out_dir, options, progress=lambda line: typer.echo(line, err=True))
     typer.echo(

@@ -3,14 +3,17 @@
 No dataset can be downloaded, so the corpus is made the way MAPS was made: scores from
 music21's corpus (Bach chorales and Palestrina by default) plus generated material over
 the whole keyboard (isolated notes, usual and random chords, fast runs, repeated notes),
-each piece rendered with FluidSynth on every soundfont given.
+each piece rendered on every piano given (:mod:`pianotx.render.catalog`: FluidSynth
+soundfonts, the Salamander grand, TiMidity's freepats pianos).
 
 :func:`render_corpus` writes into its output folder, for each piece and piano,
 ``NAME.wav`` (mono, ``sample_rate`` Hz, 16-bit) and ``NAME.mid`` (one piano track, the
 exact notes the audio was rendered from, absolute seconds), then ``render.json``::
 
     {"version": 1, "sample_rate": 16000, "seed": 0, "options": {...RenderOptions...},
-     "soundfonts": [{"name": "FluidR3_GM", "path": "...", "lag_seconds": 0.0061}],
+     "pianos": [{"name": "FluidR3_GM", "kind": "fluidsynth", "path": "...", "lag_seconds": 0.0065},
+                {"name": "FreePats-Grand", "kind": "timidity", "config": "...", "program": 0,
+                 "patch": "...", "options": "...", "lag_seconds": 0.0003}],
      "keys_covered": 88, "total_seconds": 4321.0,
      "pieces": [{"name": "bach-bwv66.6__t+2__FluidR3_GM", "source": "bach-bwv66.6",
                  "kind": "score", "piano": "FluidR3_GM", "transpose": 2, "seconds": 31.2}]}
@@ -19,10 +22,9 @@ exact notes the audio was rendered from, absolute seconds), then ``render.json``
 the dataset builder splits by it. ``kind`` is ``"score"`` or a generated kind; a
 generated piece's name has no ``__t..`` part. ``seconds`` is the audio length.
 
-Audio and MIDI agree in time: FluidSynth's output lag, measured per soundfont on a probe
-of isolated notes, is cut from the start of every rendering, and the silent tail it
-appends is trimmed to at most :data:`pianotx.render.fluidsynth.RELEASE` seconds after the
-last note-off.
+Audio and MIDI agree in time: each piano's output lag, measured on a probe of isolated
+notes, is cut from the start of every rendering, and the silent tail is trimmed to at
+most :data:`pianotx.render.piano.RELEASE` seconds after the last note-off.
 
 Music reserved for outside evaluation is refused: MuseScore's General soundfont (and
 GeneralUser, which it shares samples with) and music21's works by the composers in
@@ -44,19 +46,13 @@ from typing import Any
 
 from pianotx.files import check_output_folder, swap_in, temp_sibling, write_json_atomic
 from pianotx.midi import write_midi
+from pianotx.render.catalog import DEFAULT_PIANOS, KNOWN, open_pianos
 from pianotx.render.common import RENDER_MANIFEST, Piece, RenderError
-from pianotx.render.fluidsynth import (
-    DEFAULT_SOUNDFONTS,
-    Soundfont,
-    check_fluidsynth,
-    check_soundfont,
-    measure_lag,
-    run_fluidsynth,
-    trim_audio,
-    write_wav,
-)
 from pianotx.render.generated import generated_pieces, parse_kinds
+from pianotx.render.piano import Piano, measure_lag, trim_audio, write_wav
 from pianotx.render.scores import check_corpus, load_scores
+
+__all__ = ["RenderError", "RenderOptions", "RenderReport", "check_options", "render_corpus"]
 
 
 @dataclass(frozen=True)
@@ -64,15 +60,16 @@ class RenderOptions:
     """What to render. Every field is plain data, so ``config.from_dict`` builds it.
 
     Defaults give 100 scores (50 Bach chorales, 50 Palestrina movements, first 45 s of
-    each) plus 30 generated 45-s pieces, each on both pianos: about 178 minutes of audio,
-    ~25% of it generated, rendered in under a minute on 2 cores.
+    each) plus 30 generated 45-s pieces, each on every piano that can be had: about 89
+    minutes of audio per piano, ~25% of it generated.
 
     Attributes:
         corpus: music21 corpus path prefixes ("bach/bwv" matches bach/bwv66.6.mxl) or
             folders of .mid/.midi files (searched recursively). Scores are taken from the
             entries in turn (round robin), each entry's list in a seeded order.
-        soundfonts: .sf2 files; every piece is rendered on each. The piano's name is the
-            file's stem.
+        pianos: piano names (:data:`pianotx.render.catalog.DEFAULT_PIANOS`, all by
+            default; one that cannot be had is skipped with a warning) or .sf2 files
+            (named by their stem); every piece is rendered on each.
         pieces: number of scores taken; 0 = every score the corpus entries match.
         seconds: excerpt length per score (its first ``seconds``), and the length of each
             generated piece; 0 = whole scores and 45-s generated pieces.
@@ -87,11 +84,13 @@ class RenderOptions:
             21..108; notes still outside (a score wider than the keyboard) are folded in.
         seed: seeds score choice, transpositions, tempi, velocities and generated material.
         sample_rate: audio sample rate, Hz.
-        gain: FluidSynth master gain (0 < gain < 10).
+        gain: output level (0 < gain < 10): FluidSynth's master gain, TiMidity's
+            volume scaled alike; at 1.0 a velocity-127 C4 is at -20 to -23 dB RMS on
+            every default piano.
     """
 
     corpus: tuple[str, ...] = ("bach/bwv", "palestrina")
-    soundfonts: tuple[str, ...] = DEFAULT_SOUNDFONTS
+    pianos: tuple[str, ...] = DEFAULT_PIANOS
     pieces: int = 100
     seconds: float = 45.0
     generated: float = 0.3
@@ -102,7 +101,7 @@ class RenderOptions:
     gain: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("corpus", "soundfonts", "kinds"):
+        for name in ("corpus", "pianos", "kinds"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         for name, kind in (("pieces", int), ("seconds", float), ("generated", float),
@@ -113,8 +112,8 @@ class RenderOptions:
             raise ValueError("pieces, seconds, generated and transpose must be >= 0")
         if self.sample_rate <= 0 or not 0 < self.gain < 10:
             raise ValueError("sample_rate must be positive and gain in (0, 10)")
-        if not self.corpus or not self.soundfonts:
-            raise ValueError("corpus and soundfonts must not be empty")
+        if not self.corpus or not self.pianos:
+            raise ValueError("corpus and pianos must not be empty")
         parse_kinds(self.kinds)
 
 
@@ -124,11 +123,12 @@ class RenderReport:
 
     Attributes:
         out_dir: the output folder.
-        pieces: (wav, mid) pairs written (pieces x soundfonts).
+        pieces: (wav, mid) pairs written (pieces x pianos).
         seconds: total audio written, seconds.
-        lags: soundfont name -> measured FluidSynth lag, seconds (cut from every file).
+        lags: piano name -> measured output lag, seconds (cut from every file).
         skipped: (score, one-line reason) for each score that could not be used.
         keys_covered: distinct MIDI keys played over the whole corpus (of 88).
+        pianos_skipped: names of the requested pianos that could not be had.
     """
 
     out_dir: Path
@@ -137,24 +137,26 @@ class RenderReport:
     lags: dict[str, float]
     skipped: tuple[tuple[str, str], ...]
     keys_covered: int
+    pianos_skipped: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- checks and options
 
 
-def check_options(options: RenderOptions) -> list[Soundfont]:
-    """Refuse reserved inputs and missing tools before any work is done.
+def check_options(options: RenderOptions, say: Callable[[str], None] | None = None) -> list[Piano]:
+    """Refuse reserved inputs before any work is done; open the pianos.
+
+    Args:
+        options: what to render.
+        say: gets one ``warning:`` line per named piano that cannot be had (skipped).
 
     Raises:
         RenderError: a corpus entry naming a reserved composer, a reserved or missing
-            soundfont, two soundfonts with one name, or no fluidsynth binary.
+            soundfont file, an unknown piano, two pianos with one name, or no piano
+            that can be had.
     """
     check_corpus(options.corpus)
-    fonts = [check_soundfont(path) for path in options.soundfonts]
-    if len({f.name for f in fonts}) != len(fonts):
-        raise RenderError("two soundfonts share a file name; rename one")
-    check_fluidsynth()
-    return fonts
+    return open_pianos(options.pianos, say or (lambda _line: None))
 
 
 # ---------------------------------------------------------------- pieces
@@ -170,23 +172,23 @@ def plan_pieces(
     return scores + generated_pieces(o.seed, o.seconds, o.kinds, count), skipped
 
 
-def piece_name(piece: Piece, font: Soundfont) -> str:
+def piece_name(piece: Piece, piano: Piano) -> str:
     """``SOURCE__t+2__PIANO`` for scores, ``SOURCE__PIANO`` for generated material."""
     middle = f"__t{piece.transpose:+d}" if piece.kind == "score" else ""
-    return f"{piece.source}{middle}__{font.name}"
+    return f"{piece.source}{middle}__{piano.name}"
 
 
-def render_piece(piece: Piece, font: Soundfont, options: RenderOptions, out_dir: Path, work: Path) -> dict[str, Any]:
+def render_piece(piece: Piece, piano: Piano, options: RenderOptions, out_dir: Path, work: Path) -> dict[str, Any]:
     """Write ``NAME.wav`` and ``NAME.mid`` for one piece on one piano; its render.json entry."""
-    name = piece_name(piece, font)
+    name = piece_name(piece, piano)
     midi = out_dir / f"{name}.mid"
     write_midi(piece.notes, midi)
-    audio = run_fluidsynth(font.path, midi, work / f"{name}.raw.wav", options.sample_rate, options.gain)
-    lag = int(round(font.lag_seconds * options.sample_rate))
+    audio = piano.render(midi, work / f"{name}.raw.wav", options.sample_rate, options.gain)
+    lag = int(round(piano.lag_seconds * options.sample_rate))
     audio = trim_audio(audio, lag, piece.notes.end_time, options.sample_rate)
     write_wav(out_dir / f"{name}.wav", audio, options.sample_rate)
     return {
-        "name": name, "source": piece.source, "kind": piece.kind, "piano": font.name,
+        "name": name, "source": piece.source, "kind": piece.kind, "piano": piano.name,
         "transpose": piece.transpose, "seconds": round(len(audio) / options.sample_rate, 4),
     }  # fmt: skip
 
@@ -195,13 +197,13 @@ def render_piece(piece: Piece, font: Soundfont, options: RenderOptions, out_dir:
 
 
 def _render_all(
-    jobs: list[tuple[Piece, Soundfont]],
+    jobs: list[tuple[Piece, Piano]],
     options: RenderOptions,
     out_dir: Path,
     work: Path,
     say: Callable[[str], None],
 ) -> list[dict[str, Any]]:
-    """Render every (piece, piano) job, ``os.cpu_count()`` FluidSynth processes at once."""
+    """Render every (piece, piano) job, ``os.cpu_count()`` renderer processes at once."""
     entries: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         futures = [pool.submit(render_piece, p, f, options, out_dir, work) for p, f in jobs]
@@ -226,20 +228,21 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
     Args:
         out_dir: output folder, created if needed.
         options: what to render.
-        progress: called with one line per step (lags, skipped scores, each file).
+        progress: called with one line per step (skipped pianos, lags, skipped scores,
+            each file).
 
     Raises:
-        RenderError: a reserved or missing input, no fluidsynth, or a failed render.
+        RenderError: a reserved or missing input, no piano, or a failed render.
         OutputError: ``out_dir`` is not a place a corpus may be written.
     """
     say = progress or (lambda _line: None)
     out_dir = Path(out_dir)
     check_output_folder(out_dir, RENDER_MANIFEST, inputs=[c for c in options.corpus if Path(c).is_dir()], what="corpus")
-    fonts = check_options(options)
+    pianos = check_options(options, say)
     target = temp_sibling(out_dir)
     try:
-        entries, fonts, pieces, skipped = _render_into(target, options, fonts, say, progress)
-        _write_manifest(target, options, fonts, pieces, entries)
+        entries, pianos, pieces, skipped = _render_into(target, options, pianos, say, progress)
+        _write_manifest(target, options, pianos, pieces, entries)
         swap_in(target, out_dir, RENDER_MANIFEST)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
@@ -247,28 +250,33 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
     total = round(sum(e["seconds"] for e in entries), 3)
     keys = _keys_covered(pieces)
     return RenderReport(
-        out_dir, len(entries), total, {f.name: f.lag_seconds for f in fonts},
-        tuple(skipped), keys,
+        out_dir, len(entries), total, {p.name: p.lag_seconds for p in pianos},
+        tuple(skipped), keys, _skipped_pianos(options, pianos),
     )  # fmt: skip
+
+
+def _skipped_pianos(options: RenderOptions, pianos: list[Piano]) -> tuple[str, ...]:
+    had = {p.name for p in pianos}
+    return tuple(name for name in options.pianos if name in KNOWN and name not in had)
 
 
 def _render_into(
     target: Path,
     options: RenderOptions,
-    fonts: list[Soundfont],
+    pianos: list[Piano],
     say: Callable[[str], None],
     progress: Callable[[str], None] | None,
-) -> tuple[list[dict[str, Any]], list[Soundfont], list[Piece], list[tuple[str, str]]]:
+) -> tuple[list[dict[str, Any]], list[Piano], list[Piece], list[tuple[str, str]]]:
     """Measure each piano's lag, plan the pieces and render them all into ``target``."""
     with tempfile.TemporaryDirectory(prefix=".work-", dir=target) as tmp:
         work = Path(tmp)
-        fonts = [measure_lag(font, work, options.sample_rate, options.gain) for font in fonts]
-        for font in fonts:
-            say(f"{font.name}: lag {font.lag_seconds * 1000:.1f} ms")
+        pianos = [measure_lag(piano, work, options.sample_rate, options.gain) for piano in pianos]
+        for piano in pianos:
+            say(f"{piano.name}: lag {piano.lag_seconds * 1000:.1f} ms")
         pieces, skipped = plan_pieces(options, progress)
-        say(f"rendering {len(pieces)} pieces on {len(fonts)} piano(s)")
-        entries = _render_all([(p, f) for p in pieces for f in fonts], options, target, work, say)
-    return entries, fonts, pieces, skipped
+        say(f"rendering {len(pieces)} pieces on {len(pianos)} piano(s)")
+        entries = _render_all([(p, q) for p in pieces for q in pianos], options, target, work, say)
+    return entries, pianos, pieces, skipped
 
 
 def _keys_covered(pieces: list[Piece]) -> int:
@@ -276,15 +284,13 @@ def _keys_covered(pieces: list[Piece]) -> int:
 
 
 def _write_manifest(
-    target: Path, options: RenderOptions, fonts: list[Soundfont], pieces: list[Piece], entries: list[dict[str, Any]]
+    target: Path, options: RenderOptions, pianos: list[Piano], pieces: list[Piece], entries: list[dict[str, Any]]
 ) -> None:
     keys = _keys_covered(pieces)
     total = round(sum(e["seconds"] for e in entries), 3)
     write_json_atomic(target / RENDER_MANIFEST, {
         "version": 1, "sample_rate": options.sample_rate, "seed": options.seed,
         "options": asdict(options),
-        "soundfonts": [
-            {"name": f.name, "path": str(f.path), "lag_seconds": f.lag_seconds} for f in fonts
-        ],
+        "pianos": [piano.describe() for piano in pianos],
         "keys_covered": keys, "total_seconds": total, "pieces": entries,
     })  # fmt: skip

@@ -11,7 +11,7 @@ import soundfile as sf
 from pianotx.config import ConfigError, from_dict
 from pianotx.midi import read_notes
 from pianotx.render import corpus as syn
-from pianotx.render import fluidsynth as fs
+from pianotx.render import piano as pn
 
 # ---------------------------------------------------------------- options
 
@@ -34,17 +34,19 @@ def test_options_from_dict_and_validation() -> None:
 def test_render_small_corpus_on_both_pianos(tmp_path: Path) -> None:
     out = tmp_path / "render"
     lines: list[str] = []
-    report = syn.render_corpus(out, syn.RenderOptions(pieces=2, seconds=4.0), lines.append)
+    report = syn.render_corpus(
+        out, syn.RenderOptions(pieces=2, seconds=4.0, pianos=("FluidR3_GM", "TimGM6mb")), lines.append
+    )
     manifest = json.loads((out / "render.json").read_text())
     names = [p["name"] for p in manifest["pieces"]]
     assert sorted(f.name for f in out.iterdir()) == sorted(
         [f"{n}.wav" for n in names] + [f"{n}.mid" for n in names] + ["render.json"]
     )
     assert report.pieces == 6 and report.skipped == () and len(set(names)) == 6
-    assert [s["name"] for s in manifest["soundfonts"]] == ["FluidR3_GM", "TimGM6mb"]
+    assert [s["name"] for s in manifest["pianos"]] == ["FluidR3_GM", "TimGM6mb"]
     assert manifest["version"] == 1 and manifest["sample_rate"] == 16000 and manifest["seed"] == 0
     assert manifest["options"]["pieces"] == 2
-    for font in manifest["soundfonts"]:
+    for font in manifest["pianos"]:
         assert 0.0 < font["lag_seconds"] < 0.020
         assert report.lags[font["name"]] == font["lag_seconds"]
     sources = {p["source"] for p in manifest["pieces"]}
@@ -57,7 +59,7 @@ def test_render_small_corpus_on_both_pianos(tmp_path: Path) -> None:
         info = sf.info(str(out / f"{entry['name']}.wav"))
         assert info.samplerate == 16000 and info.channels == 1
         end = read_notes(out / f"{entry['name']}.mid", sustain=False).end_time
-        assert end <= info.duration <= end + fs.RELEASE + 1 / 16000  # tail trimmed
+        assert end <= info.duration <= end + pn.RELEASE + 1 / 16000  # tail trimmed
         assert entry["seconds"] == pytest.approx(info.duration, abs=1e-4)
         assert entry["name"].endswith(entry["piano"])
         if entry["kind"] == "score":

@@ -62,7 +62,7 @@ def fingerprint(config: BuildConfig, sources: list[PieceSource]) -> str:
     piano and content."""
     h = hashlib.sha256(json.dumps([MANIFEST_VERSION, to_dict(config)], sort_keys=True).encode())
     for s in sorted(sources, key=lambda s: s.name):
-        meta = [s.name, s.split, s.group, s.piano, file_hash(s.audio), file_hash(s.midi)]
+        meta = [s.name, s.split, s.group, s.piano, s.augmented, file_hash(s.audio), file_hash(s.midi)]
         h.update(json.dumps(meta).encode())
     return h.hexdigest()
 
@@ -74,6 +74,8 @@ def assign_splits(sources: list[PieceSource], config: BuildConfig) -> tuple[dict
     ``holdout_piano`` is not "none", that piano ("auto": the last name in sorted order)
     is held out: test holds only its renderings of test-group music, train and
     validation never hear it, and its renderings of other music are excluded.
+    Augmented copies of renderings serve training only: validation and test hear the
+    pianos as rendered.
 
     Returns:
         (split of each included piece by name, exclusion reason by name).
@@ -96,7 +98,9 @@ def assign_splits(sources: list[PieceSource], config: BuildConfig) -> tuple[dict
     splits, excluded = {}, {}
     for s in sources:
         split = s.split or group_split.get(s.group, "train")
-        if held and s.split is None and (s.piano == held) != (split == "test"):
+        if s.augmented and split != "train":
+            excluded[s.name] = "augmented copies are for training only"
+        elif held and s.split is None and (s.piano == held) != (split == "test"):
             excluded[s.name] = (
                 f"piano {held} is held out for the test split"
                 if s.piano == held

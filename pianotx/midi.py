@@ -7,6 +7,7 @@ A :class:`Notes` is three parallel arrays, the layout mir_eval expects:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,14 +165,26 @@ def read_notes(path: str | Path, sustain: bool = True, pedal_threshold: int = 64
     return merged
 
 
-def write_midi(notes: Notes, path: str | Path, program: int = 0) -> None:
-    """Write notes as a one-track piano MIDI file, atomically (temp file, then rename)."""
+def write_midi(notes: Notes, path: str | Path, program: int = 0, pedal: Sequence[tuple[float, float]] = ()) -> None:
+    """Write notes as a one-track piano MIDI file, atomically (temp file, then rename).
+
+    Args:
+        notes: the keys as struck and released.
+        path: the ``.mid`` file.
+        program: General MIDI program (0: acoustic grand piano).
+        pedal: sustain pedal spans ``(down, up)`` in seconds, written as CC64 127 at each
+            down and 0 at each up; :func:`read_notes` with ``sustain=True`` reads the
+            file back with the notes held on to the pedal's release.
+    """
     import pretty_midi
 
     pm = pretty_midi.PrettyMIDI()
     inst = pretty_midi.Instrument(program=program, name="piano")
     for (start, end), pitch, vel in zip(notes.intervals, notes.pitches, notes.velocities):
         inst.notes.append(pretty_midi.Note(int(np.clip(vel, 1, 127)), int(pitch), float(start), float(end)))
+    for down, up in pedal:
+        inst.control_changes.append(pretty_midi.ControlChange(64, 127, float(down)))
+        inst.control_changes.append(pretty_midi.ControlChange(64, 0, float(up)))
     pm.instruments.append(inst)
     with atomic_path(path) as tmp:
         pm.write(str(tmp))

@@ -96,6 +96,22 @@ def test_split_is_by_group_and_holds_out_a_piano():
     assert len(assign_splits(sources, none)[1]) == 0
 
 
+def test_augmented_copies_are_for_training_only():
+    sources = [
+        PieceSource(f"s{g}__Alpha{suffix}", Path("a"), Path("m"), group=f"s{g}", piano="Alpha", augmented=bool(suffix))
+        for g in range(20)
+        for suffix in ("", "__aug1")
+    ]
+    splits, excluded = assign_splits(sources, BuildConfig())
+    dry = {n.removesuffix("__aug1"): s for n, s in splits.items() if not n.endswith("__aug1")}
+    for name, split in splits.items():
+        if name.endswith("__aug1"):
+            assert split == "train" and dry[name.removesuffix("__aug1")] == "train"
+    held = {n for n in excluded if n.endswith("__aug1")}
+    assert held == {f"{n}__aug1" for n, s in dry.items() if s != "train"} and len(held) == 4
+    assert set(excluded.values()) == {"augmented copies are for training only"}
+
+
 def test_bad_inputs_are_skipped_with_reasons(tmp_path):
     src = tmp_path / "in"
     write_pair(src, "good", melody(1))

@@ -16,6 +16,7 @@ class PieceSource:
     split: str | None = None  # fixed by the source (MAESTRO); None: assigned by the builder
     group: str = ""  # pieces of one group (the same music) never span splits
     piano: str | None = None  # instrument name when the source knows it (the render's manifest)
+    augmented: bool = False  # an augmented copy of a rendering: used for training only
 
 
 @dataclass(frozen=True)

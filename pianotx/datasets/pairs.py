@@ -57,6 +57,7 @@ def discover(root: Path) -> tuple[list[PieceSource], list[Problem]]:
                 midi=midi[stem],
                 group=str(meta.get("source", name)),
                 piano=meta.get("piano"),
+                augmented="augment" in meta,
             )
         )
     return pieces, problems

@@ -32,7 +32,13 @@ class Piece:
     source: str
     kind: str  # "score" or one of KINDS
     transpose: int  # semitones applied (0 for generated material)
-    notes: Notes
+    notes: Notes  # as played: keys struck and released
+    pedal: tuple[tuple[float, float], ...] = ()  # sustain pedal (down, up) spans, seconds
+
+    @property
+    def end_time(self) -> float:
+        """When the last key or the pedal is released, seconds."""
+        return max([self.notes.end_time] + [up for _, up in self.pedal])
 
 
 def safe_name(text: str) -> str:

@@ -44,8 +44,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pianotx.files import check_output_folder, swap_in, temp_sibling, write_json_atomic
+import numpy as np
+
+from pianotx.files import atomic_path, check_output_folder, swap_in, temp_sibling, write_json_atomic
 from pianotx.midi import write_midi
+from pianotx.render.augment import augment, preset, variant_rng
 from pianotx.render.catalog import DEFAULT_PIANOS, KNOWN, open_pianos
 from pianotx.render.common import RENDER_MANIFEST, Piece, RenderError
 from pianotx.render.generated import generated_pieces, parse_kinds
@@ -77,8 +80,10 @@ class RenderOptions:
             0 = none. pieces=2 gives 1 generated piece.
         kinds: "kind:weight" entries over :data:`pianotx.render.generated.KINDS`; the
             generated pieces are shared out in proportion to the weights (largest
-            remainder, ties to the earlier kind). Default weights 3:3:2:3:1 (of 30
-            pieces: 8, 8, 5, 7, 2).
+            remainder, ties to the earlier kind). The default weighs the piano textures
+            of :mod:`pianotx.render.textures` (two thirds) over the drills (isolated
+            notes, chords, runs, repeats: a third); of 30 pieces, 3 isolated-note
+            pieces still play all 88 keys.
         transpose: each score is shifted by a seeded number of semitones in
             [-transpose, +transpose], then by whole octaves where needed to fit MIDI
             21..108; notes still outside (a score wider than the keyboard) are folded in.
@@ -87,6 +92,11 @@ class RenderOptions:
         gain: output level (0 < gain < 10): FluidSynth's master gain, TiMidity's
             volume scaled alike; at 1.0 a velocity-127 C4 is at -20 to -23 dB RMS on
             every default piano.
+        augment: a room-and-sound augmentation preset
+            (:data:`pianotx.render.augment.PRESETS`: off, light, default, strong). Not
+            "off": each rendering is also written ``augment_variants`` times augmented,
+            as ``NAME__augK.wav`` with its MIDI, each recording what was applied.
+        augment_variants: augmented copies per rendering.
     """
 
     corpus: tuple[str, ...] = ("bach/bwv", "palestrina")
@@ -94,11 +104,18 @@ class RenderOptions:
     pieces: int = 100
     seconds: float = 45.0
     generated: float = 0.3
-    kinds: tuple[str, ...] = ("notes:3", "chords:3", "random_chords:2", "runs:3", "repeats:1")
+    kinds: tuple[str, ...] = (
+        "notes:2", "chords:1", "random_chords:1", "runs:1", "repeats:1",
+        "alberti:1", "waltz:1", "stride:1", "arpeggios:1", "parallel_scales:1",
+        "block_chords:1", "counterpoint:1", "trills_tremolos:1", "repeated_chords:1",
+        "melody_accompaniment:1", "piano:4",
+    )  # fmt: skip
     transpose: int = 3
     seed: int = 0
     sample_rate: int = 16000
     gain: float = 1.0
+    augment: str = "off"
+    augment_variants: int = 1
 
     def __post_init__(self) -> None:
         for name in ("corpus", "pianos", "kinds"):
@@ -106,7 +123,7 @@ class RenderOptions:
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         for name, kind in (("pieces", int), ("seconds", float), ("generated", float),
                            ("transpose", int), ("seed", int), ("sample_rate", int),
-                           ("gain", float)):  # fmt: skip
+                           ("gain", float), ("augment_variants", int)):  # fmt: skip
             object.__setattr__(self, name, kind(getattr(self, name)))
         if self.pieces < 0 or self.seconds < 0 or self.generated < 0 or self.transpose < 0:
             raise ValueError("pieces, seconds, generated and transpose must be >= 0")
@@ -114,7 +131,10 @@ class RenderOptions:
             raise ValueError("sample_rate must be positive and gain in (0, 10)")
         if not self.corpus or not self.pianos:
             raise ValueError("corpus and pianos must not be empty")
+        if self.augment_variants < 1:
+            raise ValueError("augment_variants must be >= 1")
         parse_kinds(self.kinds)
+        preset(self.augment)
 
 
 @dataclass(frozen=True)
@@ -178,19 +198,41 @@ def piece_name(piece: Piece, piano: Piano) -> str:
     return f"{piece.source}{middle}__{piano.name}"
 
 
-def render_piece(piece: Piece, piano: Piano, options: RenderOptions, out_dir: Path, work: Path) -> dict[str, Any]:
-    """Write ``NAME.wav`` and ``NAME.mid`` for one piece on one piano; its render.json entry."""
+def render_piece(piece: Piece, piano: Piano, options: RenderOptions, out_dir: Path, work: Path) -> list[dict[str, Any]]:
+    """Write ``NAME.wav`` and ``NAME.mid`` for one piece on one piano (and its augmented
+    copies); their render.json entries."""
     name = piece_name(piece, piano)
     midi = out_dir / f"{name}.mid"
-    write_midi(piece.notes, midi)
+    write_midi(piece.notes, midi, pedal=piece.pedal)
     audio = piano.render(midi, work / f"{name}.raw.wav", options.sample_rate, options.gain)
     lag = int(round(piano.lag_seconds * options.sample_rate))
-    audio = trim_audio(audio, lag, piece.notes.end_time, options.sample_rate)
+    audio = trim_audio(audio, lag, piece.end_time, options.sample_rate)
     write_wav(out_dir / f"{name}.wav", audio, options.sample_rate)
-    return {
+    entry = {
         "name": name, "source": piece.source, "kind": piece.kind, "piano": piano.name,
         "transpose": piece.transpose, "seconds": round(len(audio) / options.sample_rate, 4),
     }  # fmt: skip
+    return [entry, *_augmented(entry, audio, midi, options, out_dir)]
+
+
+def _augmented(
+    entry: dict[str, Any], audio: np.ndarray, midi: Path, options: RenderOptions, out_dir: Path
+) -> list[dict[str, Any]]:
+    """The augmented copies of one rendering: ``NAME__augK.wav`` beside a copy of its
+    MIDI, each entry recording what was applied (:func:`pianotx.render.augment.apply_record`
+    redoes it from the dry rendering)."""
+    config = preset(options.augment)
+    if not config.enabled:
+        return []
+    entries = []
+    for k in range(1, options.augment_variants + 1):
+        name = f"{entry['name']}__aug{k}"
+        wet, record = augment(audio, options.sample_rate, variant_rng(options.seed, entry["name"], k), config)
+        write_wav(out_dir / f"{name}.wav", wet, options.sample_rate)
+        with atomic_path(out_dir / f"{name}.mid") as tmp:
+            shutil.copyfile(midi, tmp)
+        entries.append(entry | {"name": name, "augment": record})
+    return entries
 
 
 # ---------------------------------------------------------------- the corpus
@@ -209,7 +251,7 @@ def _render_all(
         futures = [pool.submit(render_piece, p, f, options, out_dir, work) for p, f in jobs]
         try:
             for i, future in enumerate(futures, 1):
-                entries.append(future.result())
+                entries += future.result()
                 say(f"rendered {i}/{len(jobs)} {entries[-1]['name']}")
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -242,14 +242,20 @@ def texture_notes(kind: str, rng: np.random.Generator, seconds: float) -> Notes:
     return textures.generate(kind, rng, seconds).sustained()
 
 
+def _texture_piece(source: str, kind: str, rng: np.random.Generator, seconds: float) -> Piece:
+    """A texture as played: its keys and its sustain pedal (written as CC64)."""
+    texture = textures.generate(kind, rng, seconds)
+    return Piece(source, kind, 0, texture.notes, texture.pedal)
+
+
 def generated_pieces(seed: int, seconds: float, kinds: tuple[str, ...], count: int) -> list[Piece]:
     """``count`` generated pieces shared out over ``kinds`` ("kind:weight" entries),
     named ``gen-KIND-NNN``.
 
     Isolated-note pieces share one :func:`key_cycle`, so together they play every key
-    once before any key twice. Each piece lasts ``seconds`` (45 s if 0). A texture's
-    notes are the pedal-extended ones (:func:`texture_notes`): the MIDI file written from
-    them sounds and reads as the pedalled performance.
+    once before any key twice. Each piece lasts ``seconds`` (45 s if 0). A texture keeps
+    its notes as played and its sustain pedal (``Piece.pedal``): its MIDI file carries
+    CC64, so it sounds pedalled and reads back pedal-extended (:func:`texture_notes`).
     """
     seconds = seconds or GENERATED_SECONDS
     makers: dict[str, Callable[[np.random.Generator, float], Notes]] = {
@@ -263,10 +269,12 @@ def generated_pieces(seed: int, seconds: float, kinds: tuple[str, ...], count: i
         source = f"gen-{kind}-{counts.setdefault(kind, 0):03d}"
         counts[kind] += 1
         rng = piece_rng(seed, source)
-        if kind == "notes":
-            notes = isolated_notes(rng, seconds, keys)
+        if kind in textures.KINDS:
+            piece = _texture_piece(source, kind, rng, seconds)
+        elif kind == "notes":
+            piece = Piece(source, kind, 0, isolated_notes(rng, seconds, keys))
         else:
-            notes = makers[kind](rng, seconds)
-        if len(notes):
-            pieces.append(Piece(source, kind, 0, notes))
+            piece = Piece(source, kind, 0, makers[kind](rng, seconds))
+        if len(piece.notes):
+            pieces.append(piece)
     return pieces

@@ -40,7 +40,7 @@ off-beat steps -4; the melody +10, the bass +2, inner voices -8; per-note noise 
 Timing: each note starts 0..8 ms after its grid time (hands and fingers are never
 exactly together). Sustain pedal: a pedalled texture changes the pedal at every
 harmony, as pianists do (up just before the next chord, down 25-100 ms after it
-begins); see :class:`Texture` and :func:`write_midi_with_pedal`.
+begins); see :class:`Texture` and :func:`pianotx.midi.write_midi` (its ``pedal``).
 
 Everything is a function of the generator passed in: the same seed gives the same piece.
 """
@@ -50,12 +50,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from pianotx.config import MIDI_MAX, MIDI_MIN
-from pianotx.files import atomic_path
 from pianotx.midi import Notes, apply_sustain
 from pianotx.render.common import LEAD_IN, MIN_NOTE, finish, quantise
 
@@ -378,26 +376,6 @@ def _arc_level(arcs: list[tuple[float, float, float, float, float]], x: float) -
     first, bars, base, rise, peak = next((a for a in reversed(arcs) if a[0] <= x), arcs[0])
     half = max(peak - first, first + bars - peak, 1e-9)
     return base + rise * max(0.0, 1.0 - abs(x - peak) / half)
-
-
-def write_midi_with_pedal(
-    notes: Notes, pedal: list[tuple[float, float]] | tuple[tuple[float, float], ...], path: str | Path
-) -> None:
-    """Write notes and sustain pedal (CC64 127 at each down, 0 at each up) as a one-track
-    piano MIDI file, atomically. :func:`pianotx.midi.read_notes` with ``sustain=True``
-    reads back the pedal-extended notes (:meth:`Texture.sustained`)."""
-    import pretty_midi
-
-    pm = pretty_midi.PrettyMIDI()
-    inst = pretty_midi.Instrument(program=0, name="piano")
-    for (start, end), pitch, vel in zip(notes.intervals, notes.pitches, notes.velocities):
-        inst.notes.append(pretty_midi.Note(int(np.clip(vel, 1, 127)), int(pitch), float(start), float(end)))
-    for down, up in pedal:
-        inst.control_changes.append(pretty_midi.ControlChange(64, 127, float(down)))
-        inst.control_changes.append(pretty_midi.ControlChange(64, 0, float(up)))
-    pm.instruments.append(inst)
-    with atomic_path(path) as tmp:
-        pm.write(str(tmp))
 
 
 # ---------------------------------------------------------------- melody

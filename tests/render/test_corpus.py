@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -35,7 +36,9 @@ def test_render_small_corpus_on_both_pianos(tmp_path: Path) -> None:
     out = tmp_path / "render"
     lines: list[str] = []
     report = syn.render_corpus(
-        out, syn.RenderOptions(pieces=2, seconds=4.0, pianos=("FluidR3_GM", "TimGM6mb")), lines.append
+        out,
+        syn.RenderOptions(pieces=2, seconds=4.0, pianos=("FluidR3_GM", "TimGM6mb"), kinds=("notes",)),
+        lines.append,
     )
     manifest = json.loads((out / "render.json").read_text())
     names = [p["name"] for p in manifest["pieces"]]
@@ -66,3 +69,38 @@ def test_render_small_corpus_on_both_pianos(tmp_path: Path) -> None:
             assert f"__t{entry['transpose']:+d}__" in entry["name"]
     assert manifest["total_seconds"] == pytest.approx(report.seconds)
     assert any(line.startswith("rendered 6/6 ") for line in lines)
+
+
+@pytest.mark.slow
+def test_augmented_copies_and_a_pedalled_texture(tmp_path: Path) -> None:
+    from pianotx.build import build_dataset
+    from pianotx.render.augment import apply_record
+
+    out = tmp_path / "render"
+    options = syn.RenderOptions(
+        pieces=1, seconds=6.0, generated=1.0, kinds=("waltz",), pianos=("FluidR3_GM",), augment="strong", seed=2
+    )
+    syn.render_corpus(out, options)
+    manifest = json.loads((out / "render.json").read_text())
+    dry = [p for p in manifest["pieces"] if "augment" not in p]
+    wet = [p for p in manifest["pieces"] if "augment" in p]
+    assert [p["name"] + "__aug1" for p in dry] == [p["name"] for p in wet]
+    for d, w in zip(dry, wet):
+        assert (w["source"], w["piano"], w["kind"]) == (d["source"], d["piano"], d["kind"])
+        assert (out / f"{w['name']}.mid").read_bytes() == (out / f"{d['name']}.mid").read_bytes()
+        audio, _ = sf.read(out / f"{d['name']}.wav", dtype="float32")
+        redone = apply_record(audio, 16000, w["augment"])
+        stored, _ = sf.read(out / f"{w['name']}.wav", dtype="float32")
+        assert len(stored) == len(audio) and np.abs(redone - stored).max() < 2e-3  # 16-bit rounding of the input
+    waltz = next(p for p in dry if p["kind"] == "waltz")
+    import pretty_midi
+
+    pedal = [c for c in pretty_midi.PrettyMIDI(str(out / f"{waltz['name']}.mid")).instruments[0].control_changes]
+    assert pedal and {c.number for c in pedal} == {64}
+    held = read_notes(out / f"{waltz['name']}.mid", sustain=True)
+    played = read_notes(out / f"{waltz['name']}.mid", sustain=False)
+    assert (held.intervals[:, 1] - played.intervals[:, 1]).sum() > 0  # the pedal holds notes on
+    built = build_dataset(out, tmp_path / "ds", workers=1, progress=False, log=lambda _: None).manifest
+    for piece in built["pieces"]:
+        if piece["name"].endswith("__aug1"):
+            assert piece["split"] == "train" or piece["reason"] == "augmented copies are for training only"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pianotx.midi import Notes, read_notes
+from pianotx.midi import Notes, apply_sustain, read_notes, write_midi
 from pianotx.render import common
 from pianotx.render import generated as gen
 from pianotx.render import textures as tx
@@ -233,7 +233,7 @@ def test_pedal_spans_are_well_formed(kind: str) -> None:
 def test_write_midi_with_pedal_reads_back_exact(tmp_path: Path) -> None:
     notes = Notes.from_lists([(0.1, 0.3), (0.5, 0.7), (0.6, 1.0), (1.2, 1.4), (1.6, 1.8)], [60, 60, 64, 60, 67])
     path = tmp_path / "p.mid"
-    tx.write_midi_with_pedal(notes, [(0.55, 1.5)], path)
+    write_midi(notes, path, pedal=[(0.55, 1.5)])
     held = read_notes(path, sustain=True)
     assert held.pitches.tolist() == [60, 60, 64, 60, 67]
     # released inside the pedal: held to its release; C4 cut where it is struck again
@@ -246,7 +246,7 @@ def test_write_midi_with_pedal_reads_back_exact(tmp_path: Path) -> None:
 def test_midi_round_trip_gives_the_pedal_extended_notes(kind: str, tmp_path: Path) -> None:
     seed = next(s for s in range(50) if tx.generate(kind, np.random.default_rng(s), 20.0).pedal)
     texture = tx.generate(kind, np.random.default_rng(seed), 20.0)
-    tx.write_midi_with_pedal(texture.notes, texture.pedal, tmp_path / "t.mid")
+    write_midi(texture.notes, tmp_path / "t.mid", pedal=texture.pedal)
     for sustain, expected in ((True, texture.sustained()), (False, texture.notes)):
         back = read_notes(tmp_path / "t.mid", sustain=sustain)
         assert np.array_equal(back.pitches, expected.pitches)
@@ -255,12 +255,15 @@ def test_midi_round_trip_gives_the_pedal_extended_notes(kind: str, tmp_path: Pat
     assert not np.allclose(texture.sustained().intervals, texture.notes.intervals)
 
 
-def test_generated_pieces_of_a_texture_kind_are_its_pedal_extended_notes() -> None:
+def test_generated_pieces_of_a_texture_kind_carry_its_notes_and_pedal() -> None:
     pieces = gen.generated_pieces(seed=3, seconds=20.0, kinds=("arpeggios", "piano:2"), count=3)
     assert [(p.source, p.kind) for p in pieces] == [
         ("gen-arpeggios-000", "arpeggios"), ("gen-piano-000", "piano"), ("gen-piano-001", "piano")
     ]  # fmt: skip
     for piece in pieces:
-        expected = tx.generate(piece.kind, common.piece_rng(3, piece.source), 20.0).sustained()
-        assert np.array_equal(piece.notes.intervals, expected.intervals)
-        assert np.array_equal(piece.notes.pitches, expected.pitches)
+        expected = tx.generate(piece.kind, common.piece_rng(3, piece.source), 20.0)
+        assert np.array_equal(piece.notes.intervals, expected.notes.intervals)
+        assert np.array_equal(piece.notes.pitches, expected.notes.pitches)
+        assert piece.pedal == expected.pedal
+        heard = gen.texture_notes(piece.kind, common.piece_rng(3, piece.source), 20.0)
+        assert np.array_equal(apply_sustain(piece.notes, list(piece.pedal)).intervals, heard.intervals)

@@ -62,7 +62,7 @@ def fingerprint(config: BuildConfig, sources: list[PieceSource]) -> str:
     piano and content."""
     h = hashlib.sha256(json.dumps([MANIFEST_VERSION, to_dict(config)], sort_keys=True).encode())
     for s in sorted(sources, key=lambda s: s.name):
-        meta = [s.name, s.split, s.group, s.piano, s.augmented, file_hash(s.audio), file_hash(s.midi)]
+        meta = [s.name, s.split, s.group, s.piano, s.augmented, s.aligned, file_hash(s.audio), file_hash(s.midi)]
         h.update(json.dumps(meta).encode())
     return h.hexdigest()
 
@@ -147,18 +147,20 @@ def _process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> 
         return {**record, "excluded": True, "reason": reason, "bad_file": str(source.audio)}
     features = compute_features(samples, fc)
     alignment = estimate_offset(features, notes, fc, config.align)
+    offset = 0 if source.aligned else alignment.offset_frames
     record.update(
         n_frames=len(features),
         seconds=round(seconds, 3),
-        offset_frames=alignment.offset_frames,
-        offset_seconds=round(alignment.offset_frames / fc.frame_rate, 4),
+        offset_frames=offset,
+        offset_seconds=round(offset / fc.frame_rate, 4),
         alignment_confidence=round(alignment.confidence, 4),
         alignment_correlation=round(alignment.correlation, 4),
+        aligned_by="render" if source.aligned else config.align.method,
     )
-    if alignment.confidence < config.align.min_confidence:
+    if not source.aligned and alignment.confidence < config.align.min_confidence:
         reason = f"alignment confidence {alignment.confidence:.2f} < {config.align.min_confidence}"
         return {**record, "excluded": True, "reason": reason, "bad_file": str(source.audio)}
-    aligned = notes.shifted(alignment.offset_frames / fc.frame_rate).from_zero()
+    aligned = notes.shifted(offset / fc.frame_rate).from_zero()
     frames, onsets = notes_to_rolls(aligned, len(features), fc.frame_rate)
     arrays: dict[str, Any] = {
         "features": chunk(features, config.chunks),

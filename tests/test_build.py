@@ -64,6 +64,18 @@ def test_late_audio_is_found_and_labels_shifted(tmp_path):
     np.testing.assert_allclose(arrays.notes("late").intervals, notes.intervals + 0.512)
 
 
+def test_rendered_pieces_are_aligned_by_construction(tmp_path):
+    import json
+
+    write_pair(tmp_path / "in", "r", melody(5), noise=True)  # no alignment would trust this audio
+    write_pair(tmp_path / "in", "p", melody(6), noise=True)
+    (tmp_path / "in" / "render.json").write_text(json.dumps({"pieces": [{"name": "r", "source": "r", "piano": "A"}]}))
+    m = build_dataset(tmp_path / "in", tmp_path / "ds", **QUIET).manifest
+    by_name = {p["name"]: p for p in m["pieces"]}
+    assert (by_name["r"]["excluded"], by_name["r"]["offset_frames"], by_name["r"]["aligned_by"]) == (False, 0, "render")
+    assert by_name["p"]["excluded"] and by_name["p"]["reason"].startswith("alignment confidence")
+
+
 def test_up_to_date_then_rebuilt_on_config_or_input_change(pairs_dir, tmp_path):
     out = tmp_path / "ds"
     first = build_dataset(pairs_dir, out, **QUIET)

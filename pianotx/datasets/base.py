@@ -17,6 +17,9 @@ class PieceSource:
     group: str = ""  # pieces of one group (the same music) never span splits
     piano: str | None = None  # instrument name when the source knows it (the render's manifest)
     augmented: bool = False  # an augmented copy of a rendering: used for training only
+    # Audio and MIDI agree in time by construction (``pianotx data render`` cut each
+    # renderer's measured lag): no offset is estimated and none is excluded for it.
+    aligned: bool = False
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def discover(root: Path) -> tuple[list[PieceSource], list[Problem]]:
                 group=str(meta.get("source", name)),
                 piano=meta.get("piano"),
                 augmented="augment" in meta,
+                aligned=bool(meta),
             )
         )
     return pieces, problems

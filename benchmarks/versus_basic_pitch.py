@@ -190,7 +190,8 @@ def write_silence(path: Path, seconds: float = 1.0, sample_rate: int = 16000) ->
 
 def default_models() -> list[str]:
     """The bundled model, and ``models:/piano/Production`` when the store has it."""
-    from pianotx.tracking import has_model, resolve_store
+    from pianotx.locations import resolve_store
+    from pianotx.tracking import has_model
     from pianotx.transcribe import BUNDLED_MODEL, DEFAULT_URI
 
     models = [str(BUNDLED_MODEL)]
@@ -211,11 +212,10 @@ def pianotx_transcribe_fn(model: str, warmup: Path) -> tuple[Callable[[Path], No
     from pianotx.audio import load_audio
     from pianotx.decoding import decode
     from pianotx.features import compute_features
-    from pianotx.tracking import resolve_store
     from pianotx.transcribe import load_transcriber
 
     start = time.perf_counter()
-    transcriber = load_transcriber(model, resolve_store(None))
+    transcriber = load_transcriber(model)
     config = transcriber.features
 
     def transcribe(audio: Path) -> Notes:

@@ -218,8 +218,11 @@ def search(
     ] = True,
     overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
     note_eval_pieces: Annotated[
-        int, typer.Option(help="Validation pieces scored with mir_eval per trial (0: all).")
-    ] = 0,
+        int | None,
+        typer.Option(
+            help="Validation pieces scored with mir_eval per trial, 0: all (default: the space file's, else all)."
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a Keras Tuner search, every trial tracked in MLflow."""
     from pianotx.locations import resolve_store

@@ -250,3 +250,18 @@ def test_hyperband_honours_its_epoch_budget_and_initial_epoch(tiny_dataset, tmp_
         assert steps == list(range(first + 1, last + 1))  # promoted trials start where their parent stopped
         budgets.add((first, last))
     assert (0, 1) in budgets and any(first > 0 for first, _ in budgets)
+
+
+@pytest.mark.slow
+def test_note_f1_objective_is_scored_at_the_end_of_each_trial(tiny_dataset, tmp_path):
+    from pianotx.tuning.search import run_search
+
+    text = TINY.format(name="notes").replace("tuner: {", "objective: {name: val_note_f1, direction: max}\ntuner: {")
+    store, space = _search(tmp_path, "notes", text + "note_eval_pieces: 2\n")
+    result = run_search(space, tiny_dataset, store, None, verbose=0)
+    assert result.trials == 2
+    run = connect(store).get_run(result.best_run_id)
+    assert result.best_value == run.data.metrics["val_note_f1"] == run.data.metrics["trial_objective"]
+    client = connect(store)
+    runs = client.search_runs([client.get_experiment_by_name("notes").experiment_id], "tags.`pianotx.trial_id` != ''")
+    assert result.best_value == max(r.data.metrics["val_note_f1"] for r in runs)

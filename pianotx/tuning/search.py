@@ -197,7 +197,7 @@ def run_search(
     register_as: str | None = "piano",
     overwrite: bool = False,
     decoding: DecodingConfig | None = None,
-    note_eval_pieces: int = 0,
+    note_eval_pieces: int | None = None,
     verbose: int = 2,
 ) -> SearchResult:
     """Run (or resume) the search of ``spec_path`` on the dataset in ``dataset_dir``."""
@@ -220,7 +220,7 @@ def _run_locked(
     register_as: str | None,
     overwrite: bool,
     decoding: DecodingConfig | None,
-    note_eval_pieces: int,
+    note_eval_pieces: int | None,
     verbose: int,
 ) -> SearchResult:
     dataset_dir = manifest.root
@@ -243,7 +243,8 @@ def _run_locked(
     try:
         if not worker:
             tracker.kill_stale_trials()
-        tuner = make_tuner(spec, manifest, tracker, directory, decoding or DecodingConfig(), note_eval_pieces)
+        pieces = spec.note_eval_pieces if note_eval_pieces is None else note_eval_pieces
+        tuner = make_tuner(spec, manifest, tracker, directory, decoding or DecodingConfig(), pieces)
         tuner.search(str(dataset_dir), verbose=verbose)
         if worker:
             return SearchResult(0, 0, None, None, None, None, None)

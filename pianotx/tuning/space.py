@@ -43,7 +43,7 @@ import yaml
 
 from pianotx.config import ConfigError, ModelConfig, TrainConfig
 
-TOP_KEYS = {"name", "description", "objective", "tuner", "hyperparameters", "fixed"}
+TOP_KEYS = {"name", "description", "objective", "tuner", "hyperparameters", "fixed", "note_eval_pieces"}
 TUNER_KEYS = {
     "random": {"max_trials", "seed", "max_consecutive_failed_trials"},
     "bayesian": {"max_trials", "seed", "max_consecutive_failed_trials", "num_initial_points", "alpha", "beta"},
@@ -56,7 +56,10 @@ HP_KEYS = {
     "choice": ({"values"}, {"ordered", "default"} | CONDITION),
     "boolean": (set(), {"default"} | CONDITION),
 }
-OBJECTIVES = ("val_f1", "val_precision", "val_recall", "val_loss", "loss")
+EPOCH_OBJECTIVES = ("val_f1", "val_precision", "val_recall", "val_loss", "loss")  # every epoch, from counts
+# at the end of each trial, mir_eval on the validation pieces (pianotx.evaluate)
+TRIAL_OBJECTIVES = ("val_note_f1", "val_note_with_offset_f1", "val_frame_f1")
+OBJECTIVES = EPOCH_OBJECTIVES + TRIAL_OBJECTIVES
 SETTING_TYPES = {"alpha": float, "beta": float}  # every other tuner setting is an integer
 TUNABLE = {f.name: f.type for f in fields(ModelConfig)} | {f.name: f.type for f in fields(TrainConfig)}
 
@@ -74,6 +77,7 @@ class SearchSpec:
     hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    note_eval_pieces: int = 0  # validation pieces scored with mir_eval per trial (0: all)
 
 
 def _check_keys(
@@ -194,9 +198,16 @@ def load_spec(path: str | Path) -> SearchSpec:
         hyperparameters=hps,
         fixed=fixed,
         description=str(data.get("description", "")),
+        note_eval_pieces=_note_eval_pieces(where, data.get("note_eval_pieces", 0)),
     )
     configs_from_values(spec.fixed | {k: _example_value(v) for k, v in hps.items()}, where)
     return spec
+
+
+def _note_eval_pieces(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: note_eval_pieces must be an integer >= 0 (0: all), got {value!r}")
+    return value
 
 
 def _example_value(entry: dict[str, Any]) -> Any:

@@ -30,7 +30,7 @@ from pianotx.plots import piano_roll_figure
 from pianotx.store import Manifest, SplitArrays
 from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker, best_effort
 from pianotx.train import TrainingDiverged, fit, release_memory, standard_callbacks
-from pianotx.tuning.space import configs_from_values
+from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
 from pianotx.windows import predict_frames
 
 EPOCH_KEYS = ("loss", "val_loss", "val_precision", "val_recall", "val_f1")
@@ -170,8 +170,9 @@ class TrackedTrials(_TunerBase):
             results = super().run_trial(
                 trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose
             )
-            self._log_outcome(trial, run_id, model_cfg, train_cfg)
-            self.tracker.log_metrics(run_id, {OBJECTIVE_METRIC: self._best_value(results)})
+            scores = self._log_outcome(trial, run_id, model_cfg, train_cfg)
+            value = self._objective_value(results, scores)
+            self.tracker.log_metrics(run_id, {OBJECTIVE_METRIC: value})
         except TrainingDiverged as exc:
             best_effort(self.tracker.end_trial, run_id, failure=f"NaN loss: {exc}")
             raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from exc
@@ -184,11 +185,14 @@ class TrackedTrials(_TunerBase):
         finally:
             release_memory()
         self.tracker.end_trial(run_id)
-        return results
+        return {self.oracle.objective.name: value}
 
-    def _best_value(self, results: Any) -> float:
-        """The objective's best epoch value in a trial's histories, as Keras Tuner scores it."""
+    def _objective_value(self, results: Any, scores: dict[str, float]) -> float:
+        """The trial's objective: a mir_eval score of the finished trial (``val_note_f1``,
+        ...), or the best epoch value in its histories, as Keras Tuner scores those."""
         objective = self.oracle.objective
+        if objective.name in TRIAL_OBJECTIVES:
+            return float(scores[objective.name.removeprefix("val_")])
         histories = results if isinstance(results, list) else [results]
         values = [v for h in histories for v in h.history.get(objective.name, [])]
         if not values:
@@ -197,8 +201,9 @@ class TrackedTrials(_TunerBase):
 
     def _log_outcome(
         self, trial: kt.engine.trial.Trial, run_id: str, model_cfg: ModelConfig, train_cfg: TrainConfig
-    ) -> None:
-        """Log the trial's best model, validation note scores and a piano-roll figure."""
+    ) -> dict[str, float]:
+        """Log the trial's best model, validation note scores and a piano-roll figure;
+        the mean mir_eval scores (``note_f1``, ...)."""
         model = self.load_model(trial)
         features = self.manifest.features
         context = self.manifest.chunk_frames
@@ -225,6 +230,7 @@ class TrackedTrials(_TunerBase):
             dataset_fingerprint=self.manifest.data["fingerprint"],
         )
         self.tracker.log_model(run_id, model, (example, model.predict_on_batch(example)), metadata)
+        return mean
 
 
 class TrackedRandomSearch(TrackedTrials, kt.RandomSearch):

@@ -156,19 +156,21 @@ def conv_plan(model: ModelConfig, n_bins: int) -> list[tuple[int, bool]]:
     """``(filters, pools)`` per conv layer, and the check that frequency survives pooling.
 
     Layers 1-2 have ``conv_filters`` channels, later ones ``2 * conv_filters`` (Onsets
-    and Frames' 48/48/96); every layer from the second max-pools frequency by 2.
+    and Frames' 48/48/96); the last ``conv_pools`` layers max-pool frequency by 2.
 
     Raises:
         ValueError: ``n_bins`` would be pooled below one bin.
     """
-    plan = [(model.conv_filters * (1 if i <= 2 else 2), i >= 2) for i in range(1, model.conv_layers + 1)]
+    first_pool = model.conv_layers - model.conv_pools + 1
+    plan = [(model.conv_filters * (1 if i <= 2 else 2), i >= first_pool) for i in range(1, model.conv_layers + 1)]
     if n_bins >> sum(pool for _, pool in plan) < 1:
         raise ValueError(f"{model.conv_layers} conv layers pool {n_bins} frequency bins below one")
     return plan
 
 
 def _conv_front_end(x: Any, model: ModelConfig, n_bins: int) -> Any:
-    """(batch, time, n_bins) -> (batch, time, conv_dense_units); time is never pooled."""
+    """(batch, time, n_bins) -> (batch, time, conv_dense_units or the flattened width);
+    time is never pooled."""
     x = keras.layers.Reshape((-1, n_bins, 1), name="conv_channels")(x)
     width = n_bins
     for i, (filters, pool) in enumerate(conv_plan(model, n_bins), start=1):
@@ -180,6 +182,8 @@ def _conv_front_end(x: Any, model: ModelConfig, n_bins: int) -> Any:
             x = keras.layers.Dropout(model.conv_dropout, name=f"conv_dropout_{i}")(x)
             width //= 2
     x = keras.layers.Reshape((-1, width * filters), name="conv_flatten")(x)
+    if not model.conv_dense_units:
+        return x
     x = keras.layers.Dense(model.conv_dense_units, activation="relu", name="conv_dense")(x)
     return keras.layers.Dropout(model.conv_dropout, name="conv_dense_dropout")(x)
 

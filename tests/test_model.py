@@ -31,17 +31,19 @@ def dense_params(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out
 
 
-def conv_params(n_bins: int, layers: int, filters: int, dense: int) -> tuple[int, int]:
+def conv_params(n_bins: int, layers: int, filters: int, dense: int, pools: int = 2) -> tuple[int, int, int]:
     """Parameters of the conv front-end (3x3 kernels without bias, batch norm's four
-    vectors, the projection) and the frequency bins left after pooling."""
+    vectors, the projection), the frequency bins left after pooling, and its output width."""
     total, channels, width = 0, 1, n_bins
     for i in range(1, layers + 1):
         out = filters if i <= 2 else 2 * filters
         total += 9 * channels * out + 4 * out
         channels = out
-        if i >= 2:
+        if i > layers - pools:
             width //= 2
-    return total + dense_params(width * channels, dense), width
+    if not dense:
+        return total, width, width * channels
+    return total + dense_params(width * channels, dense), width, dense
 
 
 def test_seed_model_has_exactly_the_seed_parameter_count() -> None:
@@ -98,26 +100,43 @@ def test_optimizer_choice() -> None:
 
 
 @pytest.mark.parametrize(
-    ("layers", "filters", "bins", "width"),
-    [(1, 4, 84, 84), (2, 4, 84, 42), (3, 6, 84, 21), (4, 3, 84, 10), (3, 4, 252, 63)],
+    ("layers", "filters", "pools", "dense", "bins", "width"),
+    [
+        (1, 4, 2, 24, 84, 42),
+        (2, 4, 2, 24, 84, 21),
+        (3, 6, 2, 24, 84, 21),
+        (4, 3, 2, 24, 84, 21),
+        (3, 4, 2, 24, 252, 63),
+        (3, 4, 0, 24, 84, 84),
+        (3, 4, 3, 0, 252, 31),
+        (2, 5, 1, 0, 84, 42),
+    ],
 )
-def test_conv_front_end_parameters_and_shapes(layers: int, filters: int, bins: int, width: int) -> None:
-    config = ModelConfig(conv_layers=layers, conv_filters=filters, conv_dense_units=24, lstm_units=8, dense_units=0)
+def test_conv_front_end_parameters_and_shapes(
+    layers: int, filters: int, pools: int, dense: int, bins: int, width: int
+) -> None:
+    config = ModelConfig(
+        conv_layers=layers, conv_filters=filters, conv_pools=pools, conv_dense_units=dense, lstm_units=8, dense_units=0
+    )
     model = build_model(config, TrainConfig(), n_bins=bins)
-    front, left = conv_params(bins, layers, filters, 24)
+    front, left, out = conv_params(bins, layers, filters, dense, pools)
     assert left == width
-    assert model.count_params() == front + lstm_params(24, 8) + dense_params(8, 88)
-    assert model.get_layer("conv_flatten").output.shape[1:] == (None, width * (filters if layers <= 2 else 2 * filters))
+    assert model.count_params() == front + lstm_params(out, 8) + dense_params(8, 88)
+    channels = filters if layers <= 2 else 2 * filters
+    assert model.get_layer("conv_flatten").output.shape[1:] == (None, width * channels)
     assert model.get_layer("conv_1").kernel_size == (3, 3)
+    assert ("conv_dense" in [layer.name for layer in model.layers]) == bool(dense)
     x = np.random.default_rng(0).random((2, 13, bins), dtype=np.float32)
     assert model.predict_on_batch(x).shape == (2, 13, 88)  # time is never pooled
 
 
 def test_conv_plan_and_too_many_pools() -> None:
     assert conv_plan(ModelConfig(conv_layers=3, conv_filters=48), 84) == [(48, False), (48, True), (96, True)]
+    assert conv_plan(ModelConfig(conv_layers=2, conv_filters=8, conv_pools=5), 84) == [(8, True), (8, True)]
+    assert conv_plan(ModelConfig(conv_layers=2, conv_filters=8, conv_pools=0), 84) == [(8, False), (8, False)]
     assert conv_plan(ModelConfig(), 84) == []
     with pytest.raises(ValueError, match="below one"):
-        build_model(ModelConfig(conv_layers=4), TrainConfig(), n_bins=6)
+        build_model(ModelConfig(conv_layers=4, conv_pools=3), TrainConfig(), n_bins=6)
 
 
 @pytest.mark.parametrize(("conv", "bins"), [(0, 84), (2, 84), (0, 252), (3, 252)])
@@ -238,3 +257,19 @@ def test_model_and_train_do_not_import_tuner_or_tracking(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"keras_tuner", "mlflow"}
+
+
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    [
+        (ModelConfig, {"conv_layers": -1}, "conv_layers"),
+        (ModelConfig, {"conv_filters": 0}, "conv_filters"),
+        (ModelConfig, {"conv_dropout": 1.0}, "conv_dropout"),
+        (ModelConfig, {"onset_lstm_units": -2}, "onset_lstm_units"),
+        (TrainConfig, {"onset_width": 0}, "onset_width"),
+        (TrainConfig, {"onset_pos_weight": 0.0}, "onset_pos_weight"),
+    ],
+)
+def test_new_fields_are_checked(cls: type, values: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cls(**values)

@@ -220,7 +220,7 @@ def pianotx_transcribe_fn(model: str, warmup: Path) -> tuple[Callable[[Path], No
 
     def transcribe(audio: Path) -> Notes:
         features = compute_features(load_audio(audio, config.sample_rate), config)
-        return decode(transcriber.probabilities(features), config.frame_rate, transcriber.decoding)
+        return transcriber.notes(features)
 
     transcribe(warmup)
     return transcribe, time.perf_counter() - start

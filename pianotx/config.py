@@ -182,11 +182,16 @@ class BuildConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The LSTM transcriber. Defaults are exactly the seed model:
+    """The transcriber's architecture. Defaults are exactly the seed model:
     LSTM(120, dropout 0.2, recurrent dropout 0.2) -> Dense(120, relu) -> Dense(88, sigmoid).
 
     Any ``recurrent_dropout`` above 0 disables the fused cuDNN kernel on GPU and trains
     ~3.5x slower on CPU; searches should not depend on it.
+
+    Optional parts (see :mod:`pianotx.model`): a convolutional front-end before the
+    LSTMs (``conv_layers > 0``, the acoustic stack of Kelz et al. 2016 and Onsets and
+    Frames) and an onset head (``onset_head``) whose predictions, gradient stopped, feed
+    the frame LSTMs.
     """
 
     lstm_layers: int = 1
@@ -199,17 +204,53 @@ class ModelConfig:
     # non-trainable first layer; no trainable parameters). Without it the seed
     # architecture barely leaves the all-silent prior in 10 epochs on the default corpus.
     normalize_input: bool = True
+    # Convolutional front-end: 3x3 convolutions over (time, frequency), each with batch
+    # norm and ReLU. Layers 1-2 have conv_filters channels, later ones twice as many;
+    # each of the last conv_pools layers (at most all of them) max-pools frequency by 2
+    # and applies conv_dropout. Frequency x channels are then projected by
+    # Dense(conv_dense_units, relu) + conv_dropout (0 units: flattened straight into the
+    # LSTMs, which left the all-silent prior faster in short CPU runs). Time is never
+    # pooled. 0 layers: no front-end (the seed). Onsets and Frames: 3 layers, 48
+    # filters, 2 pools over 229 mel bins, 768 units.
+    conv_layers: int = 0
+    conv_filters: int = 32
+    conv_pools: int = 2
+    conv_dense_units: int = 256
+    conv_dropout: float = 0.25
+    # Onset head: its own LSTM stack (lstm_layers x onset_lstm_units, bidirectional as
+    # the frame stack; 0 units: lstm_units) -> Dense(88, sigmoid) ``onsets`` output.
+    onset_head: bool = False
+    onset_lstm_units: int = 0
 
     def __post_init__(self) -> None:
         if self.lstm_layers < 1 or self.lstm_units < 1 or self.dense_units < 0:
             raise ValueError("lstm_layers and lstm_units must be >= 1, dense_units >= 0")
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.recurrent_dropout < 1.0):
             raise ValueError("dropout and recurrent_dropout must be in [0, 1)")
+        if min(self.conv_layers, self.conv_pools, self.conv_dense_units) < 0 or self.conv_filters < 1:
+            raise ValueError("conv_layers, conv_pools and conv_dense_units must be >= 0, conv_filters >= 1")
+        if not 0.0 <= self.conv_dropout < 1.0:
+            raise ValueError("conv_dropout must be in [0, 1)")
+        if self.onset_lstm_units < 0:
+            raise ValueError("onset_lstm_units must be >= 0 (0: lstm_units)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and callbacks. Defaults follow the seed (Adam, binary cross-entropy)."""
+    """Optimisation, losses and callbacks. Defaults follow the seed (Adam, binary
+    cross-entropy). Decision thresholds for validation metrics belong to decoding
+    (:class:`pianotx.decoding.DecodingConfig`), not here.
+
+    With an onset head the loss is ``BCE(frames) + onset_loss_weight * wBCE(onsets)``,
+    where wBCE weighs the positive cells by ``onset_pos_weight`` and the onset targets are
+    widened: a note's onset marks its first ``onset_width`` frames (see
+    :func:`pianotx.loader.widen_onsets`). Single-frame targets with plain BCE barely
+    fire after short training (onset recall ~0.03). After 150 steps on a 40-score
+    rendered corpus (``benchmarks/model_family.py``), onset recall / F1 at threshold 0.5
+    were: width 2, weight 5: 0.01 / 0.02; width 3, weight 10: 0.42 / 0.19; width 3,
+    weight 20: 0.68 / 0.17; weight 50: ~0.8 / 0.13-0.15. A larger weight trades
+    precision for recall (it shifts probabilities up; raise the onset threshold with it).
+    """
 
     optimizer: str = "adam"  # "adam" or "sgd" (with momentum)
     learning_rate: float = 1.0e-3
@@ -219,15 +260,19 @@ class TrainConfig:
     early_stopping_patience: int = 4
     reduce_lr_patience: int = 2
     reduce_lr_factor: float = 0.5
-    threshold: float = 0.5  # frame decision threshold for validation P/R/F1
     steps_per_epoch: int = 0  # 0: one pass over the training split
     seed: int = 0
+    onset_width: int = 3  # frames marked per onset (1: the onset frame only)
+    onset_pos_weight: float = 10.0  # weight of positive onset cells in their BCE
+    onset_loss_weight: float = 1.0  # onset loss relative to the frame loss
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs < 1:
             raise ValueError("learning_rate, batch_size and epochs must be positive")
+        if self.onset_width < 1 or self.onset_pos_weight <= 0 or self.onset_loss_weight < 0:
+            raise ValueError("onset_width must be >= 1, onset_pos_weight > 0, onset_loss_weight >= 0")
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,7 @@ def format_table(per_piece: dict[str, dict[str, float]], mean: dict[str, float])
 
 
 def evaluate_split(
-    predict: Callable[[np.ndarray], np.ndarray],
+    predict: Callable[[np.ndarray], Any],
     manifest: Manifest,
     split: str,
     decoding: DecodingConfig | None = None,
@@ -206,8 +206,9 @@ def evaluate_split(
     """Score a model on every piece of a built dataset's split.
 
     Args:
-        predict: maps a piece's (n_frames, n_bins) features to (n_frames, 88)
-            probabilities (e.g. :func:`pianotx.windows.predict_frames` over a model).
+        predict: maps a piece's (n_frames, n_bins) features to (n_frames, 88) frame
+            probabilities, or to ``{"frames", "onsets"}`` of them (e.g.
+            :func:`pianotx.windows.predict_rolls` over a model); onsets start notes.
         manifest: a dataset built by ``pianotx data build`` (:func:`pianotx.store.load_manifest`).
         split: train, validation or test.
         decoding: how probabilities become notes.
@@ -229,7 +230,10 @@ def evaluate_split(
             frames, _, _ = arrays.piece(record)
         else:
             frames = compute_features(load_audio(record["audio"], config.sample_rate), config)
-        est = decode(predict(frames), config.frame_rate, decoding or DecodingConfig())
+        rolls = predict(frames)
+        if not isinstance(rolls, dict):
+            rolls = {"frames": rolls}
+        est = decode(rolls["frames"], config.frame_rate, decoding or DecodingConfig(), onset_probs=rolls.get("onsets"))
         per_piece[record["name"]] = evaluate_piece(arrays.notes(record["name"]), est)
     return per_piece, (mean_scores(list(per_piece.values())) if per_piece else {})
 

@@ -11,33 +11,78 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pianotx.store import SplitArrays, load_manifest
+from pianotx.store import Manifest, SplitArrays, load_manifest
+
+Targets = np.ndarray | dict[str, np.ndarray]
+
+
+def widen_onsets(onsets: np.ndarray, width: int) -> np.ndarray:
+    """Mark each onset's first ``width`` frames, so short training can find them.
+
+    Cell ``t`` of a key is on when any of cells ``t - width + 1 .. t`` is an onset, so the
+    rising edge stays at the true onset frame. Widening stays inside the array: an onset
+    in a chunk's last frames does not spill into the next chunk.
+
+    Args:
+        onsets: (..., time, 88) uint8 (or bool) onset roll, 1 at each note's first frame.
+        width: frames marked per onset, >= 1 (1 returns a copy).
+
+    Returns:
+        (..., time, 88) array of the same dtype.
+    """
+    if width < 1:
+        raise ValueError(f"onset width must be >= 1, got {width}")
+    out = np.array(onsets, copy=True)
+    for shift in range(1, min(width, onsets.shape[-2])):
+        out[..., shift:, :] |= onsets[..., :-shift, :]
+    return out
 
 
 class ChunkDataset(keras.utils.PyDataset):
     """Shuffled batches ``(x, y)`` from a split's memory-mapped shards.
 
-    x: (batch, chunk_frames, n_bins) float32 features; y: (batch, chunk_frames, 88)
-    float32 frame labels. Each epoch visits every chunk once in a new seeded order
-    (``shuffle=False``: split order). Only the chunks of the current batch are read.
+    x: (batch, chunk_frames, n_bins) float32 features. y: (batch, chunk_frames, 88)
+    float32 frame labels (1 = key sounding), or with ``onsets`` the dict
+    ``{"frames": ..., "onsets": ...}`` whose onsets (same shape, float32) are the note
+    onsets widened by :func:`widen_onsets` (for a model with an onset head). Each epoch
+    visits every chunk once in a new seeded order (``shuffle=False``: split order). Only
+    the chunks of the current batch are read.
+
+    Args:
+        dataset_dir: a built dataset (see :mod:`pianotx.build`).
+        split: ``train``, ``validation`` or ``test``.
+        batch_size: chunks per batch (the last batch may be smaller).
+        shuffle: new seeded order every epoch.
+        seed: shuffling seed.
+        limit_batches: serve at most this many batches per epoch (0: all).
+        workers: PyDataset worker threads.
+        onsets: yield the dict with onset targets as well.
+        onset_width: frames marked per onset (``TrainConfig.onset_width``).
     """
 
     def __init__(
         self,
-        dataset_dir: str | Path,
+        dataset_dir: str | Path | Manifest,
         split: str,
         batch_size: int,
         shuffle: bool = True,
         seed: int = 0,
         limit_batches: int = 0,
         workers: int = 1,
+        onsets: bool = False,
+        onset_width: int = 1,
     ):
         super().__init__(workers=workers, use_multiprocessing=False)
-        self.arrays = SplitArrays(load_manifest(dataset_dir), split)
+        if onset_width < 1:
+            raise ValueError(f"onset_width must be >= 1, got {onset_width}")
+        manifest = dataset_dir if isinstance(dataset_dir, Manifest) else load_manifest(dataset_dir)
+        self.arrays = SplitArrays(manifest, split)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rng = np.random.default_rng(seed)
         self.limit_batches = limit_batches
+        self.onsets = onsets
+        self.onset_width = onset_width
         self.order = np.arange(self.arrays.n_chunks)
         self.on_epoch_end()
 
@@ -45,10 +90,13 @@ class ChunkDataset(keras.utils.PyDataset):
         n = math.ceil(self.arrays.n_chunks / self.batch_size)
         return min(n, self.limit_batches) if self.limit_batches else n
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Targets]:
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        features, frames, _ = self.arrays.get(idx)
-        return features, frames.astype(np.float32)
+        features, frames, onsets = self.arrays.get(idx)
+        if not self.onsets:
+            return features, frames.astype(np.float32)
+        wide = widen_onsets(onsets, self.onset_width).astype(np.float32)
+        return features, {"frames": frames.astype(np.float32), "onsets": wide}
 
     def on_epoch_end(self) -> None:
         if self.shuffle:

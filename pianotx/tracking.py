@@ -343,6 +343,8 @@ def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
     import mlflow.keras
     from mlflow.models import Model
 
+    import pianotx.model  # noqa: F401 - registers pianotx's layers and losses for loading
+
     if not store.exists and uri.startswith(("models:/", "runs:/")):  # reading creates nothing
         raise TrackingError(f"model {uri} not found in {store.tracking_uri} (registered models: none)")
     connect(store)

@@ -1,13 +1,17 @@
-"""Training: frame metrics, the standard callbacks, ``fit`` and ``train``.
+"""Training: frame and onset metrics, the standard callbacks, ``fit`` and ``train``.
 
 Data contract: a batch is ``(x, y)`` with ``x`` (batch, time, n_bins) float32 features and
-``y`` (batch, time, 88) float32 or uint8 frame labels (1 = key sounding). Training and
-validation data are a ``keras.utils.PyDataset`` (or ``tf.data.Dataset``) yielding such
-batches, or an ``(x, y)`` pair of whole arrays that is batched by ``TrainConfig.batch_size``.
+``y`` either (batch, time, 88) float32 or uint8 frame labels (1 = key sounding), for a
+frame-only model, or ``{"frames": ..., "onsets": ...}`` of that shape for a model with an
+onset head (onsets 1 on each note's first ``TrainConfig.onset_width`` frames; see
+:class:`pianotx.loader.ChunkDataset`). Training and validation data are a
+``keras.utils.PyDataset`` (or ``tf.data.Dataset``) yielding such batches, or an
+``(x, y)`` pair of whole arrays that is batched by ``TrainConfig.batch_size``.
 
 Hyperparameter search and experiment tracking plug in from outside through callbacks
-(which see ``val_precision``, ``val_recall`` and ``val_f1`` in ``logs``) and through the
-returned history: this module imports neither keras_tuner nor mlflow.
+(which see ``val_precision``, ``val_recall``, ``val_f1`` and, with onsets,
+``val_onset_precision``, ``val_onset_recall``, ``val_onset_f1`` in ``logs``) and through
+the returned history: this module imports neither keras_tuner nor mlflow.
 """
 
 from __future__ import annotations
@@ -16,17 +20,25 @@ import gc
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import keras
 import numpy as np
 
 from pianotx.config import ModelConfig, TrainConfig
-from pianotx.model import build_model
+from pianotx.decoding import DecodingConfig
+from pianotx.evaluate import prf
+from pianotx.model import build_model, has_onset_head, output_heads
 
-Batch = tuple[np.ndarray, np.ndarray]
+Targets = np.ndarray | dict[str, np.ndarray]
+Batch = tuple[np.ndarray, Targets]
 # A PyDataset or tf.data.Dataset of batches, any iterable of batches, or whole (x, y) arrays.
-Data = keras.utils.PyDataset | Iterable[Batch] | Batch
+Data: TypeAlias = keras.utils.PyDataset | Iterable[Batch] | Batch
+Counts = tuple[int, int, int]  # true positives, false positives, false negatives
+
+# Onsets within this many frames of a true onset count as hits (1 frame = 32 ms at the
+# default 31.25 frames/s, the nearest grid to mir_eval's 50 ms onset tolerance).
+ONSET_TOLERANCE = 1
 
 
 class TrainingDiverged(RuntimeError):
@@ -47,7 +59,7 @@ class TrainingDiverged(RuntimeError):
         self.history = history
 
 
-def frame_counts(probs: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int]:
+def frame_counts(probs: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> Counts:
     """Count frame-level true positives, false positives and false negatives.
 
     Args:
@@ -67,12 +79,58 @@ def frame_counts(probs: np.ndarray, targets: np.ndarray, threshold: float = 0.5)
     return tp, int(np.count_nonzero(predicted)) - tp, int(np.count_nonzero(actual)) - tp
 
 
-def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    """Precision, recall and F1 from counts; each is 0.0 where its denominator is 0."""
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return precision, recall, f1
+def rising_edges(active: np.ndarray) -> np.ndarray:
+    """Cells where a key turns on: (..., time, 88) bool -> same, ``active[t] & ~active[t-1]``.
+
+    The frame before the first counts as off.
+    """
+    before = np.zeros_like(active)
+    before[..., 1:, :] = active[..., :-1, :]
+    return active & ~before
+
+
+def _shift_time(a: np.ndarray, d: int) -> np.ndarray:
+    """``out[..., t, :] = a[..., t + d, :]``, False outside the array."""
+    out = np.zeros_like(a)
+    n = a.shape[-2]
+    if d >= 0:
+        out[..., : n - d, :] = a[..., d:, :]
+    else:
+        out[..., -d:, :] = a[..., : n + d, :]
+    return out
+
+
+def onset_counts(
+    probs: np.ndarray, targets: np.ndarray, threshold: float = 0.5, tolerance: int = ONSET_TOLERANCE
+) -> Counts:
+    """Count onset events matched one-to-one within ``tolerance`` frames, per key.
+
+    A predicted onset is a rising edge of ``probs >= threshold`` (as decoding starts a
+    note); a true onset is a rising edge of ``targets >= 0.5``, so widened targets count
+    once, at their first frame. Pairs are matched greedily by time distance (0, then
+    early by 1, late by 1, early by 2, ...); each event is used at most once.
+
+    Args:
+        probs: (..., time, 88) onset probabilities.
+        targets: same shape, onset targets (plain or widened).
+        threshold: onset decision threshold.
+        tolerance: largest distance in frames between matched onsets.
+
+    Returns:
+        ``(tp, fp, fn)``: matched pairs, unmatched predictions, unmatched true onsets.
+    """
+    predicted = rising_edges(np.asarray(probs) >= threshold)
+    actual = rising_edges(np.asarray(targets) >= 0.5)
+    if predicted.shape != actual.shape:
+        raise ValueError(f"probs {predicted.shape} and targets {actual.shape} differ in shape")
+    n_predicted, n_actual = int(np.count_nonzero(predicted)), int(np.count_nonzero(actual))
+    tp = 0
+    for d in [0] + [s * k for k in range(1, tolerance + 1) for s in (-1, 1)]:
+        match = actual & _shift_time(predicted, d)  # true onset at t, prediction at t + d
+        tp += int(np.count_nonzero(match))
+        actual &= ~match
+        predicted &= ~_shift_time(match, -d)
+    return tp, n_predicted - tp, n_actual - tp
 
 
 def iter_batches(data: Data, batch_size: int = 8) -> Iterator[Batch]:
@@ -80,43 +138,72 @@ def iter_batches(data: Data, batch_size: int = 8) -> Iterator[Batch]:
 
     Args:
         data: a PyDataset (indexed ``0 .. len - 1``), an iterable of ``(x, y[, w])``
-            batches (tf.data included), or an ``(x, y)`` pair of whole 3-D arrays.
+            batches (tf.data included), or an ``(x, y)`` pair of whole 3-D arrays (``y``
+            may be a dict of them).
         batch_size: batch size used to split whole arrays.
+
+    Yields:
+        ``(x, y)`` with ``y`` an array or a dict of arrays, as served.
     """
     if _is_array_pair(data):
         x, y = data  # type: ignore[misc]
+        assert isinstance(x, np.ndarray)
         for start in range(0, len(x), batch_size):
-            yield x[start : start + batch_size], y[start : start + batch_size]
+            part = slice(start, start + batch_size)
+            yield x[part], _map_targets(y, lambda a, part=part: a[part])
         return
     if isinstance(data, keras.utils.PyDataset):
         batches: Iterable[Any] = (data[i] for i in range(len(data)))
     else:
         batches = data  # type: ignore[assignment]
     for batch in batches:
-        yield np.asarray(batch[0]), np.asarray(batch[1])
+        yield np.asarray(batch[0]), _map_targets(batch[1], np.asarray)
+
+
+def _map_targets(y: Any, fn: Any) -> Targets:
+    return {k: fn(v) for k, v in y.items()} if isinstance(y, dict) else fn(y)
 
 
 def _is_array_pair(data: Any) -> bool:
-    return isinstance(data, tuple) and len(data) == 2 and all(isinstance(a, np.ndarray) and a.ndim == 3 for a in data)
+    if not (isinstance(data, tuple) and len(data) == 2):
+        return False
+    x, y = data
+    ys = list(y.values()) if isinstance(y, dict) else [y]
+    return all(isinstance(a, np.ndarray) and a.ndim == 3 for a in [x, *ys])
 
 
-def count_frames(model: keras.Model, data: Data, threshold: float = 0.5, batch_size: int = 8) -> tuple[int, int, int]:
-    """Run ``model`` over all of ``data`` and sum :func:`frame_counts` over every batch.
+def validation_counts(
+    model: keras.Model,
+    data: Data,
+    threshold: float = DecodingConfig.threshold,
+    onset_threshold: float = DecodingConfig.onset_threshold,
+    batch_size: int = 8,
+    onset_tolerance: int = ONSET_TOLERANCE,
+) -> dict[str, Counts]:
+    """Run ``model`` over all of ``data`` and sum the counts of every batch.
 
     Returns:
-        ``(tp, fp, fn)`` over the whole split.
+        ``{"frames": (tp, fp, fn)}`` (:func:`frame_counts`), plus ``"onsets"``
+        (:func:`onset_counts`) when both the model and the data have onsets.
     """
-    tp = fp = fn = 0
+    totals: dict[str, np.ndarray] = {}
     for x, y in iter_batches(data, batch_size):
-        probs = np.asarray(model.predict_on_batch(x.astype(np.float32, copy=False)))
-        btp, bfp, bfn = frame_counts(probs, y, threshold)
-        tp, fp, fn = tp + btp, fp + bfp, fn + bfn
-    return tp, fp, fn
+        heads = output_heads(model.predict_on_batch(x.astype(np.float32, copy=False)))
+        targets = y if isinstance(y, dict) else {"frames": y}
+        batch = {"frames": frame_counts(heads["frames"], targets["frames"], threshold)}
+        if "onsets" in heads and "onsets" in targets:
+            batch["onsets"] = onset_counts(heads["onsets"], targets["onsets"], onset_threshold, onset_tolerance)
+        for key, counts in batch.items():
+            totals[key] = totals.get(key, np.zeros(3, np.int64)) + counts
+    return {key: tuple(int(v) for v in counts) for key, counts in totals.items()}  # type: ignore[misc]
 
 
 class FrameMetrics(keras.callbacks.Callback):
-    """Adds ``val_precision``, ``val_recall`` and ``val_f1`` to the logs at each epoch end.
+    """Adds validation precision, recall and F1 to the logs at each epoch end.
 
+    Keys: ``val_precision``, ``val_recall``, ``val_f1`` (frames, cell by cell) and, when
+    the model and the validation data have onsets, ``val_onset_precision``,
+    ``val_onset_recall``, ``val_onset_f1`` (onset events, see :func:`onset_counts`).
     Counts are accumulated over the whole validation split before dividing (not averaged
     over batches). Place it before any callback that reads these keys (early stopping,
     a tuner's objective, a tracking logger): callbacks run in list order on one dict.
@@ -124,26 +211,48 @@ class FrameMetrics(keras.callbacks.Callback):
 
     Args:
         validation_data: any :data:`Data` form, re-read in full at every epoch end.
-        threshold: a cell is predicted on when its probability is >= threshold.
+        threshold: a frame cell is predicted on when its probability is >= threshold
+            (default: :class:`~pianotx.decoding.DecodingConfig`'s).
         batch_size: used only when ``validation_data`` is a pair of whole arrays.
+        onset_threshold: onset decision threshold (default: DecodingConfig's).
+        onset_tolerance: frames between a predicted and a true onset that still match.
     """
 
-    def __init__(self, validation_data: Data, threshold: float = 0.5, batch_size: int = 8):
+    def __init__(
+        self,
+        validation_data: Data,
+        threshold: float = DecodingConfig.threshold,
+        batch_size: int = 8,
+        onset_threshold: float = DecodingConfig.onset_threshold,
+        onset_tolerance: int = ONSET_TOLERANCE,
+    ):
         super().__init__()
         self.validation_data = validation_data
         self.threshold = threshold
         self.batch_size = batch_size
+        self.onset_threshold = onset_threshold
+        self.onset_tolerance = onset_tolerance
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is None:
             return
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            counts = (0, 0, 0)
+            heads = ("frames", "onsets") if has_onset_head(self.model) else ("frames",)
+            counts = {key: (0, 0, 0) for key in heads}
         else:
-            counts = count_frames(self.model, self.validation_data, self.threshold, self.batch_size)
-        precision, recall, f1 = prf(*counts)
-        logs.update(val_precision=precision, val_recall=recall, val_f1=f1)
+            counts = validation_counts(
+                self.model,
+                self.validation_data,
+                self.threshold,
+                self.onset_threshold,
+                self.batch_size,
+                self.onset_tolerance,
+            )
+        for key, prefix in (("frames", "val_"), ("onsets", "val_onset_")):
+            if key in counts:
+                precision, recall, f1 = prf(*counts[key])
+                logs.update({f"{prefix}precision": precision, f"{prefix}recall": recall, f"{prefix}f1": f1})
 
 
 class _DivergenceGuard(keras.callbacks.Callback):
@@ -222,20 +331,26 @@ def fit(
     initial_epoch: int = 0,
     epochs: int | None = None,
     verbose: int | str = 2,
+    *,
+    threshold: float = DecodingConfig.threshold,
+    onset_threshold: float = DecodingConfig.onset_threshold,
 ) -> keras.callbacks.History:
     """``model.fit`` with :class:`FrameMetrics` first, then ``callbacks``.
 
     Args:
         model: a compiled model (see :func:`pianotx.model.build_model`).
         train_data: a PyDataset or tf.data.Dataset of batches, or whole ``(x, y)`` arrays.
-        val_data: the same forms; gives ``val_loss`` and ``val_precision/recall/f1``.
-        train: ``threshold``, ``steps_per_epoch`` (0: one pass over ``train_data``),
-            ``batch_size`` (whole arrays only), ``epochs``.
+        val_data: the same forms; gives ``val_loss`` and ``val_precision/recall/f1``
+            (and ``val_onset_precision/recall/f1`` with onsets, see :class:`FrameMetrics`).
+        train: ``steps_per_epoch`` (0: one pass over ``train_data``), ``batch_size``
+            (whole arrays only), ``epochs``.
         callbacks: run after FrameMetrics, in order (e.g. :func:`standard_callbacks`).
         initial_epoch: first epoch to run, 0-based (Hyperband's ``tuner/initial_epoch``).
         epochs: epoch to stop after, as in ``keras.Model.fit`` (Hyperband's
             ``tuner/epochs``); ``None`` means ``train.epochs``.
         verbose: Keras verbosity (2: one line per epoch).
+        threshold: frame decision threshold of the validation metrics.
+        onset_threshold: onset decision threshold of the validation metrics.
 
     Returns:
         The Keras History; ``history.history`` maps each log key to per-epoch values.
@@ -245,7 +360,7 @@ def fit(
             at that batch; the exception carries where and the history so far).
     """
     guard = _DivergenceGuard()
-    metrics = FrameMetrics(val_data, train.threshold, train.batch_size)
+    metrics = FrameMetrics(val_data, threshold, train.batch_size, onset_threshold)
     x, y = train_data if _is_array_pair(train_data) else (train_data, None)
     history = model.fit(
         x,
@@ -277,6 +392,9 @@ def train(
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     n_bins: int = 84,
     verbose: int | str = 2,
+    *,
+    threshold: float = DecodingConfig.threshold,
+    onset_threshold: float = DecodingConfig.onset_threshold,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Seed the RNGs, build the model and fit it with the standard callbacks.
 
@@ -289,6 +407,8 @@ def train(
         extra_callbacks: run after the standard ones.
         n_bins: feature bins per frame.
         verbose: Keras verbosity.
+        threshold: frame decision threshold of the validation metrics.
+        onset_threshold: onset decision threshold of the validation metrics.
 
     Returns:
         ``(model, history)``: the model with the best epoch's weights restored, and
@@ -300,7 +420,16 @@ def train(
     keras.utils.set_random_seed(train_cfg.seed)
     model = build_model(model_cfg, train_cfg, n_bins=n_bins)
     callbacks = [*standard_callbacks(train_cfg, checkpoint_path), *extra_callbacks]
-    history = fit(model, train_data, val_data, train_cfg, callbacks, verbose=verbose)
+    history = fit(
+        model,
+        train_data,
+        val_data,
+        train_cfg,
+        callbacks,
+        verbose=verbose,
+        threshold=threshold,
+        onset_threshold=onset_threshold,
+    )
     return model, history_dict(history)
 
 

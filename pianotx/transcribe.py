@@ -28,8 +28,8 @@ from pianotx.errors import PianotxError
 from pianotx.features import compute_features
 from pianotx.files import OutputError, atomic_path, write_json_atomic
 from pianotx.locations import resolve_store
-from pianotx.midi import write_midi
-from pianotx.windows import predict_frames
+from pianotx.midi import Notes, write_midi
+from pianotx.windows import predict_rolls
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_MODEL = BUNDLED_DIR / "piano.keras"
@@ -66,9 +66,16 @@ class Transcriber:
     source: str
     context: int = DEFAULT_CONTEXT
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """(n_frames, n_bins) features -> (n_frames, 88) frame probabilities."""
-        return predict_frames(self.model.predict_on_batch, features, context=self.context)
+    def probabilities(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """(n_frames, n_bins) features -> ``{"frames": (n_frames, 88)[, "onsets": ...]}``
+        probabilities (onsets when the model has an onset head)."""
+        return predict_rolls(self.model.predict_on_batch, features, context=self.context)
+
+    def notes(self, features: np.ndarray) -> Notes:
+        """(n_frames, n_bins) features -> notes, decoded with this model's settings
+        (onsets start notes when the model has them)."""
+        rolls = self.probabilities(features)
+        return decode(rolls["frames"], self.features.frame_rate, self.decoding, onset_probs=rolls.get("onsets"))
 
     def with_decoding(self, **changes: Any) -> Transcriber:
         """The same model with some decoding settings replaced (``None`` values ignored).
@@ -115,6 +122,8 @@ def load_local(path: str | Path) -> Transcriber:
         raise ModelError(f"{meta_path}: not a pianotx model description ({exc})") from exc
     if not zipfile.is_zipfile(path):
         raise ModelError(f"{path}: not a Keras model file (a .keras file is a zip archive)")
+    import pianotx.model  # noqa: F401 - registers pianotx's layers and losses for loading
+
     try:
         model = keras.models.load_model(path, compile=False)
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
@@ -248,7 +257,7 @@ def transcribe_file(transcriber: Transcriber, audio: Path, out_dir: Path | None)
     try:
         samples = load_audio(audio, transcriber.features.sample_rate)
         features = compute_features(samples, transcriber.features)
-        notes = decode(transcriber.probabilities(features), transcriber.features.frame_rate, transcriber.decoding)
+        notes = transcriber.notes(features)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_midi(notes, target)
     except AudioError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -118,33 +119,34 @@ def stitch(
     return roll
 
 
-def predict_frames(
-    predict_batch: Callable[[np.ndarray], np.ndarray],
+def predict_rolls(
+    predict_batch: Callable[[np.ndarray], Any],
     features: np.ndarray,
     window: int = 2048,
     context: int = 512,
     batch_size: int = 8,
-) -> np.ndarray:
-    """Frame probabilities of a whole piece, computed window by window.
+) -> dict[str, np.ndarray]:
+    """Every output roll of a model over a whole piece, computed window by window.
 
     Working memory is bounded by ``batch_size`` windows whatever the piece's length.
 
     Args:
-        predict_batch: maps (batch, frames, n_bins) float32 to (batch, frames, 88),
-            e.g. a Keras model's ``predict_on_batch``.
+        predict_batch: maps (batch, frames, n_bins) float32 to (batch, frames, 88), or
+            to a dict of such arrays (``{"frames", "onsets"}`` of a model with an onset
+            head), e.g. a Keras model's ``predict_on_batch``.
         features: (n_frames, n_bins) float32.
         window: output frames kept per window.
-        context: warm-up frames computed and discarded on each side of a window. The
-            default is the training chunk length: a bidirectional model trained on
-            512-frame chunks draws on up to that much context either way (measured: with
-            256 a bundled model's outputs moved by up to 0.2 on real music).
+        context: warm-up frames computed and discarded on each side of a window: the
+            model's training chunk length, since a bidirectional model trained on such
+            chunks draws on up to that much context either way (measured: with 256 a
+            bundled model's outputs moved by up to 0.2 on real music).
         batch_size: windows per call of ``predict_batch``.
 
     Returns:
-        (n_frames, 88) float32 probabilities.
+        ``{"frames": (n_frames, 88) float32[, "onsets": ...]}`` probabilities.
     """
     windows = plan_windows(len(features), window, context)
-    outputs: list[np.ndarray | None] = [None] * len(windows)
+    outputs: list[dict[str, np.ndarray]] = [{} for _ in windows]
     # Only windows of one length share a batch: padding a shorter one would feed a
     # bidirectional model's backward pass frames that do not exist (0.55 off at the end).
     by_length: dict[int, list[int]] = {}
@@ -153,7 +155,26 @@ def predict_frames(
     for indices in by_length.values():
         for k in range(0, len(indices), batch_size):
             group = indices[k : k + batch_size]
-            batch = np.asarray(predict_batch(batch_windows(features, [windows[i] for i in group])))
-            for i, out in zip(group, batch):
-                outputs[i] = out
-    return stitch(windows, [out for out in outputs if out is not None], len(features))
+            heads = _heads(predict_batch(batch_windows(features, [windows[i] for i in group])))
+            for j, i in enumerate(group):
+                outputs[i] = {name: batch[j] for name, batch in heads.items()}
+    names = list(outputs[0]) if outputs else ["frames"]
+    return {name: stitch(windows, [out[name] for out in outputs], len(features)) for name in names}
+
+
+def _heads(outputs: Any) -> dict[str, np.ndarray]:
+    """A batch's outputs as ``{name: (batch, frames, 88) array}``."""
+    if isinstance(outputs, dict):
+        return {name: np.asarray(value) for name, value in outputs.items()}
+    return {"frames": np.asarray(outputs)}
+
+
+def predict_frames(
+    predict_batch: Callable[[np.ndarray], Any],
+    features: np.ndarray,
+    window: int = 2048,
+    context: int = 512,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """The frame probabilities of :func:`predict_rolls`: (n_frames, 88) float32."""
+    return predict_rolls(predict_batch, features, window, context, batch_size)["frames"]

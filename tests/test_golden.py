@@ -39,7 +39,7 @@ def test_bundled_model_golden_notes(tmp_path):
     audio = _render(tmp_path)
     model = load_local(BUNDLED_MODEL)
     features = compute_features(audio, model.features)
-    est = decode(model.probabilities(features), model.features.frame_rate, model.decoding)
+    est = model.notes(features)
     rate = model.features.frame_rate
     got = [
         (round(a * rate), round(b * rate), int(p), int(v))

@@ -1,4 +1,4 @@
-"""Tests for pianotx.train: frame metrics by hand, callbacks, fit, divergence, checkpoints."""
+"""Tests for pianotx.train: frame and onset metrics by hand, callbacks, fit, divergence, checkpoints."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ import numpy as np
 import pytest
 
 from pianotx.config import ModelConfig, TrainConfig
+from pianotx.decoding import DecodingConfig
+from pianotx.loader import widen_onsets
 from pianotx.model import build_model
 from pianotx.train import (
     FrameMetrics,
     TrainingDiverged,
     fit,
     frame_counts,
+    onset_counts,
     prf,
     release_memory,
+    rising_edges,
     standard_callbacks,
     train,
 )
@@ -90,6 +94,133 @@ def test_frame_metrics_accumulate_counts_over_all_batches() -> None:
     diverged = {"loss": float("nan")}
     callback.on_epoch_end(1, diverged)
     assert diverged["val_f1"] == 0.0
+
+
+def test_rising_edges() -> None:
+    active = np.array([[1, 1, 0, 1], [0, 1, 0, 1], [1, 1, 1, 0]], bool)  # (time 3, keys 4)
+    expected = np.array([[1, 1, 0, 1], [0, 0, 0, 0], [1, 0, 1, 0]], bool)
+    np.testing.assert_array_equal(rising_edges(active), expected)
+
+
+def onset_example() -> tuple[np.ndarray, np.ndarray]:
+    """Four keys over 8 frames (only keys 0-3 used; the rest silent).
+
+    key 0: predicted onsets at 1 and 5, true (widened) onset at 2.
+    key 1: true onset at 6, nothing predicted.
+    key 2: predicted at 0, true at 3 (3 frames apart).
+    key 3: true onsets at 2 and 4, one prediction at 3 between them.
+    """
+    probs = np.zeros((8, 88), np.float32)
+    targets = np.zeros((8, 88), np.uint8)
+    probs[:, 0] = [0.1, 0.6, 0.7, 0.2, 0.2, 0.9, 0.1, 0.1]
+    targets[2:4, 0] = 1
+    targets[6:8, 1] = 1
+    probs[0, 2], targets[3, 2] = 0.8, 1
+    probs[3, 3] = 0.9
+    targets[[2, 4], 3] = 1
+    return probs, targets
+
+
+def test_onset_counts_by_hand() -> None:
+    probs, targets = onset_example()
+    # Tolerance 1: key 0 one hit (1 vs 2) and one false alarm (5); key 1 one miss; key 2 a
+    # false alarm and a miss; key 3 one hit (3 vs 2 or 4) and one miss, never two hits.
+    # Tolerance 3 also pairs key 2's onsets (0 vs 3).
+    assert onset_counts(probs, targets, 0.5, 1) == (2, 2, 3)
+    assert onset_counts(probs, targets, 0.5, 0) == (0, 4, 5)
+    assert onset_counts(probs, targets, 0.5, 3) == (3, 1, 2)
+    assert onset_counts(probs, targets, 0.65, 0) == (1, 3, 4)  # key 0 now rises at 2
+    assert onset_counts(probs[None], targets[None], 0.5, 1) == (2, 2, 3)  # batch axis
+    with pytest.raises(ValueError):
+        onset_counts(probs, targets[:, :4])
+
+
+def identity_heads() -> keras.Model:
+    """(batch, time, 176) -> {"frames": x[..., :88], "onsets": x[..., 88:]}, exactly."""
+    inputs = keras.Input((None, 176))
+    eye, zero = np.eye(88, dtype=np.float32), np.zeros((88, 88), np.float32)
+    frames = keras.layers.Dense(88, use_bias=False, name="frames")
+    onsets = keras.layers.Dense(88, use_bias=False, name="onsets")
+    model = keras.Model(inputs, {"frames": frames(inputs), "onsets": onsets(inputs)})
+    frames.set_weights([np.concatenate([eye, zero])])
+    onsets.set_weights([np.concatenate([zero, eye])])
+    return model
+
+
+def test_frame_metrics_add_onset_metrics_from_counts() -> None:
+    probs, targets = onset_example()
+    x1 = np.zeros((1, 8, 176), np.float32)
+    x1[0, :, 88:] = probs
+    frames1 = np.zeros((1, 8, 88), np.float32)
+    x1[0, 0, 0] = frames1[0, 0, 0] = 1  # one frame hit
+    x2, frames2, onsets2 = np.zeros((1, 4, 176), np.float32), np.zeros((1, 4, 88), np.float32), np.zeros((1, 4, 88))
+    x2[0, 1, 88 + 9] = onsets2[0, 1, 9] = 1.0  # one onset hit
+    frames2[0, 2, 4] = 1  # one frame miss
+    data = ArrayBatches(
+        [(x1, {"frames": frames1, "onsets": targets[None]}), (x2, {"frames": frames2, "onsets": onsets2})]
+    )
+    callback = FrameMetrics(data, onset_tolerance=1)
+    callback.set_model(identity_heads())
+    logs: dict[str, float] = {"loss": 0.3}
+    callback.on_epoch_end(0, logs)
+    # Frames: tp 1, fp 0, fn 1. Onsets: (2, 2, 3) + (1, 0, 0) = (3, 2, 3).
+    assert (logs["val_precision"], logs["val_recall"]) == (1.0, 0.5)
+    assert logs["val_onset_precision"] == pytest.approx(3 / 5)
+    assert logs["val_onset_recall"] == pytest.approx(3 / 6)
+    assert logs["val_onset_f1"] == pytest.approx(6 / 11)
+    frames_only = FrameMetrics(ArrayBatches([(x1, frames1)]))  # no onset targets: no onset keys
+    frames_only.set_model(identity_heads())
+    plain: dict[str, float] = {}
+    frames_only.on_epoch_end(0, plain)
+    assert set(plain) == {"val_precision", "val_recall", "val_f1"}
+    diverged = {"loss": float("inf")}
+    callback.on_epoch_end(1, diverged)
+    assert diverged["val_onset_f1"] == 0.0 and diverged["val_f1"] == 0.0
+
+
+def test_thresholds_default_to_decoding_config() -> None:
+    metrics = FrameMetrics(toy_split(1, 0))
+    assert (metrics.threshold, metrics.onset_threshold) == (
+        DecodingConfig().threshold,
+        DecodingConfig().onset_threshold,
+    )
+    assert "threshold" not in {f for f in TrainConfig.__dataclass_fields__}
+
+
+VARIANTS = {
+    "seed": (ModelConfig(lstm_units=8, dense_units=8), 84),
+    "conv": (ModelConfig(lstm_units=8, dense_units=8, conv_layers=3, conv_filters=4, conv_dense_units=16), 84),
+    "onsets": (ModelConfig(lstm_units=8, dense_units=0, onset_head=True, onset_lstm_units=6), 84),
+    "conv+onsets, 36 bins per octave": (
+        ModelConfig(
+            lstm_units=8, bidirectional=True, conv_layers=2, conv_filters=4, conv_dense_units=16, onset_head=True
+        ),
+        252,
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_two_step_fit_on_random_arrays(variant: str) -> None:
+    config, bins = VARIANTS[variant]
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 24, bins), dtype=np.float32)
+    frames = (rng.random((16, 24, 88)) > 0.8).astype(np.float32)
+    onsets = widen_onsets((rng.random((16, 24, 88)) > 0.95).astype(np.uint8), 2).astype(np.float32)
+    y = {"frames": frames, "onsets": onsets} if config.onset_head else frames
+    train_cfg = TrainConfig(batch_size=8, epochs=1)
+    model = build_model(config, train_cfg, n_bins=bins)
+    history = fit(model, (x, y), (x[:4], _first(y, 4)), train_cfg, [], verbose=0).history
+    assert int(model.optimizer.iterations) == 2
+    assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
+    assert ("val_onset_f1" in history) == config.onset_head
+    if config.onset_head:
+        assert {"frames_loss", "onsets_loss"} <= set(history)
+
+
+def _first(y: np.ndarray | dict[str, np.ndarray], n: int) -> np.ndarray | dict[str, np.ndarray]:
+    return {k: v[:n] for k, v in y.items()} if isinstance(y, dict) else y[:n]
 
 
 def test_standard_callbacks(tmp_path: Path) -> None:

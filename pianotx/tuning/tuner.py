@@ -31,9 +31,13 @@ from pianotx.store import Manifest, SplitArrays
 from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker, best_effort
 from pianotx.train import TrainingDiverged, fit, release_memory, standard_callbacks
 from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
-from pianotx.windows import predict_frames
+from pianotx.windows import predict_rolls
 
-EPOCH_KEYS = ("loss", "val_loss", "val_precision", "val_recall", "val_f1")
+EPOCH_KEYS = (
+    "loss", "val_loss", "val_precision", "val_recall", "val_f1",
+    "frames_loss", "onsets_loss", "val_frames_loss", "val_onsets_loss",
+    "val_onset_precision", "val_onset_recall", "val_onset_f1",
+)  # fmt: skip
 FIGURE_SECONDS = 12.0
 
 
@@ -111,12 +115,32 @@ class PianoHyperModel(kt.HyperModel):
         initial_epoch: int = 0,
         verbose: int = 2,
     ) -> keras.callbacks.History:
-        _, train_cfg = trial_configs(hp)
+        model_cfg, train_cfg = trial_configs(hp)
+        onsets, width = model_cfg.onset_head, train_cfg.onset_width
         train_data = ChunkDataset(
-            dataset_dir, "train", train_cfg.batch_size, seed=train_cfg.seed, limit_batches=train_cfg.steps_per_epoch
+            self.manifest,
+            "train",
+            train_cfg.batch_size,
+            seed=train_cfg.seed,
+            limit_batches=train_cfg.steps_per_epoch,
+            onsets=onsets,
+            onset_width=width,
         )
-        val_data = ChunkDataset(dataset_dir, "validation", train_cfg.batch_size, shuffle=False)
-        return fit(model, train_data, val_data, train_cfg, callbacks, initial_epoch, epochs, verbose)
+        val_data = ChunkDataset(
+            self.manifest, "validation", train_cfg.batch_size, shuffle=False, onsets=onsets, onset_width=width
+        )
+        return fit(
+            model,
+            train_data,
+            val_data,
+            train_cfg,
+            callbacks,
+            initial_epoch,
+            epochs,
+            verbose,
+            threshold=self.decoding.threshold,
+            onset_threshold=self.decoding.onset_threshold,
+        )
 
 
 if TYPE_CHECKING:  # the mixin is only ever combined with a Keras Tuner tuner
@@ -208,8 +232,8 @@ class TrackedTrials(_TunerBase):
         features = self.manifest.features
         context = self.manifest.chunk_frames
 
-        def predict(x: np.ndarray) -> np.ndarray:
-            return predict_frames(model.predict_on_batch, x, context=context)
+        def predict(x: np.ndarray) -> dict[str, np.ndarray]:
+            return predict_rolls(model.predict_on_batch, x, context=context)
 
         _, mean = evaluate_split(predict, self.manifest, "validation", self.decoding, self.note_eval_pieces)
         self.tracker.log_metrics(run_id, {f"val_{k}": v for k, v in mean.items()})
@@ -218,7 +242,7 @@ class TrackedTrials(_TunerBase):
             x, frames, _ = SplitArrays(self.manifest, "validation").piece(pieces[0])
             n = int(FIGURE_SECONDS * features.frame_rate)
             title = f"trial {trial.trial_id}: {pieces[0]['name']}"
-            figure = piano_roll_figure(predict(x[:n]), frames[:n], features.frame_rate, title)
+            figure = piano_roll_figure(predict(x[:n])["frames"], frames[:n], features.frame_rate, title)
             self.tracker.log_figure(run_id, figure, "piano_roll.png")
         example = np.zeros((1, 32, features.n_bins), np.float32)
         metadata = model_metadata(

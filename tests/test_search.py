@@ -265,3 +265,24 @@ def test_note_f1_objective_is_scored_at_the_end_of_each_trial(tiny_dataset, tmp_
     client = connect(store)
     runs = client.search_runs([client.get_experiment_by_name("notes").experiment_id], "tags.`pianotx.trial_id` != ''")
     assert result.best_value == max(r.data.metrics["val_note_f1"] for r in runs)
+
+
+@pytest.mark.slow
+def test_a_conv_and_onset_model_is_searched_logged_and_transcribes(tiny_dataset, tmp_path):
+    from pianotx.transcribe import load_transcriber
+    from pianotx.tuning.search import run_search
+
+    text = (
+        "name: onset\ntuner: {type: random, max_trials: 1, seed: 0}\nnote_eval_pieces: 2\n"
+        "fixed: {epochs: 2, lstm_units: 8, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4,"
+        " onset_head: true, conv_layers: 1, conv_filters: 4, conv_dense_units: 16}\n"
+    )
+    store, space = _search(tmp_path, "onset", text)
+    result = run_search(space, tiny_dataset, store, "piano", verbose=0)
+    run = connect(store).get_run(result.best_run_id)
+    for key in ("val_onset_f1", "onsets_loss", "val_frames_loss"):
+        assert key in run.data.metrics
+    transcriber = load_transcriber("models:/piano/Production", store.tracking_uri)
+    rolls = transcriber.probabilities(np.zeros((100, 84), np.float32))
+    assert sorted(rolls) == ["frames", "onsets"] and rolls["onsets"].shape == (100, 88)
+    assert transcriber.context == 64  # the dataset's chunk length travels with the model

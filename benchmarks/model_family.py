@@ -67,9 +67,9 @@ def score(model: Any, data: Path) -> dict[str, float]:
     import numpy as np
 
     from pianotx.decoding import DecodingConfig
+    from pianotx.evaluate import prf
     from pianotx.loader import ChunkDataset
     from pianotx.model import output_heads
-    from pianotx.evaluate import prf
     from pianotx.train import frame_counts, onset_counts
 
     decoding = DecodingConfig()

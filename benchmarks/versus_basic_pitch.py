@@ -210,7 +210,6 @@ def system_name(model: str) -> str:
 def pianotx_transcribe_fn(model: str, warmup: Path) -> tuple[Callable[[Path], Notes], float]:
     """Load ``model`` and warm it up on ``warmup``; returns (audio path -> notes, start-up s)."""
     from pianotx.audio import load_audio
-    from pianotx.decoding import decode
     from pianotx.features import compute_features
     from pianotx.transcribe import load_transcriber
 

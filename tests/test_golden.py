@@ -7,7 +7,6 @@ import subprocess
 
 import soundfile as sf
 
-from pianotx.decoding import decode
 from pianotx.features import compute_features
 from pianotx.midi import Notes, write_midi
 from pianotx.transcribe import BUNDLED_MODEL, load_local

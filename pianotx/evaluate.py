@@ -15,8 +15,9 @@ reference and no estimate scores 0 everywhere). Nothing raises or warns on empty
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -220,22 +221,69 @@ def evaluate_split(
     Returns:
         (scores per piece name, mean over pieces); both empty when the split has none.
     """
+    config = features or manifest.features
+    per_piece: dict[str, dict[str, float]] = {}
+    for name, rolls, ref in split_rolls(predict, manifest, split, limit, config):
+        est = decode(rolls["frames"], config.frame_rate, decoding or DecodingConfig(), onset_probs=rolls.get("onsets"))
+        per_piece[name] = evaluate_piece(ref, est)
+    return per_piece, (mean_scores(list(per_piece.values())) if per_piece else {})
+
+
+def split_rolls(
+    predict: Callable[[np.ndarray], Any], manifest: Manifest, split: str, limit: int, features: FeatureConfig
+) -> Iterator[tuple[str, dict[str, np.ndarray], Notes]]:
+    """Each piece of a split: its name, the model's rolls and its reference notes.
+
+    Features come from the dataset's shards when ``features`` is the dataset's config,
+    else from the piece's audio with ``features``.
+    """
     from pianotx.store import SplitArrays
 
     arrays = SplitArrays(manifest, split)
-    config = features or manifest.features
-    per_piece: dict[str, dict[str, float]] = {}
     for record in manifest.pieces(split)[: limit or None]:
-        if config == manifest.features:
+        if features == manifest.features:
             frames, _, _ = arrays.piece(record)
         else:
-            frames = compute_features(load_audio(record["audio"], config.sample_rate), config)
+            frames = compute_features(load_audio(record["audio"], features.sample_rate), features)
         rolls = predict(frames)
-        if not isinstance(rolls, dict):
-            rolls = {"frames": rolls}
-        est = decode(rolls["frames"], config.frame_rate, decoding or DecodingConfig(), onset_probs=rolls.get("onsets"))
-        per_piece[record["name"]] = evaluate_piece(arrays.notes(record["name"]), est)
-    return per_piece, (mean_scores(list(per_piece.values())) if per_piece else {})
+        yield record["name"], rolls if isinstance(rolls, dict) else {"frames": rolls}, arrays.notes(record["name"])
+
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)  # frame and onset thresholds tried by tune_decoding
+
+
+def tune_decoding(
+    pieces: list[tuple[dict[str, np.ndarray], Notes]], frame_rate: float, base: DecodingConfig
+) -> tuple[DecodingConfig, float]:
+    """The frame (and onset) threshold of the best mean note F1 over ``pieces``.
+
+    Args:
+        pieces: per piece, the model's rolls (``{"frames"[, "onsets"]}``) and the
+            reference notes (from :func:`split_rolls`).
+        frame_rate: frames per second.
+        base: the other decoding settings, kept.
+
+    Returns:
+        (the best config, its mean note F1); ``base`` itself wins ties, so an untuned
+        model keeps its defaults where no threshold does better.
+    """
+    onsets = all("onsets" in rolls for rolls, _ in pieces)
+    candidates = [base] + [
+        dataclasses.replace(base, threshold=t, onset_threshold=o)
+        for t in THRESHOLDS
+        for o in (THRESHOLDS if onsets else (base.onset_threshold,))
+    ]
+    best, best_f1 = base, -1.0
+    for config in candidates:
+        f1 = float(np.mean([_note_f1(rolls, ref, frame_rate, config) for rolls, ref in pieces])) if pieces else 0.0
+        if f1 > best_f1:
+            best, best_f1 = config, f1
+    return best, best_f1
+
+
+def _note_f1(rolls: dict[str, np.ndarray], ref: Notes, frame_rate: float, config: DecodingConfig) -> float:
+    est = decode(rolls["frames"], frame_rate, config, onset_probs=rolls.get("onsets"))
+    return note_scores(ref, est, offset=False)["f1"]
 
 
 def write_report(

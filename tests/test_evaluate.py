@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 
 from pianotx.evaluate import (
@@ -141,3 +142,20 @@ def test_format_table() -> None:
     assert lines[4].split()[1:] == ["100.0"] * 9
     assert lines[-1].startswith("mean (2)")
     assert len({len(line) for line in lines}) == 1  # aligned columns
+
+
+def test_tune_decoding_picks_the_threshold_of_the_best_note_f1():
+    from pianotx.config import DecodingConfig
+    from pianotx.evaluate import tune_decoding
+
+    rate = 31.25
+    frames = np.zeros((100, 88), np.float32)
+    frames[10:30, 39] = 0.35  # MIDI 60, frames 10..29: only thresholds <= 0.35 see it
+    frames[50:70, 43] = 0.9  # MIDI 64: every threshold sees it
+    ref = Notes.from_lists([(10 / rate, 30 / rate), (50 / rate, 70 / rate)], [60, 64])
+    best, f1 = tune_decoding([({"frames": frames}, ref)], rate, DecodingConfig())
+    assert (best.threshold, best.onset_threshold, f1) == (0.3, 0.5, 1.0)
+    loud = frames.copy()
+    loud[10:30, 39] = 0.9
+    best, f1 = tune_decoding([({"frames": loud}, ref)], rate, DecodingConfig())
+    assert best == DecodingConfig() and f1 == 1.0  # the defaults win ties

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import socket
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,8 @@ import keras_tuner as kt
 import numpy as np
 
 from pianotx.config import DecodingConfig, ModelConfig, TrainConfig, model_metadata, to_dict
-from pianotx.evaluate import evaluate_split
+from pianotx.decoding import decode
+from pianotx.evaluate import evaluate_piece, mean_scores, split_rolls, tune_decoding
 from pianotx.loader import ChunkDataset
 from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
@@ -235,8 +236,11 @@ class TrackedTrials(_TunerBase):
         def predict(x: np.ndarray) -> dict[str, np.ndarray]:
             return predict_rolls(model.predict_on_batch, x, context=context)
 
-        _, mean = evaluate_split(predict, self.manifest, "validation", self.decoding, self.note_eval_pieces)
+        decoding, mean = self._tune_and_score(predict)
         self.tracker.log_metrics(run_id, {f"val_{k}": v for k, v in mean.items()})
+        self.tracker.log_metrics(
+            run_id, {"tuned_threshold": decoding.threshold, "tuned_onset_threshold": decoding.onset_threshold}
+        )
         pieces = self.manifest.pieces("validation")
         if pieces:
             x, frames, _ = SplitArrays(self.manifest, "validation").piece(pieces[0])
@@ -247,7 +251,7 @@ class TrackedTrials(_TunerBase):
         example = np.zeros((1, 32, features.n_bins), np.float32)
         metadata = model_metadata(
             features,
-            self.decoding,
+            decoding,
             context,
             model=to_dict(model_cfg),
             train=to_dict(train_cfg),
@@ -255,6 +259,18 @@ class TrackedTrials(_TunerBase):
         )
         self.tracker.log_model(run_id, model, (example, model.predict_on_batch(example)), metadata)
         return mean
+
+    def _tune_and_score(self, predict: Callable[[np.ndarray], Any]) -> tuple[DecodingConfig, dict[str, float]]:
+        """Choose the decoding thresholds on the validation pieces (best mean note F1),
+        then score those pieces with them: what transcription with this model will use."""
+        features = self.manifest.features
+        pieces = list(split_rolls(predict, self.manifest, "validation", self.note_eval_pieces, features))
+        decoding, _ = tune_decoding([(rolls, ref) for _, rolls, ref in pieces], features.frame_rate, self.decoding)
+        scores = []
+        for _, rolls, ref in pieces:
+            est = decode(rolls["frames"], features.frame_rate, decoding, onset_probs=rolls.get("onsets"))
+            scores.append(evaluate_piece(ref, est))
+        return decoding, (mean_scores(scores) if scores else {})
 
 
 class TrackedRandomSearch(TrackedTrials, kt.RandomSearch):

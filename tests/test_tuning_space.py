@@ -15,9 +15,10 @@ def _spec(tmp_path, text):
 
 
 def test_shipped_spaces_parse():
-    for name in ("seed", "quick", "full"):
+    objectives = {"seed": "val_f1", "quick": "val_note_f1", "full": "val_note_f1", "bundled": "val_note_f1"}
+    for name, objective in objectives.items():
         spec = load_spec(ROOT / "search_spaces" / f"{name}.yaml")
-        assert spec.name == name and spec.objective == "val_f1" and spec.direction == "max"
+        assert spec.name == name and spec.objective == objective and spec.direction == "max"
         hp = to_hyperparameters(spec)
         assert set(hp.values) == set(spec.hyperparameters) | set(spec.fixed)
         assert {k: hp.values[k] for k in spec.fixed} == spec.fixed
@@ -144,3 +145,11 @@ def test_bad_conditions_are_refused(tmp_path, entry, message):
     )
     with pytest.raises(ConfigError, match=message):
         load_spec(_spec(tmp_path, text))
+
+
+def test_quick_space_searches_what_the_design_names():
+    spec = load_spec(ROOT / "search_spaces" / "quick.yaml")
+    assert {"lstm_units", "lstm_layers", "dropout", "learning_rate"} <= set(spec.hyperparameters)
+    assert spec.tuner == "hyperband" and spec.tuner_settings["max_epochs"] > 1  # epochs: Hyperband's budget
+    assert spec.hyperparameters["momentum"]["parent_values"] == ["sgd"]
+    assert all(spec.hyperparameters[k]["type"] == "choice" for k in ("lstm_units", "lstm_layers", "dropout"))

@@ -20,7 +20,7 @@ def test_shipped_spaces_parse():
         spec = load_spec(ROOT / "search_spaces" / f"{name}.yaml")
         assert spec.name == name and spec.objective == objective and spec.direction == "max"
         hp = to_hyperparameters(spec)
-        assert set(hp.values) == set(spec.hyperparameters) | set(spec.fixed)
+        assert {h.name for h in hp.space} == set(spec.hyperparameters) | set(spec.fixed)
         assert {k: hp.values[k] for k in spec.fixed} == spec.fixed
 
 

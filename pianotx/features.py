@@ -224,8 +224,6 @@ class _Stage:
 
     def frames(self, final: bool, out: np.ndarray, config: FeatureConfig) -> None:
         """Write the features of every frame whose samples are all there to ``out``."""
-        import scipy.fft
-
         half, hop = self.octave.n_fft // 2, self.octave.hop
         if final:
             self.buffer = np.concatenate([self.buffer, np.zeros(half, np.float32)])
@@ -239,13 +237,19 @@ class _Stage:
         for first in range(self.next_frame, stop, step):
             last = min(first + step, stop)
             rows = windows[first * hop - half - self.offset : last * hop - half - self.offset : hop]
-            spectrum = scipy.fft.rfft(rows.astype(np.float64), axis=-1).T.astype(np.complex64)
-            response = self.octave.basis.dot(spectrum)[-self.width :]
-            response /= self.octave.sqrt_lengths
-            out[first:last, self.octave.bins] = magnitude_to_features(np.abs(response).T, config)
+            out[first:last, self.octave.bins] = magnitude_to_features(self.magnitudes(rows), config)
         self.next_frame = stop
         drop = min(stop * hop - half - self.offset, len(self.buffer))  # hop > n_fft skips samples
         self.buffer, self.offset = self.buffer[drop:], self.offset + drop
+
+    def magnitudes(self, rows: np.ndarray) -> np.ndarray:
+        """(frames, n_fft) float32 windows -> (frames, width) float32 CQT magnitudes."""
+        import scipy.fft
+
+        spectrum = scipy.fft.rfft(rows.astype(np.float64), axis=-1).T.astype(np.complex64)
+        response = self.octave.basis.dot(spectrum)[-self.width :]
+        response /= self.octave.sqrt_lengths
+        return np.abs(response).T
 
 
 class _Cascade:

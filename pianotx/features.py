@@ -6,9 +6,10 @@ a model carries, so training and inference features cannot drift apart.
 The constant-Q transform is ``librosa.cqt`` (librosa 0.10-0.11 with its defaults:
 Hann-windowed wavelets, L1-normalised, sparsified at quantile 0.01, one octave at a
 time with soxr "HQ" halving between octaves, scaled by ``1 / sqrt(filter length)``),
-computed here with numpy, scipy.fft, scipy.sparse and soxr alone: the same operations
-on the same values, so the numbers are librosa's bit for bit (tests/test_features.py
-checks it) without importing librosa, numba and scipy.signal (~1.5 s per process).
+computed here with numpy, scipy.sparse and soxr alone (and scipy.fft to build the
+filters, which are then kept in pianotx's cache folder): the same operations on the
+same values, so the numbers are librosa's bit for bit (tests/test_features.py checks
+it) without importing librosa, numba and scipy.signal (~1.5 s per process).
 
 It runs as a stream: the input is pushed through the resampling cascade in chunks
 (soxr's streaming resampler gives the same samples as resampling the whole signal at
@@ -20,18 +21,23 @@ of one whole-signal transform exactly.
 from __future__ import annotations
 
 import functools
+import hashlib
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pianotx.config import FeatureConfig
+from pianotx.locations import cache_dir
 
 HANN_BANDWIDTH = 1.50018310546875  # librosa.filters.WINDOW_BANDWIDTHS["hann"], in FFT bins
 SPARSITY = 0.01  # fraction of each filter's L1 mass dropped (librosa's default)
 QUALITY = "soxr_hq"  # librosa's resampler for the octave cascade
 CHUNK_SAMPLES = 1 << 17  # input samples pushed through the cascade at a time
 FFT_BYTES = 1 << 20  # float64 frame data per FFT call
+BASES_FORMAT = 1  # part of the filter-basis cache key: raise it when their construction changes
 
 
 def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -92,16 +98,74 @@ def _plan(config: FeatureConfig) -> _Plan:
     early = _early_downsample_count(sr / 2.0, cutoff, config.hop_length, n_octaves)
     sr /= 2**early
     sqrt_lengths = np.sqrt(_wavelet_lengths(freqs, sr, alpha)[0])[:, np.newaxis]
-    octaves = []
+    specs, hops = [], []
     my_sr, hop = sr, config.hop_length // 2**early
     for i in range(n_octaves):
         if i > 0:  # FeatureConfig makes hop_length divisible by 2**(n_octaves - 1)
             my_sr, hop = my_sr / 2.0, hop // 2
         sl = slice(-n_filters, None) if i == 0 else slice(-n_filters * (i + 1), -n_filters * i)
-        basis, n_fft = _filter_fft(freqs[sl], my_sr, alpha[sl], np.sqrt(sr / my_sr))
+        specs.append((freqs[sl], my_sr, alpha[sl], np.sqrt(sr / my_sr)))
+        hops.append(hop)
+    octaves = []
+    for i, ((basis, n_fft), hop) in enumerate(zip(_bases(config, specs), hops)):
         bins = slice(max(n_bins - n_filters * (i + 1), 0), n_bins - n_filters * i)
         octaves.append(_Octave(basis, n_fft, hop, bins, sqrt_lengths[bins]))
     return _Plan(2**early, tuple(octaves))
+
+
+def _bases(config: FeatureConfig, specs: list[tuple[np.ndarray, float, np.ndarray, float]]) -> list[tuple[Any, int]]:
+    """Each octave's :func:`_filter_fft` of ``specs``, kept in pianotx's cache folder.
+
+    Building them needs scipy.fft, whose import (~0.1-0.4 s, scipy.special included) is
+    most of a short file's feature time; the cached arrays are the same numbers. A cache
+    that cannot be read or written is ignored.
+    """
+    path = _bases_path(config)
+    try:
+        return _load_bases(path, len(specs))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass
+    bases = [_filter_fft(*spec) for spec in specs]
+    try:
+        _save_bases(path, bases)
+    except OSError:
+        pass
+    return bases
+
+
+def _bases_path(config: FeatureConfig) -> Path:
+    """The cache file for ``config``'s filter bases (numpy's and scipy's versions in its key)."""
+    import scipy
+
+    key = repr((BASES_FORMAT, config, np.__version__, scipy.__version__))
+    return cache_dir() / "features" / f"cqt-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _load_bases(path: Path, n_octaves: int) -> list[tuple[Any, int]]:
+    import scipy.sparse
+
+    with np.load(path) as saved:
+        return [
+            (
+                scipy.sparse.csr_matrix(
+                    (saved[f"data{i}"], saved[f"indices{i}"], saved[f"indptr{i}"]), shape=tuple(saved[f"shape{i}"])
+                ),
+                int(saved[f"n_fft{i}"]),
+            )
+            for i in range(n_octaves)
+        ]
+
+
+def _save_bases(path: Path, bases: list[tuple[Any, int]]) -> None:
+    from pianotx.files import atomic_path
+
+    arrays: dict[str, np.ndarray] = {}
+    for i, (basis, n_fft) in enumerate(bases):
+        arrays |= {f"data{i}": basis.data, f"indices{i}": basis.indices, f"indptr{i}": basis.indptr}
+        arrays |= {f"shape{i}": np.asarray(basis.shape), f"n_fft{i}": np.asarray(n_fft)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy stubs type only allow_pickle
 
 
 def _frequencies(config: FeatureConfig) -> np.ndarray:
@@ -189,7 +253,7 @@ def _filter_fft(freqs: np.ndarray, sr: float, alpha: np.ndarray, gain: float) ->
     cumulative = np.cumsum(mag_sort / np.sum(mags, axis=1, keepdims=True), axis=1)
     threshold = mag_sort[np.arange(len(mags)), np.argmin(cumulative < SPARSITY, axis=1)]
     kept = np.where(mags >= threshold[:, np.newaxis], fft_basis, 0).astype(np.complex64)
-    kept *= gain
+    kept *= np.float64(gain)  # computed in complex128, as librosa scales its sparse matrix
     return scipy.sparse.csr_matrix(kept), n_fft
 
 
@@ -243,10 +307,11 @@ class _Stage:
         self.buffer, self.offset = self.buffer[drop:], self.offset + drop
 
     def magnitudes(self, rows: np.ndarray) -> np.ndarray:
-        """(frames, n_fft) float32 windows -> (frames, width) float32 CQT magnitudes."""
-        import scipy.fft
+        """(frames, n_fft) float32 windows -> (frames, width) float32 CQT magnitudes.
 
-        spectrum = scipy.fft.rfft(rows.astype(np.float64), axis=-1).T.astype(np.complex64)
+        numpy's double-precision FFT is scipy.fft's (librosa's FFT library) to the bit.
+        """
+        spectrum = np.fft.rfft(rows.astype(np.float64), axis=-1).T.astype(np.complex64)
         response = self.octave.basis.dot(spectrum)[-self.width :]
         response /= self.octave.sqrt_lengths
         return np.abs(response).T

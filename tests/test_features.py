@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -95,12 +96,45 @@ def test_working_memory_does_not_grow_with_the_input():
     assert peak < out_bytes + 6e6  # the result and a chunk's work (librosa.cqt of the whole signal: +30 MB)
 
 
-def test_computing_features_imports_neither_librosa_nor_numba():
+def test_computing_features_imports_neither_librosa_nor_numba(tmp_path):
     code = (
         "import sys, numpy as np; from pianotx.config import FeatureConfig; "
         "from pianotx.features import compute_features; "
         "compute_features(np.ones(16000, np.float32), FeatureConfig()); "
-        "print(sorted(m for m in ('librosa', 'numba', 'scipy.signal') if m in sys.modules))"
+        "print(sorted(m for m in ('librosa', 'numba', 'scipy.signal', 'scipy.fft') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    cold = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    warm = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert cold.stdout.strip() == "['scipy.fft']"  # the filter bases are built, then cached
+    assert warm.stdout.strip() == "[]"
+
+
+def test_filter_bases_come_from_the_cache_folder_once_built(tmp_path, monkeypatch):
+    samples = synth(melody(3, seconds=5))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    features._plan.cache_clear()
+    built = compute_features(samples, FC)
+    assert len(list((tmp_path / "cache" / "pianotx" / "features").glob("cqt-*.npz"))) == 1
+    features._plan.cache_clear()
+    monkeypatch.setattr(features, "_filter_fft", None)  # loading must not rebuild them
+    np.testing.assert_array_equal(compute_features(samples, FC), built)
+    features._plan.cache_clear()
+
+
+def test_an_unusable_cache_is_ignored(tmp_path, monkeypatch):
+    samples = synth(melody(3, seconds=5))
+    expected = compute_features(samples, FC)
+    (tmp_path / "file").write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    features._plan.cache_clear()
+    np.testing.assert_array_equal(compute_features(samples, FC), expected)
+    folder = tmp_path / "cache" / "pianotx" / "features"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    features._plan.cache_clear()
+    compute_features(samples, FC)
+    for path in folder.glob("cqt-*.npz"):
+        path.write_bytes(b"not a zip archive")
+    features._plan.cache_clear()
+    np.testing.assert_array_equal(compute_features(samples, FC), expected)
+    features._plan.cache_clear()

@@ -114,7 +114,10 @@ class _Buffer:
     """A float32 array filled block by block, allocated once when the size is known."""
 
     def __init__(self, expected: int) -> None:
-        self.data = np.empty(max(expected, 0), np.float32)
+        try:
+            self.data = np.empty(max(expected, 0), np.float32)
+        except (MemoryError, ValueError):  # a header claiming an absurd length
+            self.data = np.empty(0, np.float32)
         self.size = 0
 
     def append(self, block: np.ndarray) -> None:

@@ -106,3 +106,14 @@ def test_loading_imports_neither_librosa_nor_numba(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_output_buffer_outgrows_a_wrong_header_and_is_cut_or_padded_to_the_final_length():
+    buffer = audio._Buffer(3)  # the header said 3 samples
+    buffer.append(np.arange(4, dtype=np.float32))
+    buffer.append(np.arange(4, 6, dtype=np.float32))
+    np.testing.assert_array_equal(buffer.result(8), [0, 1, 2, 3, 4, 5, 0, 0])
+    short = audio._Buffer(10)
+    short.append(np.ones(4, np.float32))
+    np.testing.assert_array_equal(short.result(3), [1, 1, 1])
+    assert len(audio._Buffer(1 << 62).data) == 0  # an absurd header: grown as samples come

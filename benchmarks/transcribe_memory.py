@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pianotx.config import FeatureConfig
+
 RATE = 44100
 EXCERPT_SECONDS = 15
 
@@ -75,25 +77,25 @@ def old_load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
-def old_compute_features(samples: np.ndarray, config: object) -> np.ndarray:
+def old_compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """The earlier ``pianotx.features.compute_features``: ``librosa.cqt`` of the whole signal."""
     import librosa
 
     from pianotx.features import magnitude_to_features
 
     samples = np.asarray(samples, dtype=np.float32)
-    n_frames = config.n_frames(len(samples))  # type: ignore[attr-defined]
+    n_frames = config.n_frames(len(samples))
     if not np.any(samples):
-        return np.zeros((n_frames, config.n_bins), np.float32)  # type: ignore[attr-defined]
+        return np.zeros((n_frames, config.n_bins), np.float32)
     cqt = librosa.cqt(
         samples,
-        sr=config.sample_rate,  # type: ignore[attr-defined]
-        hop_length=config.hop_length,  # type: ignore[attr-defined]
-        fmin=config.fmin,  # type: ignore[attr-defined]
-        n_bins=config.n_bins,  # type: ignore[attr-defined]
-        bins_per_octave=config.bins_per_octave,  # type: ignore[attr-defined]
+        sr=config.sample_rate,
+        hop_length=config.hop_length,
+        fmin=config.fmin,
+        n_bins=config.n_bins,
+        bins_per_octave=config.bins_per_octave,
     )
-    return magnitude_to_features(np.abs(cqt).T[:n_frames], config)  # type: ignore[arg-type]
+    return magnitude_to_features(np.abs(cqt).T[:n_frames], config)
 
 
 def old_import_keras_quietly() -> None:
@@ -112,8 +114,8 @@ def child(path: str, audio: str, out_dir: str) -> None:
     from pianotx.cli import app
 
     if path == "old":
-        pianotx.transcribe.load_audio = old_load_audio  # type: ignore[assignment]
-        pianotx.transcribe.compute_features = old_compute_features  # type: ignore[assignment]
+        pianotx.transcribe.load_audio = old_load_audio
+        pianotx.transcribe.compute_features = old_compute_features
         pianotx.quiet.import_keras_quietly = old_import_keras_quietly
     args = ["transcribe", audio, "-o", out_dir, "--model", str(pianotx.transcribe.BUNDLED_MODEL)]
     app(args)

@@ -48,13 +48,11 @@ def register_bundled(store_uri: str) -> str:
     from pianotx.quiet import import_keras_quietly
 
     import_keras_quietly()
-    import keras
-
     from pianotx.tracking import SearchTracker, register
-    from pianotx.transcribe import BUNDLED_MODEL
+    from pianotx.transcribe import BUNDLED_MODEL, load_local
 
     store = resolve_store(store_uri)
-    model = keras.models.load_model(BUNDLED_MODEL, compile=False)
+    model = load_local(BUNDLED_MODEL).model
     meta = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())
     example = np.zeros((1, 8, 84), np.float32)
     tracker = SearchTracker(store, "startup-benchmark")

@@ -11,7 +11,7 @@ same store; where there is none, ``./mlruns`` is used, and created only when som
 is written (reading a store that does not exist creates nothing).
 
 The cache (``$XDG_CACHE_HOME/pianotx``, else ``~/.cache/pianotx``) holds what pianotx
-makes once per machine and never beside a user's data: built pianos, compiled code.
+makes once per machine and never beside a user's data: built pianos, the CQT's filter banks.
 """
 
 from __future__ import annotations

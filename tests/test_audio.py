@@ -1,0 +1,119 @@
+"""Audio loading: block-wise decoding and resampling give librosa.load's samples exactly."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from pianotx import audio
+from pianotx.audio import AudioError, load_audio
+
+
+def librosa_load(path, sample_rate: int) -> np.ndarray:
+    """The samples as first defined: ``librosa.load`` of the whole file."""
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return librosa.load(str(path), sr=sample_rate, mono=True)[0]
+
+
+def signal(n: int, channels: int, seed: int = 0) -> np.ndarray:
+    """(n, channels) float32: a chirp plus noise, different in each channel."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 44100
+    chirp = 0.3 * np.sin(2 * np.pi * (100 + 2000 * t) * t)
+    return np.stack([chirp + rng.normal(0, 0.05, n) for _ in range(channels)], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 22050, 8000, 16000])
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("n", [1, 2, 999, 1000, 1001, 30011])
+def test_block_wise_resampling_equals_whole_file_resampling(tmp_path, monkeypatch, rate, channels, n):
+    path = tmp_path / "x.wav"
+    sf.write(path, signal(n, channels), rate, subtype="PCM_16")
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 1000)  # blocks end inside and at the file's end
+    got = load_audio(path, 16000)
+    assert got.dtype == np.float32
+    assert len(got) == math.ceil(n * 16000 / rate)
+    np.testing.assert_array_equal(got, librosa_load(path, 16000))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype"), [("FLAC", "PCM_24"), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III"), ("WAV", "FLOAT")]
+)
+def test_other_formats_equal_librosa_load(tmp_path, monkeypatch, fmt, subtype):
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, signal(44100 * 3 + 17, 2), 44100, format=fmt, subtype=subtype)
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 4096)
+    np.testing.assert_array_equal(load_audio(path, 16000), librosa_load(path, 16000))
+
+
+def test_three_channels_are_averaged_as_librosa_does(tmp_path):
+    path = tmp_path / "x.wav"
+    sf.write(path, signal(5000, 3), 16000, subtype="FLOAT")
+    got = load_audio(path, 16000)
+    np.testing.assert_array_equal(got, librosa_load(path, 16000))
+    np.testing.assert_allclose(got, signal(5000, 3).mean(axis=1), atol=1e-7)
+
+
+def test_bad_files_raise_one_line_errors(tmp_path):
+    nan = signal(2000, 1)
+    nan[1500] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 44100, subtype="FLOAT")
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1), np.float32), 44100)
+    (tmp_path / "text.wav").write_text("not audio")
+    (tmp_path / "notes.txt").write_text("hello")
+    expected = {
+        "nan.wav": "audio contains non-finite samples",
+        "empty.wav": "audio is empty",
+        "text.wav": "cannot decode audio (no decoder recognises the file)",
+        "notes.txt": "unsupported format .txt; expected .wav, .flac, .ogg, .mp3",
+        "missing.wav": "no such file",
+    }
+    for name, message in expected.items():
+        with pytest.raises(AudioError) as caught:
+            load_audio(tmp_path / name, 16000)
+        assert str(caught.value) == message
+
+
+def test_memory_is_the_output_not_the_decoded_file(tmp_path):
+    path = tmp_path / "long.wav"
+    piece = signal(44100 * 10, 2)
+    with sf.SoundFile(str(path), "w", 44100, 2, subtype="PCM_16") as f:
+        for _ in range(12):  # 2 minutes
+            f.write(piece)
+    tracemalloc.start()
+    samples = load_audio(path, 16000)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(samples) == 16000 * 120
+    assert peak < samples.nbytes + 4e6  # whole-file decoding: + 42 MB of float32 stereo at 44.1 kHz
+
+
+def test_loading_imports_neither_librosa_nor_numba(tmp_path):
+    sf.write(tmp_path / "x.wav", signal(44100, 2), 44100)
+    code = (
+        f"import sys; from pianotx.audio import load_audio; load_audio({str(tmp_path / 'x.wav')!r}, 16000); "
+        "print(sorted(m for m in ('librosa', 'numba', 'scipy.signal') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_output_buffer_outgrows_a_wrong_header_and_is_cut_or_padded_to_the_final_length():
+    buffer = audio._Buffer(3)  # the header said 3 samples
+    buffer.append(np.arange(4, dtype=np.float32))
+    buffer.append(np.arange(4, 6, dtype=np.float32))
+    np.testing.assert_array_equal(buffer.result(8), [0, 1, 2, 3, 4, 5, 0, 0])
+    short = audio._Buffer(10)
+    short.append(np.ones(4, np.float32))
+    np.testing.assert_array_equal(short.result(3), [1, 1, 1])
+    assert len(audio._Buffer(1 << 62).data) == 0  # an absurd header: grown as samples come

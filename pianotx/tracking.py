@@ -43,11 +43,11 @@ def connect(store: Store) -> MlflowClient:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(store.tracking_uri)
     mlflow.set_registry_uri(store.tracking_uri)
-    if store.local_path is None or store.local_path.is_file():
+    if store.local_path is None:
         return MlflowClient(store.tracking_uri, store.tracking_uri)
     store.local_path.parent.mkdir(parents=True, exist_ok=True)
-    # Opening a new SQLite store creates its schema; two processes doing that at once
-    # collide ("duplicate column name"): one at a time.
+    # Opening a SQLite store creates or migrates its schema; two processes doing that at
+    # once on a new store collide ("duplicate column name"): one at a time.
     with (store.local_path.parent / ".schema.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +108,15 @@ def best_effort(action: Any, *args: Any, **kwargs: Any) -> None:
     """Run a bookkeeping call on a failure path; a failure of its own (a store that is
     locked or gone) is logged, never raised over the error being handled. Runs it could
     not close are marked KILLED when the search resumes."""
-    try:
-        action(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - the original error matters more
-        logging.getLogger(__name__).warning("could not record in MLflow: %s", exc)
+    for attempt in range(3):  # a store busy with another writer answers a moment later
+        try:
+            action(*args, **kwargs)
+            return
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            if attempt == 2:
+                logging.getLogger(__name__).warning("could not record in MLflow: %s", exc)
+            else:
+                time.sleep(0.5)
 
 
 class SearchTracker:

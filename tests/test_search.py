@@ -285,4 +285,4 @@ def test_a_conv_and_onset_model_is_searched_logged_and_transcribes(tiny_dataset,
     transcriber = load_transcriber("models:/piano/Production", store.tracking_uri)
     rolls = transcriber.probabilities(np.zeros((100, 84), np.float32))
     assert sorted(rolls) == ["frames", "onsets"] and rolls["onsets"].shape == (100, 88)
-    assert transcriber.context == 64  # the dataset's chunk length travels with the model
+    assert transcriber.context == 128  # twice the dataset's chunk length travels with the model

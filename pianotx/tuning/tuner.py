@@ -231,7 +231,9 @@ class TrackedTrials(_TunerBase):
         the mean mir_eval scores (``note_f1``, ...)."""
         model = self.load_model(trial)
         features = self.manifest.features
-        context = self.manifest.chunk_frames
+        # Twice the training chunk: a bidirectional model with an onset head drew on more
+        # than one chunk of context (with one, a windowed pass moved outputs by up to 0.02).
+        context = 2 * self.manifest.chunk_frames
 
         def predict(x: np.ndarray) -> dict[str, np.ndarray]:
             return predict_rolls(model.predict_on_batch, x, context=context)

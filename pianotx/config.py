@@ -265,6 +265,9 @@ class TrainConfig:
     onset_width: int = 3  # frames marked per onset (1: the onset frame only)
     onset_pos_weight: float = 10.0  # weight of positive onset cells in their BCE
     onset_loss_weight: float = 1.0  # onset loss relative to the frame loss
+    # TensorFlow's op determinism: two runs with one seed then train identically, at
+    # some cost in speed (some kernels have no deterministic version).
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):

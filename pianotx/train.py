@@ -417,7 +417,7 @@ def train(
     Raises:
         TrainingDiverged: see :func:`fit`.
     """
-    keras.utils.set_random_seed(train_cfg.seed)
+    seed_everything(train_cfg)
     model = build_model(model_cfg, train_cfg, n_bins=n_bins)
     callbacks = [*standard_callbacks(train_cfg, checkpoint_path), *extra_callbacks]
     history = fit(
@@ -431,6 +431,16 @@ def train(
         onset_threshold=onset_threshold,
     )
     return model, history_dict(history)
+
+
+def seed_everything(train_cfg: TrainConfig) -> None:
+    """Seed Python, numpy and the backend from ``train_cfg.seed``; with
+    ``train_cfg.deterministic``, also make TensorFlow's ops deterministic."""
+    keras.utils.set_random_seed(train_cfg.seed)
+    if train_cfg.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def release_memory() -> None:

@@ -291,3 +291,31 @@ def test_huge_learning_rate_raises_training_diverged() -> None:
     with pytest.raises(TrainingDiverged, match="diverged"):
         train(TINY, config, toy_split(4, 0), toy_split(1, 1), n_bins=88, verbose=0)
     release_memory()
+
+
+DETERMINISTIC = """
+import dataclasses, numpy as np
+from pianotx.config import ModelConfig, TrainConfig
+from pianotx.train import release_memory, train
+rng = np.random.default_rng(0)
+x = rng.random((16, 32, 84), dtype=np.float32)
+y = (rng.random((16, 32, 88)) > 0.9).astype(np.float32)
+config = TrainConfig(learning_rate=2.0e-2, batch_size=8, epochs=1, deterministic=True)
+weights = []
+for _ in range(2):
+    release_memory()
+    model, _ = train(ModelConfig(lstm_units=16, dense_units=16, dropout=0.0, recurrent_dropout=0.0), config,
+                     (x, y), (x[:4], y[:4]), verbose=0)
+    weights.append(np.concatenate([w.ravel() for w in model.get_weights()]))
+print(np.array_equal(weights[0], weights[1]))
+"""
+
+
+@pytest.mark.slow
+def test_deterministic_training_repeats_exactly():
+    import subprocess
+    import sys
+
+    # in a process of its own: TensorFlow's op determinism cannot be switched off again
+    out = subprocess.run([sys.executable, "-c", DETERMINISTIC], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "True"

@@ -30,7 +30,7 @@ from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
 from pianotx.store import Manifest, SplitArrays
 from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker, best_effort
-from pianotx.train import TrainingDiverged, fit, release_memory, standard_callbacks
+from pianotx.train import TrainingDiverged, fit, release_memory, seed_everything, standard_callbacks
 from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
 from pianotx.windows import predict_rolls
 
@@ -103,7 +103,7 @@ class PianoHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         model_cfg, train_cfg = trial_configs(hp)
-        keras.utils.set_random_seed(train_cfg.seed)
+        seed_everything(train_cfg)
         return build_model(model_cfg, train_cfg, self.manifest.features.n_bins, input_stats=self.manifest.feature_stats)
 
     def fit(

@@ -102,7 +102,12 @@ def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path)
         for key in ("loss", "val_loss", "val_precision", "val_recall", "val_f1", "learning_rate"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
         assert "val_note_f1" in run.data.metrics and "val_note_with_offset_f1" in run.data.metrics
-        assert "piano_roll.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"piano_roll.png", "excerpt"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "excerpt")) == [
+            "excerpt/original.wav",
+            "excerpt/transcription.mid",
+            "excerpt/transcription.wav",
+        ]
         assert run.data.tags["pianotx.model_uri"].startswith("models:/m-")
 
     version = client.get_model_version("piano", "1")

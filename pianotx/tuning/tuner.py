@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -248,8 +249,10 @@ class TrackedTrials(_TunerBase):
             x, frames, _ = SplitArrays(self.manifest, "validation").piece(pieces[0])
             n = int(FIGURE_SECONDS * features.frame_rate)
             title = f"trial {trial.trial_id}: {pieces[0]['name']}"
-            figure = piano_roll_figure(predict(x[:n])["frames"], frames[:n], features.frame_rate, title)
+            rolls = predict(x[:n])
+            figure = piano_roll_figure(rolls["frames"], frames[:n], features.frame_rate, title)
             self.tracker.log_figure(run_id, figure, "piano_roll.png")
+            best_effort(self._log_excerpt, run_id, pieces[0]["audio"], rolls, decoding)
         example = np.zeros((1, 32, features.n_bins), np.float32)
         metadata = model_metadata(
             features,
@@ -261,6 +264,29 @@ class TrackedTrials(_TunerBase):
         )
         self.tracker.log_model(run_id, model, (example, model.predict_on_batch(example)), metadata)
         return mean
+
+    def _log_excerpt(
+        self, run_id: str, audio_path: str, rolls: dict[str, np.ndarray], decoding: DecodingConfig
+    ) -> None:
+        """A validation excerpt a researcher can listen to: ``excerpt/original.wav``, its
+        transcription as ``excerpt/transcription.mid``, and that MIDI played by FluidSynth
+        (``excerpt/transcription.wav``); MLflow's artifact viewer plays both."""
+        from pianotx.audio import load_audio
+        from pianotx.midi import write_midi
+        from pianotx.render.catalog import open_pianos
+        from pianotx.render.piano import write_wav
+
+        rate = self.manifest.features.sample_rate
+        seconds = len(rolls["frames"]) / self.manifest.features.frame_rate
+        notes = decode(rolls["frames"], self.manifest.features.frame_rate, decoding, onset_probs=rolls.get("onsets"))
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            write_wav(folder / "original.wav", load_audio(audio_path, rate)[: int(seconds * rate)], rate)
+            write_midi(notes, folder / "transcription.mid")
+            (piano,) = open_pianos(("FluidR3_GM",), lambda _line: None)
+            played = piano.render(folder / "transcription.mid", folder / "raw.wav", rate, 1.0)
+            write_wav(folder / "transcription.wav", played[: int((seconds + 1.0) * rate)], rate)
+            self.tracker.log_artifacts(run_id, folder, "excerpt")
 
     def _tune_and_score(self, predict: Callable[[np.ndarray], Any]) -> tuple[DecodingConfig, dict[str, float]]:
         """Choose the decoding thresholds on the validation pieces (best mean note F1),

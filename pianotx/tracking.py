@@ -180,7 +180,8 @@ class SearchTracker:
         from mlflow.models import infer_signature
 
         signature = infer_signature(example[0], example[1])
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+        try:
             info = mlflow.keras.log_model(
                 model,
                 name="model",
@@ -188,6 +189,11 @@ class SearchTracker:
                 pip_requirements=PIP_REQUIREMENTS,
                 metadata={METADATA_KEY: metadata},
             )
+        finally:
+            # Leaving the run as a `with mlflow.start_run` block does would mark it
+            # FINISHED before its objective is logged, and a kill then would leave a
+            # FINISHED run that no resume closes: it stays RUNNING until end_trial.
+            mlflow.end_run(status="RUNNING")
         self.client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
         return info.model_uri
 

@@ -1,3 +1,5 @@
+import pytest
+
 from pianotx.locations import find_store_dir, resolve_store
 from pianotx.tracking import has_model, ui_command
 
@@ -56,3 +58,28 @@ def test_two_processes_open_a_new_store_at_once(tmp_path):
     assert len(set(runs)) == 2
     with multiprocessing.get_context("spawn").Pool(2) as pool:  # the same experiment, created at once
         pool.map(_open_search, [(str(tmp_path / "b"), "same"), (str(tmp_path / "b"), "same")])
+
+
+@pytest.mark.slow
+def test_a_trial_run_stays_running_until_its_outcome_is_recorded(tmp_path):
+    """Logging the model must not end the run: a kill before the objective is logged
+    would leave a FINISHED run that no resume closes (RUNNING ones are marked KILLED)."""
+    import keras
+    import numpy as np
+
+    from pianotx.locations import Store
+    from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker
+
+    store = Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
+    tracker = SearchTracker(store, "s")
+    tracker.start_search({}, {}, [])
+    run_id = tracker.start_trial("0", {"lstm_units": 8})
+    model = keras.Sequential([keras.Input((None, 4)), keras.layers.Dense(2)])
+    x = np.zeros((1, 3, 4), np.float32)
+    tracker.log_model(run_id, model, (x, model.predict_on_batch(x)), {})
+    assert tracker.client.get_run(run_id).info.status == "RUNNING"
+    assert tracker.complete_trial_run("0") is None
+    tracker.log_metrics(run_id, {OBJECTIVE_METRIC: 0.5})
+    tracker.end_trial(run_id)
+    assert tracker.client.get_run(run_id).info.status == "FINISHED"
+    assert tracker.complete_trial_run("0").info.run_id == run_id

@@ -127,15 +127,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def temp_sibling(out: Path) -> Path:
-    """A new hidden folder ``.NAME.tmp-PID`` beside ``out``, for building it whole.
-
-    Folders ``.NAME.tmp-PID`` and ``.NAME.old-PID`` left by a killed process (its pid no
-    longer running) are removed first, except that an old folder moved aside by a swap
-    killed before the new one arrived is put back as ``out``; those of a running process
-    are left alone.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
+def clear_stale_siblings(out: Path) -> None:
+    """Remove the folders ``.NAME.tmp-PID`` and ``.NAME.old-PID`` beside ``out`` that a
+    killed process left (its pid no longer running), except that an old folder moved
+    aside by a swap killed before the new one arrived is put back as ``out``. Those of
+    a running process are left alone."""
+    if not out.parent.is_dir():
+        return
     for stale in sorted(out.parent.glob(f".{out.name}.*-*")):
         kind, _, pid = stale.name.removeprefix(f".{out.name}.").partition("-")
         if kind not in ("tmp", "old") or not stale.is_dir() or not pid.isdigit() or _pid_alive(int(pid)):
@@ -144,6 +142,13 @@ def temp_sibling(out: Path) -> Path:
             os.replace(stale, out)
         else:
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def temp_sibling(out: Path) -> Path:
+    """A new hidden folder ``.NAME.tmp-PID`` beside ``out``, for building it whole
+    (after :func:`clear_stale_siblings`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale_siblings(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -74,15 +74,27 @@ hyperparameters:
   dense_units: {{type: choice, values: [8, 16]}}
 fixed: {{epochs: {epochs}, lstm_units: 8, recurrent_dropout: 0.0, batch_size: 4}}
 """
-# Run as `python -c SWAP_HOOK data build ...`: the build pauses between the two renames
-# of its final swap (the old dataset moved aside, the new one not yet in place) and says
-# so in a marker file, so that a kill can land exactly there.
+# Run as `python -c SWAP_HOOK data build ...`: the build pauses inside its final swap
+# and says where in a marker file, so that a kill can land exactly there: between two
+# renames (the old dataset moved aside, the new one not yet in place), or after the new
+# one moved in, while the old one (under a hidden name of this process) is removed.
 SWAP_HOOK = """
 import os, runpy, sys, time
+OUT = os.environ["CHAOS_SWAP_TARGET"]
+MINE = os.path.join(os.path.dirname(OUT), "." + os.path.basename(OUT) + ".")
 def _pause_in_swap(event, args):
-    if event == "os.rename" and os.fspath(args[1]) == os.environ["CHAOS_SWAP_TARGET"]:
-        open(os.environ["CHAOS_SWAP_MARKER"], "w").close()
-        time.sleep(float(os.environ["CHAOS_SWAP_PAUSE"]))
+    path = os.fspath(args[0]) if args and isinstance(args[0], (str, bytes, os.PathLike)) else ""
+    if event == "os.rename" and os.fspath(args[1]) == OUT:
+        where = "between its two renames (the old dataset moved aside, the new one not in place)"
+    elif (event == "shutil.rmtree" and path.startswith(MINE) and path.endswith(f"-{os.getpid()}")
+          and os.path.isfile(os.path.join(path, "manifest.json"))
+          and os.path.isfile(os.path.join(OUT, "manifest.json"))):
+        where = "after the new dataset moved in, while the old one was removed"
+    else:
+        return
+    with open(os.environ["CHAOS_SWAP_MARKER"], "w") as marker:
+        marker.write(where)
+    time.sleep(float(os.environ["CHAOS_SWAP_PAUSE"]))
 sys.addaudithook(_pause_in_swap)
 runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
 """
@@ -281,11 +293,8 @@ class BuildTrigger:
     def __call__(self, proc: psutil.Process, elapsed: float) -> str | None:
         tmp = self.out.parent / f".{self.out.name}.tmp-{proc.pid}"
         if self.moment == "swap":
-            return (
-                "during the final swap (old dataset moved aside, new one not in place)"
-                if self.marker.exists()
-                else None
-            )
+            where = self.marker.read_text() if self.marker.exists() else ""
+            return f"during the final swap, {where}" if where else None
         if self.moment == "gather":
             return "while the split shards were written" if (tmp / "train").exists() else None
         if self.moment == "workers":
@@ -295,7 +304,7 @@ class BuildTrigger:
             if self.due is not None and elapsed >= self.due:
                 return f"while {len(proc.children())} workers processed pieces ({done} of 10 done)"
             return None
-        return f"at random, {elapsed:.1f} s in ({build_phase(tmp, self.out)})" if elapsed >= self.delay else None
+        return f"at random ({build_phase(tmp, self.out)})" if elapsed >= self.delay else None
 
 
 def build_phase(tmp: Path, out: Path) -> str:

@@ -3,33 +3,35 @@
 pianotx promises that a crash costs nothing. ``pianotx search`` killed at any moment
 resumes with the same command and ends with exactly one complete MLflow run per Keras
 Tuner trial; ``pianotx data build`` leaves the previous dataset or the new one, never a
-partial one, and no worker process behind. This script puts the promise to the test on
-a tiny dataset and search it makes itself in a temporary folder (private SQLite store).
+partial one, and no worker process behind. This script puts the promise to the test on a
+tiny dataset and search it makes itself in a temporary folder (private SQLite store).
 
 Build: ``data build --workers 2`` rebuilds a dataset (alternating the chunk length, so
-there is always an old dataset to replace) and is killed during the final swap (an
-audit hook holds the process for a moment between its two renames), while workers
-process pieces, while shards are written, or at a random time. After each kill the
-folder must hold the old dataset or the complete new one (manifest present, every shard
-it lists loading), every worker must be gone within a few seconds, and the same command
-again must build the new dataset and leave no ``.NAME.tmp-*`` or ``.NAME.old-*`` behind.
+there is always an old dataset to replace) and is killed during the final swap (an audit
+hook holds the process there for a moment), while workers process pieces, while shards
+are written, or at a random time. After each kill the folder must hold the old dataset
+or the complete new one (manifest present, every shard it lists loading), every worker
+must be gone within a few seconds, and the same command again must build the new dataset
+and leave no ``.NAME.tmp-*`` or ``.NAME.old-*`` behind.
 
 Search: the command is killed at seeded moments, most found by watching the store and
-Keras Tuner's folder: before Keras Tuner's state was first written, just after a trial's
-run is created, during an epoch, while a trial's model is logged, just after a trial's
-run turns FINISHED (before Keras Tuner's trial.json says COMPLETED); the rest at random
+Keras Tuner's folder: before Keras Tuner's state was first written (the first kill),
+just after a trial's run is created, during an epoch, while a trial's model is logged,
+just after a trial's run turns FINISHED (before Keras Tuner's trial.json says
+COMPLETED), while the best model is registered (the last kill); the rest at random
 times. After each kill the same command runs again (and is killed in its turn); the last
 one finishes the search. A kill is survived when the store is consistent right after it
 (each trial at most one complete run, hyperparameters as first drawn), the next command
 does not crash, the runs the kill left open are closed once a later command resumes,
 and, for the last kill, every final check passes: each trial one complete run with the
 hyperparameters Keras Tuner first drew for it, no run left RUNNING, and
-``models:/piano/Production`` is the best trial's model and transcribes a clip.
+``models:/piano/Production`` is the best trial's model, registered once, and transcribes
+a clip.
 
     python benchmarks/chaos.py [--kills 10] [--build-kills 5] [--seed 0] [--keep]
 
-The last line reads ``kills survived / kills made: X/Y``; the exit status is 1 when a kill
-was not survived or a final check failed.
+The last line reads ``kills survived / kills made: X/Y``; the exit status is 1 when a
+kill was not survived or a final check failed.
 """
 
 from __future__ import annotations
@@ -283,7 +285,7 @@ def leftovers(out: Path) -> list[str]:
 
 
 class BuildTrigger:
-    """When to kill one build (see BUILD_MOMENTS, "swap" and "random")."""
+    """When to kill one build: "swap", one of BUILD_MOMENTS, or "random"."""
 
     def __init__(self, moment: str, out: Path, marker: Path, rng: random.Random):
         self.moment, self.out, self.marker = moment, out, marker
@@ -422,22 +424,40 @@ SELECT r.run_uuid, t.value, r.status,
 FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = '{TRIAL_TAG}'
 ORDER BY r.start_time, r.run_uuid
 """
+SEARCH_DONE_SQL = """
+SELECT 1 FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'pianotx_kind' AND t.value = 'search'
+WHERE r.status = 'FINISHED' AND EXISTS (SELECT 1 FROM tags b WHERE b.run_uuid = r.run_uuid AND b.key = 'best_model_uri')
+"""
 
 
 def trial_rows(setup: Setup) -> list[RunRow]:
     """Every trial run in the store, oldest first ([] while the store is being made)."""
+    return [RunRow(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6]) for r in query(setup, RUNS_SQL)]
+
+
+def query(setup: Setup, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query of the store ([] while it is missing or being made)."""
     db = setup.store.local_path
     if db is None or not db.is_file():
         return []
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2, isolation_level=None)
         try:
-            rows = con.execute(RUNS_SQL).fetchall()
+            return con.execute(sql).fetchall()
         finally:
             con.close()
     except sqlite3.Error:
         return []
-    return [RunRow(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), r[6]) for r in rows]
+
+
+def search_run_done(setup: Setup) -> bool:
+    """Whether the search's own run is FINISHED with its best model named (registering next)."""
+    return bool(query(setup, SEARCH_DONE_SQL))
+
+
+def registry_state(setup: Setup) -> str:
+    versions = query(setup, "SELECT version, current_stage FROM model_versions WHERE name = 'piano'")
+    return ", ".join(f"version {v} {stage}" for v, stage in versions) or "no version yet"
 
 
 def read_json(path: Path) -> tuple[Any, str | None]:
@@ -481,6 +501,8 @@ def describe(setup: Setup, row: RunRow) -> str:
 
 def search_state(setup: Setup, known: set[str]) -> str:
     """Where a search command stood (after it died): the latest trial run it made."""
+    if search_run_done(setup):
+        return f"after the search run FINISHED, registering its best model ({registry_state(setup)})"
     if not (setup.project / "oracle.json").exists():
         return "before Keras Tuner's state was first written (no oracle.json)"
     fresh = [r for r in trial_rows(setup) if r.run_id not in known]
@@ -489,11 +511,18 @@ def search_state(setup: Setup, known: set[str]) -> str:
 
 class SearchTrigger:
     """When to kill one search command: ``moment`` is "before_state", one of
-    SEARCH_MOMENTS, or "random". Only runs this command made count (``known`` are older)."""
+    SEARCH_MOMENTS, "registering" or "random". Only runs this command made count
+    (``known`` are older)."""
 
     def __init__(self, moment: str, setup: Setup, known: set[str], rng: random.Random):
         self.moment, self.setup, self.known = moment, setup, known
-        delays = {"before_state": (0.0, 1.5), "epoch": (0.0, 0.15), "model_logging": (0.0, 0.2), "random": (2.0, 30.0)}
+        delays = {
+            "before_state": (0.0, 1.5),
+            "epoch": (0.0, 0.15),
+            "model_logging": (0.0, 0.2),
+            "registering": (0.0, 0.8),
+            "random": (2.0, 30.0),
+        }
         self.delay = rng.uniform(*delays.get(moment, (0.0, 0.0)))
         self.due: float | None = None
 
@@ -523,16 +552,22 @@ class SearchTrigger:
         finished = [r for r in self._fresh() if r.status == "FINISHED"]
         return any(trial_status(self.setup, r.trial) != "COMPLETED" for r in finished)
 
+    def _registering(self) -> bool:
+        return search_run_done(self.setup)
+
     def _random(self) -> bool:
         return True
 
 
 def search_plan(kills: int, rng: random.Random) -> list[str]:
     """The moment of each kill: first before any state exists (possible only in a new
-    search), then each of SEARCH_MOMENTS and random times, in seeded order."""
-    rest = list(SEARCH_MOMENTS) + ["random"] * max(0, kills - 1 - len(SEARCH_MOMENTS))
-    rng.shuffle(rest)
-    return (["before_state"] + rest)[:kills]
+    search), last while the best model is registered (only at the end), in between
+    each of SEARCH_MOMENTS and random times, in seeded order."""
+    if kills < 2:
+        return ["before_state"][:kills]
+    middle = list(SEARCH_MOMENTS) + ["random"] * max(0, kills - 2 - len(SEARCH_MOMENTS))
+    rng.shuffle(middle)
+    return ["before_state", *middle[: kills - 2], "registering"]
 
 
 # ---------------------------------------------------------------- search: checking
@@ -680,7 +715,10 @@ def final_checks(setup: Setup, first_drawn: dict[str, dict[str, Any]], last: Out
             "; ".join(v for v in open_runs(setup).values() if v.startswith("FINISHED")) or None,
         ),
         Check("no run left RUNNING (the search's included)", ", ".join(running) or None),
-        Check("models:/piano/Production is the best trial's model", registered_problem(setup, runs, others)),
+        Check(
+            "models:/piano/Production is the best trial's model, registered once",
+            registered_problem(setup, runs, others),
+        ),
         Check("models:/piano/Production loads and transcribes a clip", transcribe_problem(setup)),
     ]
 
@@ -694,11 +732,16 @@ def registered_problem(setup: Setup, runs: list[TrialRun], others: list[Any]) ->
     best = searches[0].data.tags.get("best_trial_id")
     best_runs = [r for r in runs if r.trial == best and r.complete]
     client = connect(setup.store)
-    versions = [v for v in client.search_model_versions("name = 'piano'") if v.current_stage == "Production"]
-    if len(best_runs) != 1 or len(versions) != 1:
-        return f"best trial {best}: {len(best_runs)} complete runs; {len(versions)} Production versions"
+    versions = list(client.search_model_versions("name = 'piano'"))
+    production = [v for v in versions if v.current_stage == "Production"]
+    if len(best_runs) != 1 or len(versions) != 1 or len(production) != 1:
+        return (
+            f"best trial {best}: {len(best_runs)} complete runs; {len(versions)} versions, {len(production)} Production"
+        )
     uri = client.get_run(best_runs[0].run_id).data.tags[MODEL_URI_TAG]
-    return None if versions[0].source == uri else f"Production holds {versions[0].source}, the best trial's is {uri}"
+    return (
+        None if production[0].source == uri else f"Production holds {production[0].source}, the best trial's is {uri}"
+    )
 
 
 def transcribe_problem(setup: Setup) -> str | None:

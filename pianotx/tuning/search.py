@@ -162,8 +162,9 @@ def make_tuner(
     """The Keras Tuner tuner of ``spec`` with the whole space declared up front."""
     import keras_tuner as kt
 
-    from pianotx.tuning.tuner import TUNERS
+    from pianotx.tuning.tuner import TUNERS, write_state_atomically
 
+    write_state_atomically()
     settings = dict(spec.tuner_settings)
     # Keras Tuner reads seed 0 as "no seed" (a random one): shift it so that every seed
     # in a space file, 0 included, draws the same trials every time.

@@ -12,6 +12,7 @@ goes on. Hyperband's epoch budget and weight inheritance are Keras Tuner's own.
 from __future__ import annotations
 
 import functools
+import json
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 
 from pianotx.config import DecodingConfig, ModelConfig, TrainConfig, model_metadata, to_dict
 from pianotx.evaluate import evaluate_split
+from pianotx.files import write_text_atomic
 from pianotx.loader import ChunkDataset
 from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
@@ -203,6 +205,31 @@ class TrackedTrials(_TunerBase):
             dataset_fingerprint=self.manifest.data["fingerprint"],
         )
         self.tracker.log_model(run_id, model, (example, model.predict_on_batch(example)), metadata)
+
+
+def write_state_atomically() -> None:
+    """Have Keras Tuner write its JSON state (oracle, tuner, every trial.json) atomically.
+
+    Keras Tuner truncates these files and then writes them: a process killed in between
+    leaves an empty file, and every later resume of the search fails on it. Local files
+    are written to a temporary sibling and renamed into place instead (other URLs as
+    Keras Tuner does). Idempotent.
+    """
+    from keras_tuner.src import utils
+
+    original = utils.save_json
+    if getattr(original, "pianotx_atomic", False):
+        return
+
+    def save_json(path: str, obj: Any) -> str:
+        if "://" in str(path):
+            return str(original(path, obj))
+        text = json.dumps(obj)
+        write_text_atomic(path, text)
+        return text
+
+    save_json.pianotx_atomic = True  # type: ignore[attr-defined]
+    utils.save_json = save_json
 
 
 class TrackedRandomSearch(TrackedTrials, kt.RandomSearch):

@@ -18,15 +18,16 @@ Search: the command is killed at seeded moments, most found by watching the stor
 Keras Tuner's folder: before Keras Tuner's state was first written (the first kill),
 just after a trial's run is created, during an epoch, while a trial's model is logged,
 just after a trial's run turns FINISHED (before Keras Tuner's trial.json says
-COMPLETED), while the best model is registered (the last kill); the rest at random
-times. After each kill the same command runs again (and is killed in its turn); the last
-one finishes the search. A kill is survived when the store is consistent right after it
-(each trial at most one complete run, hyperparameters as first drawn), the next command
-does not crash, the runs the kill left open are closed once a later command resumes,
-and, for the last kill, every final check passes: each trial one complete run with the
-hyperparameters Keras Tuner first drew for it, no run left RUNNING, and
-``models:/piano/Production`` is the best trial's model, registered once, and transcribes
-a clip.
+COMPLETED), between Keras Tuner's writes of a new trial's trial.json and of the oracle
+state naming it (an audit hook holds the process there), while the best model is
+registered (the last kill); the rest at random times. After each kill the same command
+runs again (and is killed in its turn); the last one finishes the search. A kill is
+survived when the store is consistent right after it (each trial at most one complete
+run, hyperparameters as first drawn), the next command does not crash, the runs the kill
+left open are closed once a later command resumes, and, for the last kill, every final
+check passes: each trial one complete run with the hyperparameters Keras Tuner first
+drew for it, no run left RUNNING, and ``models:/piano/Production`` is the best trial's
+model, registered once, and transcribes a clip.
 
     python benchmarks/chaos.py [--kills 10] [--build-kills 5] [--seed 0] [--keep]
 
@@ -66,13 +67,13 @@ ORPHAN_GRACE = 5.0  # seconds a killed process's children get to end
 ROUND_LIMIT = 900.0  # seconds a command may run before it is taken for hung
 TRIAL_TAG, MODEL_URI_TAG, OBJECTIVE_METRIC = "pianotx.trial_id", "pianotx.model_uri", "trial_objective"
 PENDING = 1  # MLflow's LoggedModelStatus.PENDING in its SQL store
-SEARCH_MOMENTS = ("run_created", "epoch", "model_logging", "run_finished")
+SEARCH_MOMENTS = ("run_created", "epoch", "model_logging", "run_finished", "state_write")
 BUILD_MOMENTS = ("workers", "gather")
 SPACE = """\
 name: {name}
 tuner: {{type: random, max_trials: {trials}, seed: {seed}}}
 hyperparameters:
-  learning_rate: {{type: choice, values: [1.0e-3, 3.0e-3, 1.0e-2]}}
+  learning_rate: {{type: choice, values: [1.0e-3, 2.0e-3, 4.0e-3, 8.0e-3]}}
   dense_units: {{type: choice, values: [8, 16]}}
 fixed: {{epochs: {epochs}, lstm_units: 8, recurrent_dropout: 0.0, batch_size: 4}}
 """
@@ -98,6 +99,31 @@ def _pause_in_swap(event, args):
         marker.write(where)
     time.sleep(float(os.environ["CHAOS_SWAP_PAUSE"]))
 sys.addaudithook(_pause_in_swap)
+runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
+"""
+# Run as `python -c STATE_HOOK search ...`: the search pauses when Keras Tuner has written
+# a new trial's trial.json and is about to write the oracle state that names it (its two
+# files are renamed into place one after the other), so that a kill can land in between.
+STATE_HOOK = """
+import json, os, runpy, sys, time
+PROJECT = os.environ["CHAOS_PROJECT"]
+last = [""]
+def _pause_between_state_files(event, args):
+    target = os.fspath(args[1]) if event == "os.rename" else None
+    if not isinstance(target, str) or not target.startswith(PROJECT):
+        return
+    if target == os.path.join(PROJECT, "oracle.json") and last[0].endswith("trial.json"):
+        try:
+            with open(last[0]) as f:
+                trial = json.load(f)
+        except (OSError, ValueError):
+            trial = {}
+        if trial.get("status") == "RUNNING":
+            with open(os.environ["CHAOS_STATE_MARKER"], "w") as marker:
+                marker.write(f"Keras Tuner wrote new trial {trial['trial_id']}'s trial.json, not yet the oracle state")
+            time.sleep(float(os.environ["CHAOS_STATE_PAUSE"]))
+    last[0] = target
+sys.addaudithook(_pause_between_state_files)
 runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
 """
 
@@ -530,6 +556,8 @@ class SearchTrigger:
         ready = getattr(self, f"_{self.moment}")()
         if ready and self.due is None:
             self.due = elapsed + self.delay
+        if self.moment == "random" and len(self._fresh()) > 1:
+            return self.moment  # no later than this command's second trial: one trial's progress at most
         return self.moment if self.due is not None and elapsed >= self.due else None
 
     def _fresh(self) -> list[RunRow]:
@@ -554,6 +582,10 @@ class SearchTrigger:
 
     def _registering(self) -> bool:
         return search_run_done(self.setup)
+
+    def _state_write(self) -> bool:
+        marker = self.setup.root / "state-write-reached"
+        return marker.exists() and marker.stat().st_size > 0
 
     def _random(self) -> bool:
         return True
@@ -761,8 +793,9 @@ def transcribe_problem(setup: Setup) -> str | None:
 # ---------------------------------------------------------------- search: the rounds
 
 
-def search_command(setup: Setup) -> list[str]:
-    return [sys.executable, "-m", "pianotx.cli", "search", str(setup.space), "--data", str(setup.dataset),
+def search_command(setup: Setup, hook: bool = False) -> list[str]:
+    head = [sys.executable, "-c", STATE_HOOK] if hook else [sys.executable, "-m", "pianotx.cli"]
+    return [*head, "search", str(setup.space), "--data", str(setup.dataset),
             "--tracking-uri", setup.store.tracking_uri]  # fmt: skip
 
 
@@ -771,7 +804,12 @@ class SearchChaos:
 
     def __init__(self, setup: Setup, rng: random.Random, say: Callable[[str], None]):
         self.setup, self.rng, self.say = setup, rng, say
-        self.env = child_env()
+        self.marker = setup.root / "state-write-reached"
+        self.env = child_env() | {
+            "CHAOS_PROJECT": str(setup.project),
+            "CHAOS_STATE_MARKER": str(self.marker),
+            "CHAOS_STATE_PAUSE": "3",
+        }
         self.first_drawn: dict[str, dict[str, Any]] = {}
         self.reports: list[KillReport] = []
         self.pending: list[tuple[KillReport, dict[str, str]]] = []  # runs a kill left open
@@ -783,13 +821,16 @@ class SearchChaos:
         """One command, killed at ``moment`` (None: let it end); settles earlier kills."""
         self.rounds += 1
         known = {r.run_id for r in trial_rows(self.setup)}
+        self.marker.unlink(missing_ok=True)
         trigger = SearchTrigger(moment, self.setup, known, self.rng) if moment else None
         log = self.setup.root / "logs" / f"search-{self.rounds}.log"
-        outcome = run_command(search_command(self.setup), trigger, log, self.env, self.setup.root)
+        cmd = search_command(self.setup, hook=moment == "state_write")
+        outcome = run_command(cmd, trigger, log, self.env, self.setup.root)
         resumed = outcome.rc == 0 or any(r.run_id not in known for r in trial_rows(self.setup))
         self._settle(outcome, resumed)
         if outcome.moment is not None:
-            outcome.moment = search_state(self.setup, known)
+            hooked = self.marker.read_text() if self.marker.exists() else ""
+            outcome.moment = hooked or search_state(self.setup, known)
         return outcome
 
     def _settle(self, outcome: Outcome, resumed: bool) -> None:
@@ -862,12 +903,22 @@ class Summary:
         return self.made == self.survived and not self.failures and not any(c.problem for c in self.checks)
 
 
+def enough_trials(kills: int) -> int:
+    """Trials for every planned kill to find its moment: a kill at a random time, after
+    a run turned FINISHED or between Keras Tuner's state files may take the search one
+    trial further, the others none; and one trial to spare."""
+    return max(3, kills - 3)
+
+
 def run_chaos(
-    root: Path, kills: int = 10, build_kills: int = 5, seed: int = 0, trials: int = 4, epochs: int = 3,
+    root: Path, kills: int = 10, build_kills: int = 5, seed: int = 0, trials: int | None = None, epochs: int = 3,
     say: Callable[[str], None] = print,
 ) -> Summary:  # fmt: skip
-    """Build chaos, then search chaos, in ``root``; prints as it goes through ``say``."""
+    """Build chaos, then search chaos, in ``root``; prints as it goes through ``say``.
+
+    ``trials``: of the search (default: :func:`enough_trials`)."""
     rng = random.Random(seed)
+    trials = trials or enough_trials(kills)
     setup = set_up(root, seed, trials, epochs)
     start = time.monotonic()
     builds = build_chaos(setup, build_kills, rng, say)
@@ -897,7 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10, help="search kills")
     parser.add_argument("--build-kills", type=int, default=5, help="data build kills")
     parser.add_argument("--seed", type=int, default=0, help="kill moments, data and the search's own seed")
-    parser.add_argument("--trials", type=int, default=4, help="trials of the search")
+    parser.add_argument("--trials", type=int, help="trials of the search (default: enough for the kills, 3 or more)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     args = parser.parse_args(argv)

@@ -546,7 +546,7 @@ class SearchTrigger:
             "before_state": (0.0, 1.5),
             "epoch": (0.0, 0.15),
             "model_logging": (0.0, 0.2),
-            "registering": (0.0, 0.8),
+            "registering": (0.0, 0.3),
             "random": (2.0, 30.0),
         }
         self.delay = rng.uniform(*delays.get(moment, (0.0, 0.0)))
@@ -742,6 +742,7 @@ def final_checks(setup: Setup, first_drawn: dict[str, dict[str, Any]], last: Out
             None if counts and all(n == 1 for n in counts.values()) else f"complete runs per trial: {counts}",
         ),
         Check("its logged hyperparameters are those Keras Tuner first drew", "; ".join(drawn) or None),
+        Check("no two trials drew the same hyperparameters", repeated_draws(first_drawn)),
         Check(
             "no trial run FINISHED without its model",
             "; ".join(v for v in open_runs(setup).values() if v.startswith("FINISHED")) or None,
@@ -753,6 +754,18 @@ def final_checks(setup: Setup, first_drawn: dict[str, dict[str, Any]], last: Out
         ),
         Check("models:/piano/Production loads and transcribes a clip", transcribe_problem(setup)),
     ]
+
+
+def repeated_draws(first_drawn: dict[str, dict[str, Any]]) -> str | None:
+    """Trials with the values of an earlier one (a random search never repeats itself)."""
+    seen: dict[str, str] = {}
+    repeats = []
+    for trial, values in sorted(first_drawn.items()):
+        key = json.dumps(values, sort_keys=True)
+        if key in seen:
+            repeats.append(f"trial {trial} drew trial {seen[key]}'s values")
+        seen.setdefault(key, trial)
+    return "; ".join(repeats) or None
 
 
 def registered_problem(setup: Setup, runs: list[TrialRun], others: list[Any]) -> str | None:

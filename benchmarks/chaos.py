@@ -62,6 +62,7 @@ from pianotx.midi import Notes, write_midi
 
 SEARCH = "chaos"  # the search's name: its experiment and its Keras Tuner project
 SR = 16000
+PIECES = 10  # six-second pieces in the dataset
 POLL = 0.005  # seconds between looks at the store and the folders
 ORPHAN_GRACE = 5.0  # seconds a killed process's children get to end
 ROUND_LIMIT = 900.0  # seconds a command may run before it is taken for hung
@@ -172,7 +173,7 @@ class Setup:
     """The temporary world of one chaos run."""
 
     root: Path
-    pairs: Path  # ten (wav, mid) pairs
+    pairs: Path  # PIECES (wav, mid) pairs
     dataset: Path  # built by the build chaos, then searched
     store: Store  # private SQLite store
     space: Path
@@ -189,7 +190,7 @@ class Setup:
 
 def set_up(root: Path, seed: int, trials: int, epochs: int) -> Setup:
     rng = np.random.default_rng(seed)
-    for i in range(10):
+    for i in range(PIECES):
         write_piece(root / "pairs", f"piece{i}", rng, 6.0)
     clip = write_piece(root / "clip", "clip", rng, 3.0)
     (root / "mlruns").mkdir()
@@ -219,6 +220,15 @@ class Outcome:
     seconds: float
     orphans: list[int] = field(default_factory=list)  # children still alive after the grace time
     log: Path | None = None
+    hung: bool = False  # ran past ROUND_LIMIT and was killed
+
+    @property
+    def failed(self) -> bool:
+        """Ended with an error (or hung), not by a planned kill."""
+        return self.moment is None and self.rc != 0
+
+    def failure(self) -> str:
+        return "hung" if self.hung else f"exit {self.rc}: {self.tail()}"
 
     def tail(self, lines: int = 6) -> str:
         text = self.log.read_text(errors="replace").strip().splitlines() if self.log else []
@@ -239,11 +249,9 @@ def run_command(cmd: Sequence[str], trigger: Trigger | None, log: Path, env: dic
         while proc.poll() is None:
             elapsed = time.monotonic() - start
             moment = trigger(watched, elapsed) if trigger else None
-            if moment is None and elapsed > ROUND_LIMIT:
-                moment = f"hung: killed after {ROUND_LIMIT:.0f} s"
-            if moment is not None:
+            if moment is not None or elapsed > ROUND_LIMIT:
                 rc, orphans = kill(proc, watched)
-                return Outcome(moment, rc, elapsed, orphans, log)
+                return Outcome(moment, rc, elapsed, orphans, log, hung=moment is None)
             time.sleep(POLL)
     except BaseException:
         proc.kill()
@@ -330,7 +338,7 @@ class BuildTrigger:
             if self.due is None and done and proc.children():
                 self.due = elapsed + self.delay
             if self.due is not None and elapsed >= self.due:
-                return f"while {len(proc.children())} workers processed pieces ({done} of 10 done)"
+                return f"while {len(proc.children())} workers processed pieces ({done} of {PIECES} done)"
             return None
         return f"at random ({build_phase(tmp, self.out)})" if elapsed >= self.delay else None
 
@@ -353,26 +361,37 @@ class KillReport:
     outcome: Outcome
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    settled: bool = False  # its verdict is known
+
+    @property
+    def made(self) -> bool:
+        return self.outcome.rc == -signal.SIGKILL and self.outcome.moment is not None
 
     @property
     def survived(self) -> bool:
-        return not self.problems
+        return self.made and not self.problems
 
     def line(self, total: int) -> str:
         verdict = "survived" if self.survived else "NOT SURVIVED: " + "; ".join(self.problems)
+        if not self.made:
+            verdict = "no kill made"
         extra = f" ({'; '.join(self.notes)})" if self.notes and self.survived else ""
         when = f"{self.outcome.moment}, {self.outcome.seconds:.1f} s in"
         return f"{self.kind} kill {self.number}/{total} [{self.planned}] {when} -> {verdict}{extra}"
 
 
-def build_chaos(setup: Setup, kills: int, rng: random.Random, say: Callable[[str], None]) -> list[KillReport]:
-    """Kill ``data build`` ``kills`` times (the swap first); leaves a complete dataset."""
+def build_chaos(
+    setup: Setup, kills: int, rng: random.Random, say: Callable[[str], None]
+) -> tuple[list[KillReport], list[str]]:
+    """Kill ``data build`` ``kills`` times (the swap first); leaves a complete dataset.
+
+    Returns:
+        The kills, and the builds that failed by themselves."""
     env, marker = child_env(), setup.root / "swap-reached"
     env.update(CHAOS_SWAP_TARGET=str(setup.dataset), CHAOS_SWAP_MARKER=str(marker), CHAOS_SWAP_PAUSE="3")
     first = run_command(build_command(setup, 64, False), None, setup.root / "logs" / "build-0.log", env, setup.root)
     if first.rc != 0:
-        raise SystemExit(f"the first build failed: {first.tail()}")
+        raise SystemExit(f"the first build failed: {first.failure()}")
+    failures = []
     rest = list(BUILD_MOMENTS) + ["random"] * max(0, kills - 1 - len(BUILD_MOMENTS))
     rng.shuffle(rest)
     reports = []
@@ -384,14 +403,15 @@ def build_chaos(setup: Setup, kills: int, rng: random.Random, say: Callable[[str
         log = setup.root / "logs" / f"build-{number}.log"
         outcome = run_command(cmd, BuildTrigger(moment, setup.dataset, marker, rng), log, env, setup.root)
         report = KillReport("build", number, moment, outcome)
+        if outcome.failed:
+            failures.append(f"build {number} failed ({outcome.failure()})")
         if outcome.moment is None:
-            outcome.moment = f"not hit: the build ended first (exit {outcome.rc})"
-            report.problems.append("no kill made" if outcome.rc == 0 else outcome.tail())
+            outcome.moment = "not hit: the build ended first"
         else:
             check_killed_build(setup, report, old, new, env)
         reports.append(report)
         say(report.line(kills))
-    return reports
+    return reports, failures
 
 
 def check_killed_build(setup: Setup, report: KillReport, old: int, new: int, env: dict[str, str]) -> None:
@@ -408,7 +428,7 @@ def check_killed_build(setup: Setup, report: KillReport, old: int, new: int, env
     again = run_command(build_command(setup, new, False), None, setup.root / "logs" / f"build-{report.number}b.log",
                         env, setup.root)  # fmt: skip
     if again.rc != 0:
-        report.problems.append(f"the next build failed: {again.tail()}")
+        report.problems.append(f"the next build failed ({again.failure()})")
         return
     report.problems += dataset_problems(out, {new: "the new dataset"})
     if leftovers(out):
@@ -678,17 +698,27 @@ def param_problems(run: TrialRun, drawn: dict[str, Any] | None) -> list[str]:
     return problems
 
 
-def consistency(setup: Setup, first_drawn: dict[str, dict[str, Any]]) -> list[str]:
-    """What must hold at any instant, a kill included: Keras Tuner's files readable,
-    no trial with two complete runs, each COMPLETED trial with one, every logged
-    hyperparameter the value Keras Tuner first drew. Records first draws it sees."""
-    trials, problems = tuner_trials(setup)
-    runs, _ = store_runs(setup)
+def drawn_problems(
+    trials: dict[str, dict[str, Any]], runs: list[TrialRun], first_drawn: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Trials whose values changed since first seen (new ones are recorded in
+    ``first_drawn``), and runs that logged other values than their trial's first draw."""
+    problems = []
     for trial, data in trials.items():
         values = data["hyperparameters"]["values"]
         first_drawn.setdefault(trial, values)
         if values != first_drawn[trial]:
             problems.append(f"trial {trial}'s hyperparameters changed from {first_drawn[trial]} to {values}")
+    return problems + [p for run in runs for p in param_problems(run, first_drawn.get(run.trial))]
+
+
+def consistency(setup: Setup, first_drawn: dict[str, dict[str, Any]]) -> list[str]:
+    """What must hold at any instant, a kill included: Keras Tuner's files readable,
+    no trial with two complete runs, each COMPLETED trial with one, every logged
+    hyperparameter the value Keras Tuner first drew (see :func:`drawn_problems`)."""
+    trials, problems = tuner_trials(setup)
+    runs, _ = store_runs(setup)
+    problems += drawn_problems(trials, runs, first_drawn)
     complete = {t: sum(r.complete for r in runs if r.trial == t) for t in {r.trial for r in runs} | set(trials)}
     problems += [f"trial {t} has {n} complete runs" for t, n in sorted(complete.items()) if n > 1]
     problems += [
@@ -696,8 +726,6 @@ def consistency(setup: Setup, first_drawn: dict[str, dict[str, Any]]) -> list[st
         for t, data in sorted(trials.items())
         if data.get("status") == "COMPLETED" and complete[t] == 0
     ]
-    for run in runs:
-        problems += param_problems(run, first_drawn.get(run.trial))
     return problems
 
 
@@ -721,16 +749,15 @@ def final_checks(setup: Setup, first_drawn: dict[str, dict[str, Any]], last: Out
     """Once the search has finished: the promise, check by check."""
     trials, unreadable = tuner_trials(setup)
     runs, others = store_runs(setup)
-    problems = consistency(setup, first_drawn)
+    drawn = drawn_problems(trials, runs, first_drawn)
     not_done = sorted(t for t, d in trials.items() if d.get("status") != "COMPLETED")
     counts = {t: sum(r.complete for r in runs if r.trial == t) for t in trials}
     running = [
         f"{r.info.run_id[:8]} ({r.data.tags.get('mlflow.runName', '?')})" for r in others if r.info.status == "RUNNING"
     ]
     running += [f"{r.run_id[:8]} (trial {r.trial})" for r in runs if r.status == "RUNNING"]
-    drawn = [p for p in problems if " logged " in p or "params" in p or "hyperparameters changed" in p]
     return [
-        Check("the last command finished the search", None if last.rc == 0 else f"exit {last.rc}: {last.tail()}"),
+        Check("the last command finished the search", None if last.rc == 0 else last.failure()),
         Check(
             f"Keras Tuner holds {setup.trials} trials, all COMPLETED",
             None
@@ -827,8 +854,9 @@ class SearchChaos:
         self.reports: list[KillReport] = []
         self.pending: list[tuple[KillReport, dict[str, str]]] = []  # runs a kill left open
         self.attributed: set[str] = set()  # runs found open after some kill
-        self.failures: list[str] = []  # commands that crashed
+        self.failures: list[str] = []  # commands that failed by themselves
         self.rounds = 0
+        self.finished = False  # a command ended the search
 
     def round(self, moment: str | None) -> Outcome:
         """One command, killed at ``moment`` (None: let it end); settles earlier kills."""
@@ -839,7 +867,8 @@ class SearchChaos:
         log = self.setup.root / "logs" / f"search-{self.rounds}.log"
         cmd = search_command(self.setup, hook=moment == "state_write")
         outcome = run_command(cmd, trigger, log, self.env, self.setup.root)
-        resumed = outcome.rc == 0 or any(r.run_id not in known for r in trial_rows(self.setup))
+        self.finished = outcome.moment is None and outcome.rc == 0
+        resumed = self.finished or any(r.run_id not in known for r in trial_rows(self.setup))
         self._settle(outcome, resumed)
         if outcome.moment is not None:
             hooked = self.marker.read_text() if self.marker.exists() else ""
@@ -847,10 +876,10 @@ class SearchChaos:
         return outcome
 
     def _settle(self, outcome: Outcome, resumed: bool) -> None:
-        if outcome.moment is None and outcome.rc != 0:
-            self.failures.append(f"search command {self.rounds} crashed (exit {outcome.rc}): {outcome.tail()}")
+        if outcome.failed:
+            self.failures.append(f"search command {self.rounds} failed ({outcome.failure()})")
             if self.reports:
-                self.reports[-1].problems.append(f"the next command crashed (exit {outcome.rc})")
+                self.reports[-1].problems.append("the next command failed")
         if not resumed:
             return
         still = open_runs(self.setup)
@@ -882,16 +911,12 @@ class SearchChaos:
         for number, moment in enumerate(plan, 1):
             if not self.kill(number, len(plan), moment):
                 break
-        last = self.round(None) if not self._finished() else Outcome(None, 0, 0.0)
+        last = Outcome(None, 0, 0.0) if self.finished else self.round(None)
         checks = final_checks(self.setup, self.first_drawn, last)
         failed = [c.name for c in checks if c.problem]
         if failed and self.reports:
             self.reports[-1].problems.append(f"final checks failed: {', '.join(failed)}")
         return checks
-
-    def _finished(self) -> bool:
-        last = self.setup.root / "logs" / f"search-{self.rounds}.log"
-        return self.rounds > 0 and "trials done" in last.read_text(errors="replace")
 
 
 # ---------------------------------------------------------------- main
@@ -905,11 +930,11 @@ class Summary:
 
     @property
     def made(self) -> int:
-        return sum(r.outcome.rc == -signal.SIGKILL for r in self.kills)
+        return sum(r.made for r in self.kills)
 
     @property
     def survived(self) -> int:
-        return sum(r.outcome.rc == -signal.SIGKILL and r.survived for r in self.kills)
+        return sum(r.survived for r in self.kills)
 
     @property
     def ok(self) -> bool:
@@ -934,13 +959,13 @@ def run_chaos(
     trials = trials or enough_trials(kills)
     setup = set_up(root, seed, trials, epochs)
     start = time.monotonic()
-    builds = build_chaos(setup, build_kills, rng, say)
+    builds, failures = build_chaos(setup, build_kills, rng, say)
     say(f"build chaos: {time.monotonic() - start:.0f} s")
     start = time.monotonic()
     search = SearchChaos(setup, rng, say)
     checks = search.run(kills)
     say(f"search chaos: {time.monotonic() - start:.0f} s, {search.rounds} commands")
-    return Summary(builds + search.reports, checks, search.failures)
+    return Summary(builds + search.reports, checks, failures + search.failures)
 
 
 def report(summary: Summary, say: Callable[[str], None] = print) -> None:

@@ -119,16 +119,24 @@ class SearchTracker:
         if found:
             self.parent_id = found[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
+            self._record_setup(found[0], params, files)  # a kill may have cut the first recording short
             return self.parent_id
         run = self.client.create_run(
             self.experiment_id, run_name=self.name, tags={SEARCH_TAG: self.name, KIND_TAG: "search", **tags}
         )
         self.parent_id = run.info.run_id
-        for key, value in params.items():
-            self.client.log_param(self.parent_id, key, clean_value(value))
-        for path in files:
-            self.client.log_artifact(self.parent_id, str(path))
+        self._record_setup(run, params, files)
         return self.parent_id
+
+    def _record_setup(self, run: Any, params: dict[str, Any], files: list[Path]) -> None:
+        """Log the params and files that ``run`` does not hold yet."""
+        for key, value in params.items():
+            if key not in run.data.params:
+                self.client.log_param(run.info.run_id, key, clean_value(value))
+        logged = {a.path for a in self.client.list_artifacts(run.info.run_id)}
+        for path in files:
+            if Path(path).name not in logged:
+                self.client.log_artifact(run.info.run_id, str(path))
 
     def kill_stale_trials(self) -> list[str]:
         """Mark trial runs left RUNNING by an interrupted search KILLED; their run ids."""

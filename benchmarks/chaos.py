@@ -15,19 +15,20 @@ must be gone within a few seconds, and the same command again must build the new
 and leave no ``.NAME.tmp-*`` or ``.NAME.old-*`` behind.
 
 Search: the command is killed at seeded moments, most found by watching the store and
-Keras Tuner's folder: before Keras Tuner's state was first written (the first kill),
-just after a trial's run is created, during an epoch, while a trial's model is logged,
-just after a trial's run turns FINISHED (before Keras Tuner's trial.json says
-COMPLETED), between Keras Tuner's writes of a new trial's trial.json and of the oracle
-state naming it (an audit hook holds the process there), while the best model is
-registered (the last kill); the rest at random times. After each kill the same command
-runs again (and is killed in its turn); the last one finishes the search. A kill is
-survived when the store is consistent right after it (each trial at most one complete
-run, hyperparameters as first drawn), the next command does not crash, the runs the kill
-left open are closed once a later command resumes, and, for the last kill, every final
-check passes: each trial one complete run with the hyperparameters Keras Tuner first
-drew for it, no run left RUNNING, and ``models:/piano/Production`` is the best trial's
-model, registered once, and transcribes a clip.
+Keras Tuner's folder: just after the search's own run is created and before Keras
+Tuner's state was first written (the first kills), just after a trial's run is created,
+during an epoch, while a trial's model is logged, just after a trial's run turns
+FINISHED (before Keras Tuner's trial.json says COMPLETED), between Keras Tuner's writes
+of a new trial's trial.json and of the oracle state naming it (an audit hook holds the
+process there), while the best model is registered (the last kill); the rest at random
+times. After each kill the same command runs again (and is killed in its turn); the last
+one finishes the search. A kill is survived when the store is consistent right after it
+(each trial at most one complete run, hyperparameters as first drawn), the next command
+does not crash, the runs the kill left open are closed once a later command resumes,
+and, for the last kill, every final check passes: each trial one complete run with the
+hyperparameters Keras Tuner first drew for it, no run left RUNNING, the search's run
+holding its setup, and ``models:/piano/Production`` is the best trial's model,
+registered once, and transcribes a clip.
 
     python benchmarks/chaos.py [--kills 10] [--build-kills 5] [--seed 0] [--keep]
 
@@ -470,6 +471,10 @@ SELECT r.run_uuid, t.value, r.status,
 FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = '{TRIAL_TAG}'
 ORDER BY r.start_time, r.run_uuid
 """
+SEARCH_PARAMS_SQL = """
+SELECT (SELECT count(*) FROM params p WHERE p.run_uuid = r.run_uuid) FROM runs r
+JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'pianotx_kind' AND t.value = 'search'
+"""
 SEARCH_DONE_SQL = """
 SELECT 1 FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'pianotx_kind' AND t.value = 'search'
 WHERE r.status = 'FINISHED' AND EXISTS (SELECT 1 FROM tags b WHERE b.run_uuid = r.run_uuid AND b.key = 'best_model_uri')
@@ -499,6 +504,12 @@ def query(setup: Setup, sql: str) -> list[tuple[Any, ...]]:
 def search_run_done(setup: Setup) -> bool:
     """Whether the search's own run is FINISHED with its best model named (registering next)."""
     return bool(query(setup, SEARCH_DONE_SQL))
+
+
+def search_run_params(setup: Setup) -> int | None:
+    """How many params the search's own run holds (None: no such run yet)."""
+    rows = query(setup, SEARCH_PARAMS_SQL)
+    return int(rows[0][0]) if rows else None
 
 
 def registry_state(setup: Setup) -> str:
@@ -550,7 +561,9 @@ def search_state(setup: Setup, known: set[str]) -> str:
     if search_run_done(setup):
         return f"after the search run FINISHED, registering its best model ({registry_state(setup)})"
     if not (setup.project / "oracle.json").exists():
-        return "before Keras Tuner's state was first written (no oracle.json)"
+        params = search_run_params(setup)
+        run = "not created yet" if params is None else f"created with {params} params logged"
+        return f"before Keras Tuner's state was first written (no oracle.json; the search's run {run})"
     fresh = [r for r in trial_rows(setup) if r.run_id not in known]
     return describe(setup, fresh[-1]) if fresh else "resuming, before this command made a trial run"
 
@@ -583,6 +596,9 @@ class SearchTrigger:
     def _fresh(self) -> list[RunRow]:
         return [r for r in trial_rows(self.setup) if r.run_id not in self.known]
 
+    def _search_created(self) -> bool:
+        return search_run_params(self.setup) is not None
+
     def _before_state(self) -> bool:
         return any(self.setup.project.glob(".lock-*")) and not (self.setup.project / "oracle.json").exists()
 
@@ -612,14 +628,17 @@ class SearchTrigger:
 
 
 def search_plan(kills: int, rng: random.Random) -> list[str]:
-    """The moment of each kill: first before any state exists (possible only in a new
-    search), last while the best model is registered (only at the end), in between
-    each of SEARCH_MOMENTS and random times, in seeded order."""
-    if kills < 2:
-        return ["before_state"][:kills]
-    middle = list(SEARCH_MOMENTS) + ["random"] * max(0, kills - 2 - len(SEARCH_MOMENTS))
+    """The moment of each kill: first the moments before Keras Tuner's state exists
+    (possible only in a new search: just after the search's run is created, given 4
+    kills or more, then at a random instant), last while the best model is registered
+    (only at the end), in between each of SEARCH_MOMENTS and random times, in seeded
+    order."""
+    first = ["search_created", "before_state"] if kills >= 4 else ["before_state"]
+    if kills <= len(first):
+        return first[-kills:] if kills else []
+    middle = list(SEARCH_MOMENTS) + ["random"] * max(0, kills - len(first) - 1 - len(SEARCH_MOMENTS))
     rng.shuffle(middle)
-    return ["before_state", *middle[: kills - 2], "registering"]
+    return [*first, *middle[: kills - len(first) - 1], "registering"]
 
 
 # ---------------------------------------------------------------- search: checking
@@ -775,12 +794,25 @@ def final_checks(setup: Setup, first_drawn: dict[str, dict[str, Any]], last: Out
             "; ".join(v for v in open_runs(setup).values() if v.startswith("FINISHED")) or None,
         ),
         Check("no run left RUNNING (the search's included)", ", ".join(running) or None),
+        Check("the search's run holds its setup (params, space file, manifest)", search_setup_problem(setup, others)),
         Check(
             "models:/piano/Production is the best trial's model, registered once",
             registered_problem(setup, runs, others),
         ),
         Check("models:/piano/Production loads and transcribes a clip", transcribe_problem(setup)),
     ]
+
+
+def search_setup_problem(setup: Setup, others: list[Any]) -> str | None:
+    from pianotx.tracking import connect
+
+    searches = [r for r in others if r.data.tags.get("pianotx_kind") == "search"]
+    if len(searches) != 1:
+        return f"{len(searches)} search runs"
+    missing = sorted({"tuner", "objective", "dataset", "dataset_fingerprint"} - set(searches[0].data.params))
+    files = {a.path for a in connect(setup.store).list_artifacts(searches[0].info.run_id)}
+    missing += sorted({setup.space.name, "manifest.json"} - files)
+    return f"missing: {', '.join(missing)}" if missing else None
 
 
 def repeated_draws(first_drawn: dict[str, dict[str, Any]]) -> str | None:
@@ -906,8 +938,8 @@ class SearchChaos:
         self.say(f"search kill {number}/{total} [{moment}] {outcome.moment}, {outcome.seconds:.1f} s in: store {state}")
         return True
 
-    def run(self, kills: int) -> list[Check]:
-        plan = search_plan(kills, self.rng)
+    def run(self, plan: Sequence[str]) -> list[Check]:
+        """Kill at each moment of ``plan``, then let a last command finish; the final checks."""
         for number, moment in enumerate(plan, 1):
             if not self.kill(number, len(plan), moment):
                 break
@@ -941,11 +973,11 @@ class Summary:
         return self.made == self.survived and not self.failures and not any(c.problem for c in self.checks)
 
 
-def enough_trials(kills: int) -> int:
+def enough_trials(plan: Sequence[str]) -> int:
     """Trials for every planned kill to find its moment: a kill at a random time, after
     a run turned FINISHED or between Keras Tuner's state files may take the search one
     trial further, the others none; and one trial to spare."""
-    return max(3, kills - 3)
+    return max(3, sum(m in ("random", "run_finished", "state_write") for m in plan) + 2)
 
 
 def run_chaos(
@@ -956,14 +988,15 @@ def run_chaos(
 
     ``trials``: of the search (default: :func:`enough_trials`)."""
     rng = random.Random(seed)
-    trials = trials or enough_trials(kills)
+    plan = search_plan(kills, rng)
+    trials = trials or enough_trials(plan)
     setup = set_up(root, seed, trials, epochs)
     start = time.monotonic()
     builds, failures = build_chaos(setup, build_kills, rng, say)
     say(f"build chaos: {time.monotonic() - start:.0f} s")
     start = time.monotonic()
     search = SearchChaos(setup, rng, say)
-    checks = search.run(kills)
+    checks = search.run(plan)
     say(f"search chaos: {time.monotonic() - start:.0f} s, {search.rounds} commands")
     return Summary(builds + search.reports, checks, failures + search.failures)
 

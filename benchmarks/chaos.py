@@ -584,8 +584,10 @@ class SearchTrigger:
         }
         self.delay = rng.uniform(*delays.get(moment, (0.0, 0.0)))
         self.due: float | None = None
+        self.pid = 0  # the command's
 
     def __call__(self, proc: psutil.Process, elapsed: float) -> str | None:
+        self.pid = proc.pid
         ready = getattr(self, f"_{self.moment}")()
         if ready and self.due is None:
             self.due = elapsed + self.delay
@@ -600,7 +602,11 @@ class SearchTrigger:
         return search_run_params(self.setup) is not None
 
     def _before_state(self) -> bool:
-        return any(self.setup.project.glob(".lock-*")) and not (self.setup.project / "oracle.json").exists()
+        """The command holds the search's lock (not one a killed command left) and
+        Keras Tuner has written no state yet."""
+        locks = [read_json(lock)[0] for lock in self.setup.project.glob(".lock-*")]
+        mine = any(isinstance(lock, dict) and lock.get("pid") == self.pid for lock in locks)
+        return mine and not (self.setup.project / "oracle.json").exists()
 
     def _run_created(self) -> bool:
         return bool(self._fresh())

@@ -10,9 +10,9 @@ Whole folders (a dataset, a rendered corpus) are made in a hidden temporary sibl
 places in one atomic step, so a kill at any moment leaves the old folder or the new one;
 elsewhere a kill between two renames leaves the old one aside, and the next
 :func:`temp_sibling` puts it back (it also clears what a killed process left). Before
-any work, :func:`check_output_folder` makes sure the target is something pianotx may replace:
-nothing yet, an empty folder, or a folder pianotx made itself (recognised by its
-manifest). Anything else, or a target that is or contains an input, is refused with
+any work, :func:`check_output_folder` makes sure the target is something pianotx may
+replace: nothing yet, an empty folder, or a folder pianotx made itself (recognised by
+its manifest). Anything else, or a target that is or contains an input, is refused with
 one line naming the path and the reason, and nothing is touched.
 """
 

@@ -19,16 +19,16 @@ Keras Tuner's folder: just after the search's own run is created and before Kera
 Tuner's state was first written (the first kills), just after a trial's run is created,
 during an epoch, while a trial's model is logged, just after a trial's run turns
 FINISHED (before Keras Tuner's trial.json says COMPLETED), between Keras Tuner's writes
-of a new trial's trial.json and of the oracle state naming it (an audit hook holds the
-process there), while the best model is registered (the last kill); the rest at random
-times. After each kill the same command runs again (and is killed in its turn); the last
-one finishes the search. A kill is survived when the store is consistent right after it
-(each trial at most one complete run, hyperparameters as first drawn), the next command
-does not crash, the runs the kill left open are closed once a later command resumes,
-and, for the last kill, every final check passes: each trial one complete run with the
-hyperparameters Keras Tuner first drew for it, no run left RUNNING, the search's run
-holding its setup, and ``models:/piano/Production`` is the best trial's model,
-registered once, and transcribes a clip.
+of a new or COMPLETED trial's trial.json and of the oracle state (an audit hook holds
+the process there), while the best model is registered (the last kill); the rest at
+random times. After each kill the same command runs again (and is killed in its turn);
+the last one finishes the search. A kill is survived when the store is consistent right
+after it (each trial at most one complete run, hyperparameters as first drawn), the next
+command does not crash, the runs the kill left open are closed once a later command
+resumes, and, for the last kill, every final check passes: each trial one complete run
+with the hyperparameters Keras Tuner first drew for it, no run left RUNNING, the
+search's run holding its setup, and ``models:/piano/Production`` is the best trial's
+model, registered once, and transcribes a clip.
 
     python benchmarks/chaos.py [--kills 10] [--build-kills 5] [--seed 0] [--keep]
 
@@ -104,8 +104,9 @@ sys.addaudithook(_pause_in_swap)
 runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
 """
 # Run as `python -c STATE_HOOK search ...`: the search pauses when Keras Tuner has written
-# a new trial's trial.json and is about to write the oracle state that names it (its two
-# files are renamed into place one after the other), so that a kill can land in between.
+# a trial's trial.json (new, or COMPLETED: CHAOS_STATE_STATUS) and is about to write the
+# oracle state that names it ongoing or done (its files are renamed into place one after
+# the other), so that a kill can land in between.
 STATE_HOOK = """
 import json, os, runpy, sys, time
 PROJECT = os.environ["CHAOS_PROJECT"]
@@ -120,9 +121,11 @@ def _pause_between_state_files(event, args):
                 trial = json.load(f)
         except (OSError, ValueError):
             trial = {}
-        if trial.get("status") == "RUNNING":
+        if trial.get("status") == os.environ["CHAOS_STATE_STATUS"]:
+            kind = "new" if trial["status"] == "RUNNING" else trial["status"]
+            where = f"Keras Tuner wrote {kind} trial {trial['trial_id']}'s trial.json, not yet the oracle state"
             with open(os.environ["CHAOS_STATE_MARKER"], "w") as marker:
-                marker.write(f"Keras Tuner wrote new trial {trial['trial_id']}'s trial.json, not yet the oracle state")
+                marker.write(where)
             time.sleep(float(os.environ["CHAOS_STATE_PAUSE"]))
     last[0] = target
 sys.addaudithook(_pause_between_state_files)
@@ -904,7 +907,9 @@ class SearchChaos:
         trigger = SearchTrigger(moment, self.setup, known, self.rng) if moment else None
         log = self.setup.root / "logs" / f"search-{self.rounds}.log"
         cmd = search_command(self.setup, hook=moment == "state_write")
-        outcome = run_command(cmd, trigger, log, self.env, self.setup.root)
+        status = self.rng.choice(["RUNNING", "COMPLETED"]) if moment == "state_write" else "RUNNING"
+        env = self.env | {"CHAOS_STATE_STATUS": status}
+        outcome = run_command(cmd, trigger, log, env, self.setup.root)
         self.finished = outcome.moment is None and outcome.rc == 0
         resumed = self.finished or any(r.run_id not in known for r in trial_rows(self.setup))
         self._settle(outcome, resumed)

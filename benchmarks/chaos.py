@@ -103,32 +103,27 @@ def _pause_in_swap(event, args):
 sys.addaudithook(_pause_in_swap)
 runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
 """
-# Run as `python -c STATE_HOOK search ...`: the search pauses when Keras Tuner has written
-# a trial's trial.json (new, or COMPLETED: CHAOS_STATE_STATUS) and is about to write the
-# oracle state that names it ongoing or done (its files are renamed into place one after
-# the other), so that a kill can land in between.
+# Run as `python -c STATE_HOOK search ...`: Keras Tuner writes a trial's trial.json and
+# then the oracle state that names it ongoing (a new trial) or done (a COMPLETED one);
+# the search pauses between the two (for the status CHAOS_STATE_STATUS) and says so in a
+# marker file, so that a kill can land in between. The wrappers only note and wait.
 STATE_HOOK = """
-import json, os, runpy, sys, time
-PROJECT = os.environ["CHAOS_PROJECT"]
-last = [""]
-def _pause_between_state_files(event, args):
-    target = os.fspath(args[1]) if event == "os.rename" else None
-    if not isinstance(target, str) or not target.startswith(PROJECT):
-        return
-    if target == os.path.join(PROJECT, "oracle.json") and last[0].endswith("trial.json"):
-        try:
-            with open(last[0]) as f:
-                trial = json.load(f)
-        except (OSError, ValueError):
-            trial = {}
-        if trial.get("status") == os.environ["CHAOS_STATE_STATUS"]:
-            kind = "new" if trial["status"] == "RUNNING" else trial["status"]
-            where = f"Keras Tuner wrote {kind} trial {trial['trial_id']}'s trial.json, not yet the oracle state"
-            with open(os.environ["CHAOS_STATE_MARKER"], "w") as marker:
-                marker.write(where)
-            time.sleep(float(os.environ["CHAOS_STATE_PAUSE"]))
-    last[0] = target
-sys.addaudithook(_pause_between_state_files)
+import os, runpy, time
+from keras_tuner.src.engine import oracle as _oracle
+_save_trial, _save = _oracle.Oracle._save_trial, _oracle.Oracle.save
+last = []
+def _save_trial_noted(self, trial):
+    _save_trial(self, trial)
+    last[:] = [trial.trial_id, str(trial.status)]
+def _save_paused(self):
+    if last and last[1] == os.environ["CHAOS_STATE_STATUS"]:
+        kind = "new" if last[1] == "RUNNING" else last[1]
+        with open(os.environ["CHAOS_STATE_MARKER"], "w") as marker:
+            marker.write(f"Keras Tuner wrote {kind} trial {last[0]}'s trial.json, not yet the oracle state")
+        time.sleep(float(os.environ["CHAOS_STATE_PAUSE"]))
+    last[:] = []
+    return _save(self)
+_oracle.Oracle._save_trial, _oracle.Oracle.save = _save_trial_noted, _save_paused
 runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
 """
 
@@ -325,10 +320,11 @@ def leftovers(out: Path) -> list[str]:
 class BuildTrigger:
     """When to kill one build: "swap", one of BUILD_MOMENTS, or "random"."""
 
-    def __init__(self, moment: str, out: Path, marker: Path, rng: random.Random):
+    def __init__(self, moment: str, out: Path, marker: Path, rng: random.Random, seconds: float):
+        """``seconds``: how long a whole build takes (random kills land within it)."""
         self.moment, self.out, self.marker = moment, out, marker
-        self.delay = rng.uniform(0.0, 0.4) if moment == "workers" else rng.uniform(0.5, 8.0)
-        self.due: float | None = None
+        self.delay = rng.uniform(0.05, 0.95) * seconds
+        self.pieces = rng.randint(1, PIECES - 2)  # "workers": pieces done when it fires
 
     def __call__(self, proc: psutil.Process, elapsed: float) -> str | None:
         tmp = self.out.parent / f".{self.out.name}.tmp-{proc.pid}"
@@ -339,11 +335,8 @@ class BuildTrigger:
             return "while the split shards were written" if (tmp / "train").exists() else None
         if self.moment == "workers":
             done = len(list((tmp / "pieces").glob("*.npz"))) if (tmp / "pieces").is_dir() else 0
-            if self.due is None and done and proc.children():
-                self.due = elapsed + self.delay
-            if self.due is not None and elapsed >= self.due:
-                return f"while {len(proc.children())} workers processed pieces ({done} of {PIECES} done)"
-            return None
+            workers = len(proc.children()) if done >= self.pieces else 0
+            return f"while {workers} workers processed pieces ({done} of {PIECES} done)" if workers else None
         return f"at random ({build_phase(tmp, self.out)})" if elapsed >= self.delay else None
 
 
@@ -405,7 +398,8 @@ def build_chaos(
         new = 112 - old  # 64 <-> 48: every build replaces a dataset
         cmd = build_command(setup, new, moment == "swap")
         log = setup.root / "logs" / f"build-{number}.log"
-        outcome = run_command(cmd, BuildTrigger(moment, setup.dataset, marker, rng), log, env, setup.root)
+        trigger = BuildTrigger(moment, setup.dataset, marker, rng, first.seconds)
+        outcome = run_command(cmd, trigger, log, env, setup.root)
         report = KillReport("build", number, moment, outcome)
         if outcome.failed:
             failures.append(f"build {number} failed ({outcome.failure()})")
@@ -719,10 +713,11 @@ def param_problems(run: TrialRun, drawn: dict[str, Any] | None) -> list[str]:
     where = f"run {run.run_id[:8]} of trial {run.trial}"
     if drawn is None:
         return [f"{where}: Keras Tuner has no such trial"]
-    wrong = sorted(k for k, v in run.params.items() if k not in drawn or not same_value(v, drawn[k]))
-    problems = [f"{where} logged {k}={run.params[k]}, drawn {drawn.get(k)}" for k in wrong]
-    if run.complete and set(run.params) != set(drawn):
-        problems.append(f"{where}: params {sorted(run.params)} are not the trial's {sorted(drawn)}")
+    wrong = sorted(k for k, v in drawn.items() if k in run.params and not same_value(run.params[k], v))
+    problems = [f"{where} logged {k}={run.params[k]}, drawn {drawn[k]}" for k in wrong]
+    missing = sorted(set(drawn) - set(run.params))
+    if run.complete and missing:
+        problems.append(f"{where} lacks params {missing}")
     return problems
 
 

@@ -399,6 +399,7 @@ def build_chaos(
         cmd = build_command(setup, new, moment == "swap")
         log = setup.root / "logs" / f"build-{number}.log"
         trigger = BuildTrigger(moment, setup.dataset, marker, rng, first.seconds)
+        earlier = set(leftovers(setup.dataset))  # blamed on the kill that left them
         outcome = run_command(cmd, trigger, log, env, setup.root)
         report = KillReport("build", number, moment, outcome)
         if outcome.failed:
@@ -406,15 +407,18 @@ def build_chaos(
         if outcome.moment is None:
             outcome.moment = "not hit: the build ended first"
         else:
-            check_killed_build(setup, report, old, new, env)
+            check_killed_build(setup, report, (old, new), env, earlier)
         reports.append(report)
         say(report.line(kills))
     return reports, failures
 
 
-def check_killed_build(setup: Setup, report: KillReport, old: int, new: int, env: dict[str, str]) -> None:
-    """After a killed build: old or new dataset, no orphan, and a clean rebuild."""
-    out = setup.dataset
+def check_killed_build(
+    setup: Setup, report: KillReport, chunks: tuple[int, int], env: dict[str, str], earlier: set[str]
+) -> None:
+    """After a killed build: the old or the new dataset (chunk lengths ``chunks``), no
+    orphan, and a clean rebuild that leaves nothing beside the dataset (but ``earlier``)."""
+    out, (old, new) = setup.dataset, chunks
     if report.outcome.orphans:
         report.problems.append(f"orphan workers {report.outcome.orphans} alive {ORPHAN_GRACE:.0f} s after the kill")
     if not out.exists():
@@ -429,8 +433,9 @@ def check_killed_build(setup: Setup, report: KillReport, old: int, new: int, env
         report.problems.append(f"the next build failed ({again.failure()})")
         return
     report.problems += dataset_problems(out, {new: "the new dataset"})
-    if leftovers(out):
-        report.problems.append(f"left behind after the next build: {', '.join(leftovers(out))}")
+    left = sorted(set(leftovers(out)) - earlier)
+    if left:
+        report.problems.append(f"left behind after the next build: {', '.join(left)}")
 
 
 def load_chunk_frames(out: Path) -> int | None:

@@ -39,6 +39,7 @@ kill was not survived or a final check failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -558,8 +559,18 @@ def describe(setup: Setup, row: RunRow) -> str:
     return f"trial {row.trial}: {state} (trial.json {trial_status(setup, row.trial)})"
 
 
+def recover(setup: Setup) -> None:
+    """Let SQLite roll back a write a killed process left half done (a hot journal), as
+    the next process to open the store would; read-only queries fail until then."""
+    db = setup.store.local_path
+    if db is not None and db.is_file():
+        with contextlib.closing(sqlite3.connect(db, timeout=5.0)) as con:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+
+
 def search_state(setup: Setup, known: set[str]) -> str:
     """Where a search command stood (after it died): the latest trial run it made."""
+    recover(setup)
     if search_run_done(setup):
         return f"after the search run FINISHED, registering its best model ({registry_state(setup)})"
     if not (setup.project / "oracle.json").exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -49,12 +50,37 @@ def connect(store: Store) -> MlflowClient:
     with (store.local_path.parent / ".schema.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client = MlflowClient(store.tracking_uri, store.tracking_uri)
-            client.search_experiments(max_results=1)
-            client.search_registered_models(max_results=1)
+            if not store.local_path.is_file():
+                _create_store(store.local_path)
+            client = _opened(store.tracking_uri)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
+
+
+def _opened(uri: str) -> MlflowClient:
+    """A client of ``uri`` whose store has its schema (created or migrated on first use)."""
+    client = MlflowClient(uri, uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
+    return client
+
+
+def _create_store(db: Path) -> None:
+    """Make the SQLite store ``db`` whole: its schema is built in a temporary file beside
+    it, renamed into place when complete. MLflow's migrations are not one transaction on
+    SQLite, so a process killed among them would leave a store that every later command
+    fails to open ("table ... already exists"). Called under the schema lock, so older
+    temporary files are what killed processes left."""
+    for stale in db.parent.glob(f".{db.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
+    tmp = db.parent / f".{db.name}.tmp-{os.getpid()}"
+    try:
+        _opened(f"sqlite:///{tmp}")
+        os.replace(tmp, db)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def experiment_id(client: MlflowClient, store: Store, name: str) -> str:

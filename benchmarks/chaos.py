@@ -15,20 +15,21 @@ must be gone within a few seconds, and the same command again must build the new
 and leave no ``.NAME.tmp-*`` or ``.NAME.old-*`` behind.
 
 Search: the command is killed at seeded moments, most found by watching the store and
-Keras Tuner's folder: just after the search's own run is created and before Keras
-Tuner's state was first written (the first kills), just after a trial's run is created,
-during an epoch, while a trial's model is logged, just after a trial's run turns
-FINISHED (before Keras Tuner's trial.json says COMPLETED), between Keras Tuner's writes
-of a new or COMPLETED trial's trial.json and of the oracle state (an audit hook holds
-the process there), while the best model is registered (the last kill); the rest at
-random times. After each kill the same command runs again (and is killed in its turn);
-the last one finishes the search. A kill is survived when the store is consistent right
-after it (each trial at most one complete run, hyperparameters as first drawn), the next
-command does not crash, the runs the kill left open are closed once a later command
-resumes, and, for the last kill, every final check passes: each trial one complete run
-with the hyperparameters Keras Tuner first drew for it, no run left RUNNING, the
-search's run holding its setup, and ``models:/piano/Production`` is the best trial's
-model, registered once, and transcribes a clip.
+Keras Tuner's folder: while the new store is made, just after the search's own run is
+created and before Keras Tuner's state was first written (the first kills), just after a
+trial's run is created, during an epoch, while a trial's model is logged, just after a
+trial's run turns FINISHED (before Keras Tuner's trial.json says COMPLETED), between
+Keras Tuner's writes of a new or COMPLETED trial's trial.json and of the oracle state (a
+wrapper of Keras Tuner's oracle holds the process there), while the best model is
+registered (the last kill); the rest at random times. After each kill the same command
+runs again (and is killed in its turn); the last one finishes the search. A kill is
+survived when the store is consistent right after it (each trial at most one complete
+run, hyperparameters as first drawn), the next command does not crash, the runs the kill
+left open are closed once a later command resumes, and, for the last kill, every final
+check passes: each trial one complete run with the hyperparameters Keras Tuner first
+drew for it, no run left RUNNING, the search's run holding its setup, and
+``models:/piano/Production`` is the best trial's model, registered once, and transcribes
+a clip.
 
     python benchmarks/chaos.py [--kills 10] [--build-kills 5] [--seed 0] [--keep]
 
@@ -515,6 +516,19 @@ def search_run_params(setup: Setup) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
+def store_tables(setup: Setup) -> str:
+    """How far the store's files have come: tables in mlflow.db and in temporary stores."""
+    db = setup.store.local_path
+    assert db is not None
+    found = []
+    for path in [db, *sorted(db.parent.glob(f".{db.name}.tmp-*"))]:
+        if path.is_file() and not path.name.endswith("-journal"):
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+                n = con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+            found.append(f"{path.name}: {n} tables")
+    return ", ".join(found) or "no store yet"
+
+
 def registry_state(setup: Setup) -> str:
     versions = query(setup, "SELECT version, current_stage FROM model_versions WHERE name = 'piano'")
     return ", ".join(f"version {v} {stage}" for v, stage in versions) or "no version yet"
@@ -575,21 +589,23 @@ def search_state(setup: Setup, known: set[str]) -> str:
         return f"after the search run FINISHED, registering its best model ({registry_state(setup)})"
     if not (setup.project / "oracle.json").exists():
         params = search_run_params(setup)
-        run = "not created yet" if params is None else f"created with {params} params logged"
-        return f"before Keras Tuner's state was first written (no oracle.json; the search's run {run})"
+        if params is None:
+            return f"before the search's run was created ({store_tables(setup)})"
+        return f"before Keras Tuner's state was first written (no oracle.json; the search's run {params} params)"
     fresh = [r for r in trial_rows(setup) if r.run_id not in known]
     return describe(setup, fresh[-1]) if fresh else "resuming, before this command made a trial run"
 
 
 class SearchTrigger:
-    """When to kill one search command: ``moment`` is "before_state", one of
-    SEARCH_MOMENTS, "registering" or "random". Only runs this command made count
-    (``known`` are older)."""
+    """When to kill one search command: ``moment`` is "store_creation",
+    "search_created", "before_state", one of SEARCH_MOMENTS, "registering" or
+    "random". Only runs this command made count (``known`` are older)."""
 
     def __init__(self, moment: str, setup: Setup, known: set[str], rng: random.Random):
         self.moment, self.setup, self.known = moment, setup, known
         delays = {
             "before_state": (0.0, 1.5),
+            "store_creation": (0.0, 1.0),
             "epoch": (0.0, 0.15),
             "model_logging": (0.0, 0.2),
             "registering": (0.0, 0.3),
@@ -610,6 +626,9 @@ class SearchTrigger:
 
     def _fresh(self) -> list[RunRow]:
         return [r for r in trial_rows(self.setup) if r.run_id not in self.known]
+
+    def _store_creation(self) -> bool:
+        return (self.setup.root / "mlruns" / ".schema.lock").exists()
 
     def _search_created(self) -> bool:
         return search_run_params(self.setup) is not None
@@ -648,11 +667,11 @@ class SearchTrigger:
 
 def search_plan(kills: int, rng: random.Random) -> list[str]:
     """The moment of each kill: first the moments before Keras Tuner's state exists
-    (possible only in a new search: just after the search's run is created, given 4
-    kills or more, then at a random instant), last while the best model is registered
-    (only at the end), in between each of SEARCH_MOMENTS and random times, in seeded
-    order."""
-    first = ["search_created", "before_state"] if kills >= 4 else ["before_state"]
+    (possible only in a new search; given 5 kills or more, while the new store is made
+    and just after the search's run is created, then at a random instant), last while
+    the best model is registered (only at the end), in between each of SEARCH_MOMENTS
+    and random times, in seeded order."""
+    first = ["store_creation", "search_created", "before_state"] if kills >= 5 else ["before_state"]
     if kills <= len(first):
         return first[-kills:] if kills else []
     middle = list(SEARCH_MOMENTS) + ["random"] * max(0, kills - len(first) - 1 - len(SEARCH_MOMENTS))
@@ -891,6 +910,16 @@ def search_command(setup: Setup, hook: bool = False) -> list[str]:
             "--tracking-uri", setup.store.tracking_uri]  # fmt: skip
 
 
+def guarded(check: Callable[..., Any], setup: Setup, failed: Any, *args: Any) -> Any:
+    """``check(setup, *args)``, or ``failed`` where the store cannot be read at all (the
+    error is printed: such a store is a finding, not a reason to stop)."""
+    try:
+        return check(setup, *args)
+    except Exception as exc:  # noqa: BLE001 - MLflow and SQLAlchemy raise many kinds
+        print(f"the store cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return failed
+
+
 class SearchChaos:
     """The search killed round after round, each kill's verdict gathered as it comes."""
 
@@ -936,7 +965,7 @@ class SearchChaos:
                 self.reports[-1].problems.append("the next command failed")
         if not resumed:
             return
-        still = open_runs(self.setup)
+        still = guarded(open_runs, self.setup, {})
         for report, left in self.pending:
             report.problems += [f"{what}, left by this kill, still open after the search resumed"
                                 for run_id, what in left.items() if run_id in still]  # fmt: skip
@@ -951,8 +980,11 @@ class SearchChaos:
             if outcome.rc == 0:
                 self.say(f"search kill {number}/{total} [{moment}] not made: the search finished first")
             return False
-        report = KillReport("search", number, moment, outcome, consistency(self.setup, self.first_drawn))
-        left = {k: v for k, v in open_runs(self.setup).items() if k not in self.attributed}
+        problems = guarded(consistency, self.setup, None, self.first_drawn)
+        report = KillReport("search", number, moment, outcome, problems or [])
+        if problems is None:
+            report.problems.append("the store cannot be read after the kill")
+        left = {k: v for k, v in guarded(open_runs, self.setup, {}).items() if k not in self.attributed}
         self.attributed |= set(left)
         self.pending.append((report, left))
         self.reports.append(report)
@@ -966,7 +998,9 @@ class SearchChaos:
             if not self.kill(number, len(plan), moment):
                 break
         last = Outcome(None, 0, 0.0) if self.finished else self.round(None)
-        checks = final_checks(self.setup, self.first_drawn, last)
+        checks = guarded(final_checks, self.setup, None, self.first_drawn, last)
+        if checks is None:
+            checks = [Check("the store can be read at the end", "no: see the error printed above")]
         failed = [c.name for c in checks if c.problem]
         if failed and self.reports:
             self.reports[-1].problems.append(f"final checks failed: {', '.join(failed)}")

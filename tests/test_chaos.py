@@ -27,9 +27,9 @@ def test_plans_start_with_the_moments_only_a_new_search_or_an_old_dataset_has(ch
     import random
 
     plan = chaos.search_plan(10, random.Random(0))
-    assert (plan[:2], plan[-1], len(plan)) == (["search_created", "before_state"], "registering", 10)
-    assert sorted(plan[2:-1]) == sorted([*chaos.SEARCH_MOMENTS, "random", "random"])
-    assert chaos.enough_trials(plan) == 6  # 2 random, run_finished and state_write kills may each finish a trial
+    assert plan[:3] == ["store_creation", "search_created", "before_state"] and len(plan) == 10
+    assert plan[-1] == "registering" and sorted(plan[3:-1]) == sorted([*chaos.SEARCH_MOMENTS, "random"])
+    assert chaos.enough_trials(plan) == 5  # random, run_finished and state_write kills may each finish a trial
     assert chaos.search_plan(3, random.Random(0))[::2] == ["before_state", "registering"]
     assert chaos.search_plan(1, random.Random(0)) == ["before_state"]
     assert chaos.search_plan(0, random.Random(0)) == []

@@ -229,7 +229,10 @@ class Outcome:
         return self.moment is None and self.rc != 0
 
     def failure(self) -> str:
-        return "hung" if self.hung else f"exit {self.rc}: {self.tail()}"
+        """Why it failed: pianotx's one-line error where it printed one, else its output's end."""
+        lines = self.log.read_text(errors="replace").splitlines() if self.log else []
+        errors = [line for line in lines if line.startswith("error:")]
+        return "hung" if self.hung else f"exit {self.rc}: {errors[-1] if errors else self.tail(3)}"
 
     def tail(self, lines: int = 6) -> str:
         text = self.log.read_text(errors="replace").strip().splitlines() if self.log else []
@@ -605,7 +608,7 @@ class SearchTrigger:
         self.moment, self.setup, self.known = moment, setup, known
         delays = {
             "before_state": (0.0, 1.5),
-            "store_creation": (0.0, 1.0),
+            "store_creation": (0.0, 0.8),
             "epoch": (0.0, 0.15),
             "model_logging": (0.0, 0.2),
             "registering": (0.0, 0.3),
@@ -628,7 +631,9 @@ class SearchTrigger:
         return [r for r in trial_rows(self.setup) if r.run_id not in self.known]
 
     def _store_creation(self) -> bool:
-        return (self.setup.root / "mlruns" / ".schema.lock").exists()
+        db = self.setup.store.local_path
+        assert db is not None
+        return db.is_file() or any(db.parent.glob(f".{db.name}.tmp-{self.pid}"))
 
     def _search_created(self) -> bool:
         return search_run_params(self.setup) is not None

@@ -607,7 +607,7 @@ class SearchTrigger:
     def __init__(self, moment: str, setup: Setup, known: set[str], rng: random.Random):
         self.moment, self.setup, self.known = moment, setup, known
         delays = {
-            "before_state": (0.0, 1.5),
+            "before_state": (0.0, 0.6),
             "store_creation": (0.0, 0.8),
             "epoch": (0.0, 0.15),
             "model_logging": (0.0, 0.2),

@@ -47,6 +47,8 @@ def test_three_search_kills_and_a_build_kill_are_survived(chaos, tmp_path):
     lines: list[str] = []
     summary = chaos.run_chaos(tmp_path, kills=3, build_kills=1, seed=0, trials=2, epochs=2, say=lines.append)
     chaos.report(summary, say=lines.append)
-    assert lines[-1] == "kills survived / kills made: 4/4", "\n".join(lines)
+    survived, made = (int(n) for n in lines[-1].removeprefix("kills survived / kills made: ").split("/"))
+    # the last planned kill (while registering) can come too late on a fast machine: no kill made
+    assert survived == made >= 3, "\n".join(lines)
     assert summary.ok, "\n".join(lines)
     assert [(r.kind, r.planned) for r in summary.kills[:2]] == [("build", "swap"), ("search", "before_state")]

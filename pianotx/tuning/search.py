@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pianotx.config import ConfigError, DecodingConfig
+from pianotx.files import pid_alive
 from pianotx.locations import Store
 from pianotx.store import MANIFEST, Manifest, load_manifest
 from pianotx.tracking import MODEL_URI_TAG, TRIAL_TAG, DatasetRef, SearchTracker, best_effort, register
@@ -77,16 +78,6 @@ def _check_unchanged(spec: SearchSpec, project: Path, fingerprint: str, overwrit
     saved_fp.write_text(fingerprint + "\n")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def search_lock(project: Path, name: str) -> Iterator[None]:
     """Hold ``project/.lock-<tuner id>`` while a search runs, so the same search cannot
@@ -123,7 +114,7 @@ def _refuse_or_clear(lock: Path, name: str) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         lock.unlink(missing_ok=True)  # unreadable: a half-written lock of a killed process
         return
-    if host != socket.gethostname() or _pid_alive(pid):
+    if host != socket.gethostname() or pid_alive(pid):
         raise ConfigError(
             f"search {name!r} is already running (pid {pid} on {host}, since {held.get('since', '?')}); "
             f"wait for it, or remove {lock} if that process is gone"

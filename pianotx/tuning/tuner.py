@@ -31,7 +31,7 @@ from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
 from pianotx.store import Manifest, SplitArrays
 from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker, best_effort
-from pianotx.train import TrainingDiverged, fit, release_memory, seed_everything, standard_callbacks
+from pianotx.train import SafeBackupAndRestore, TrainingDiverged, fit, release_memory, seed_everything, standard_callbacks
 from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
 from pianotx.windows import predict_rolls
 
@@ -190,7 +190,7 @@ class TrackedTrials(_TunerBase):
             EpochLogger(self.tracker, run_id),
             *standard_callbacks(train_cfg, trial_dir / "checkpoint.keras"),
             # an interrupted trial, retried on resume, goes on from its last epoch
-            keras.callbacks.BackupAndRestore(str(trial_dir / "backup")),
+            SafeBackupAndRestore(str(trial_dir / "backup")),
         ]
         try:
             results = super().run_trial(

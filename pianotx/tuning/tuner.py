@@ -31,7 +31,14 @@ from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
 from pianotx.store import Manifest, SplitArrays
 from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker, best_effort
-from pianotx.train import SafeBackupAndRestore, TrainingDiverged, fit, release_memory, seed_everything, standard_callbacks
+from pianotx.train import (
+    SafeBackupAndRestore,
+    TrainingDiverged,
+    fit,
+    release_memory,
+    seed_everything,
+    standard_callbacks,
+)
 from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
 from pianotx.windows import predict_rolls
 

@@ -334,6 +334,9 @@ def search_distributed(
     gpus: Annotated[
         str | None, typer.Option(help="GPU ids, one per worker, e.g. 0,1 (CUDA_VISIBLE_DEVICES of each).")
     ] = None,
+    worker_restarts: Annotated[
+        int, typer.Option(help="Times a worker that fails is started again (it resumes its trial).")
+    ] = 2,
     register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = "piano",
     register: Annotated[bool, typer.Option(help="Register the best model.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
@@ -362,6 +365,7 @@ def search_distributed(
         chief_args=tuple(chief_args),
         worker_args=("--note-eval-pieces", str(note_eval_pieces)),
         chief_poll=chief_poll,
+        worker_restarts=worker_restarts,
     )
     with user_errors():
         code = launch(cluster, echo=lambda line: typer.echo(line, err=True))

@@ -13,7 +13,11 @@ returned history: this module imports neither keras_tuner nor mlflow.
 from __future__ import annotations
 
 import gc
+import json
+import logging
 import math
+import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ import keras
 import numpy as np
 
 from pianotx.config import ModelConfig, TrainConfig
+from pianotx.files import write_text_atomic
 from pianotx.model import build_model
 
 Batch = tuple[np.ndarray, np.ndarray]
@@ -168,6 +173,31 @@ class _DivergenceGuard(keras.callbacks.Callback):
         if self.where is None and loss is not None and not math.isfinite(float(loss)):
             self.where = (self._epoch, batch, float(loss))
             self.model.stop_training = True
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, written atomically, so a process killed while saving
+    leaves the previous epoch's backup whole; a backup that still cannot be read is
+    dropped (with a warning) and training starts from its first epoch instead of failing.
+    """
+
+    def _save_model(self) -> None:
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = os.path.join(self.backup_dir, f".tmp-{os.getpid()}.weights.h5")
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self._weights_path)
+        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        write_text_atomic(self._training_metadata_path, json.dumps(metadata))
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as exc:
+            logging.getLogger(__name__).warning(
+                "%s: unreadable backup (%s); training starts from the first epoch", self.backup_dir, exc
+            )
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            self.model._initial_epoch = None
 
 
 def standard_callbacks(

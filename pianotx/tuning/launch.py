@@ -7,7 +7,8 @@ together, a chief (``pianotx search --chief``) and N workers (``pianotx search
 --worker I``). It waits for the chief, then stops everything it started, workers first
 and the server last; Ctrl-C or SIGTERM stop them the same way (each search process
 closes its MLflow runs as KILLED). Every process logs to its own file in one folder,
-beside ``pids.json``.
+beside ``cluster.json`` (the server's address, each process's pid and command line: a
+worker that died is started again with its own command).
 
 Keras Tuner's state goes to ``mlruns/keras-tuner``, as for ``pianotx search`` on the same
 store: a search can be resumed by either command.
@@ -17,7 +18,6 @@ Only loopback addresses are used; for several machines see the README.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -28,14 +28,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from pianotx.config import ConfigError
+from pianotx.files import write_json_atomic
 from pianotx.tuning.distributed import WORKER_TIMEOUT
 
 LOOPBACK = "127.0.0.1"
 SERVER_START = 180.0  # seconds the MLflow server may take to answer
 STOP_GRACE = 30.0  # seconds a process may take to close its runs before it is killed
+CLUSTER_FILE = "cluster.json"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Cluster:
         chief_args: more ``pianotx search`` options for the chief (``--overwrite``, ...).
         worker_args: more options for each worker (``--note-eval-pieces N``).
         chief_poll: seconds between the chief's checks.
+        worker_restarts: times a worker that failed is started again.
     """
 
     space: Path
@@ -71,33 +73,54 @@ class Cluster:
     chief_args: tuple[str, ...] = ()
     worker_args: tuple[str, ...] = field(default_factory=tuple)
     chief_poll: float = 1.0
+    worker_restarts: int = 2
 
 
 @dataclass
 class Process:
-    """A process started here, with its log."""
+    """A process started here, with its log (appended to when it is started again)."""
 
     name: str
-    popen: subprocess.Popen
+    cmd: list[str]
+    env: dict[str, str]
     log: Path
+    popen: subprocess.Popen | None = None
+    restarts: int = 0
     reported: bool = False
+
+    def start(self) -> Process:
+        with self.log.open("ab") as handle:  # the child keeps its own copy
+            self.popen = subprocess.Popen(
+                self.cmd,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env={**self.env, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # Ctrl-C reaches the launcher only, which stops each in turn
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
 
     @property
     def code(self) -> int | None:
-        return self.popen.poll()
+        return self.popen.poll() if self.popen is not None else None
 
 
 def stop(processes: list[Process], grace: float = STOP_GRACE) -> None:
     """SIGTERM to each process group, SIGKILL to those still there after ``grace`` s."""
-    running = [p for p in processes if p.code is None]
+    running = [p for p in processes if p.popen is not None and p.code is None]
     for proc in running:
-        _signal_group(proc.popen.pid, signal.SIGTERM)
+        _signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for proc in running:
+        assert proc.popen is not None
         try:
             proc.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            _signal_group(proc.popen.pid, signal.SIGKILL)
+            _signal_group(proc.pid, signal.SIGKILL)
             proc.popen.wait()
 
 
@@ -178,19 +201,15 @@ def worker_env(cluster: Cluster, index: int) -> dict[str, str]:
 
 def _start(name: str, cmd: list[str], logs: Path, env: dict[str, str]) -> Process:
     log = logs / f"{name}.log"
-    handle: IO[bytes] = log.open("wb")
-    popen = subprocess.Popen(
-        cmd, stdout=handle, stderr=subprocess.STDOUT, env={**env, "PYTHONUNBUFFERED": "1"}, start_new_session=True
-    )
-    handle.close()  # the child holds its own copy
-    return Process(name, popen, log)
+    log.write_bytes(b"")
+    return Process(name, cmd, env, log).start()
 
 
 def _wait_for_server(server: Process, url: str) -> None:
     deadline = time.monotonic() + SERVER_START
     while time.monotonic() < deadline:
-        if server.popen.poll() is not None:
-            raise ConfigError(f"the MLflow server stopped ({exit_reason(server.popen.returncode)}); see {server.log}")
+        if server.code is not None:
+            raise ConfigError(f"the MLflow server stopped ({exit_reason(server.code)}); see {server.log}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
                 if reply.status == 200:
@@ -234,14 +253,26 @@ def launch(cluster: Cluster, echo: Callable[[str], None] = print) -> int:
         started.append(server)
         _wait_for_server(server, url)
         echo(f"MLflow server (and UI) at {url}; logs in {logs}")
-        for proc_name, cmd in search_commands(cluster, url, oracle_port).items():
+        commands = search_commands(cluster, url, oracle_port)
+        for proc_name, cmd in commands.items():
             index = int(proc_name.removeprefix("tuner")) if proc_name != "chief" else -1
             env = worker_env(cluster, index) if index >= 0 else {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
             started.append(_start(proc_name, cmd, logs, env))
-        pids = {p.name: p.popen.pid for p in started}
-        (logs / "pids.json").write_text(json.dumps(pids, indent=2) + "\n")
+
+        def record() -> None:
+            write_json_atomic(
+                logs / CLUSTER_FILE,
+                {
+                    "mlflow": url,
+                    "oracle": f"{LOOPBACK}:{oracle_port}",
+                    "pids": {p.name: p.pid for p in started},
+                    "commands": {p.name: p.cmd for p in started},
+                },
+            )
+
+        record()
         echo(f"chief on {LOOPBACK}:{oracle_port}, {cluster.workers} workers; waiting for the chief")
-        return _supervise(started[1], started[2:], server, echo)
+        return _supervise(started[1], started[2:], server, cluster.worker_restarts, echo, record)
     except KeyboardInterrupt:
         echo("interrupted: stopping the workers, the chief and the server")
         return 130
@@ -255,14 +286,30 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _supervise(chief: Process, workers: list[Process], server: Process, echo: Callable[[str], None]) -> int:
-    """Wait for the chief, reporting workers that stop on the way."""
+def _supervise(
+    chief: Process,
+    workers: list[Process],
+    server: Process,
+    restarts: int,
+    echo: Callable[[str], None],
+    record: Callable[[], None],
+) -> int:
+    """Wait for the chief; start a worker that failed again (``restarts`` times at most):
+    with its tuner id, it takes its unfinished trial back from the chief."""
     while chief.code is None:
         for worker in workers:
-            if worker.code is not None and not worker.reported:
-                worker.reported = True
-                lost = "" if worker.code == 0 else "; the chief gives its trial to another worker"
-                echo(f"{worker.name} stopped ({exit_reason(worker.code)}){lost}; log {worker.log}")
+            if worker.code is None or worker.reported:
+                continue
+            if worker.code and worker.restarts < restarts:
+                worker.restarts += 1
+                why = exit_reason(worker.code)
+                echo(f"{worker.name} stopped ({why}); starting it again ({worker.restarts} of {restarts})")
+                worker.start()
+                record()
+                continue
+            worker.reported = True
+            lost = "" if worker.code == 0 else "; the chief gives its trial to another worker"
+            echo(f"{worker.name} stopped ({exit_reason(worker.code)}){lost}; log {worker.log}")
         codes = [w.code for w in workers]
         if None not in codes and any(codes):
             echo("every worker has stopped, some with an error: stopping the chief; the same command resumes")
@@ -273,7 +320,7 @@ def _supervise(chief: Process, workers: list[Process], server: Process, echo: Ca
         time.sleep(0.5)
     for line in chief.log.read_text(errors="replace").strip().splitlines()[-3:]:
         echo(f"chief: {line}")
-    return int(chief.popen.returncode)
+    return int(chief.code or 0)
 
 
 def _stop_all(started: list[Process]) -> None:

@@ -39,7 +39,7 @@ from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
 from pianotx.store import Manifest, SplitArrays
 from pianotx.tracking import HOST_TAG, OBJECTIVE_METRIC, WORKER_TAG, SearchTracker, best_effort
-from pianotx.train import TrainingDiverged, fit, release_memory, standard_callbacks
+from pianotx.train import SafeBackupAndRestore, TrainingDiverged, fit, release_memory, standard_callbacks
 from pianotx.tuning.distributed import Heartbeat
 from pianotx.tuning.space import configs_from_values
 from pianotx.windows import predict_frames
@@ -266,7 +266,7 @@ class TrackedTrials(_TunerBase):
             EpochLogger(self.tracker, run_id, trial.trial_id, initial_epoch),
             *standard_callbacks(train_cfg, trial_dir / "checkpoint.keras"),
             # an interrupted trial, retried on resume, goes on from its last epoch
-            keras.callbacks.BackupAndRestore(str(trial_dir / "backup")),
+            SafeBackupAndRestore(str(trial_dir / "backup")),
             StopWhenSet(abandoned),
         ]
         results = super().run_trial(trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose)

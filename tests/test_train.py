@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -160,3 +161,32 @@ def test_huge_learning_rate_raises_training_diverged() -> None:
     with pytest.raises(TrainingDiverged, match="diverged"):
         train(TINY, config, toy_split(4, 0), toy_split(1, 1), n_bins=88, verbose=0)
     release_memory()
+
+
+def test_backup_survives_a_kill_while_saving_and_a_bad_one_restarts_training(tmp_path: Path) -> None:
+    from pianotx.train import SafeBackupAndRestore
+
+    backup = tmp_path / "backup"
+    model = build_model(TINY, FAST, n_bins=88)
+    fit(
+        model,
+        toy_split(2, 0),
+        toy_split(1, 1),
+        FAST,
+        [SafeBackupAndRestore(str(backup), delete_checkpoint=False)],
+        verbose=0,
+    )
+    assert sorted(p.name for p in backup.iterdir()) == ["latest.weights.h5", "training_metadata.json"]  # no temp left
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
+
+    longer = TrainConfig(learning_rate=2.0e-2, batch_size=8, epochs=3)
+    model = build_model(TINY, longer, n_bins=88)
+    history = fit(model, toy_split(2, 0), toy_split(1, 1), longer, [SafeBackupAndRestore(str(backup))], verbose=0)
+    assert len(history.history["loss"]) == 1  # went on from epoch 2
+
+    backup.mkdir()
+    (backup / "latest.weights.h5").write_bytes(b"half a file")  # what a kill during Keras' own save leaves
+    (backup / "training_metadata.json").write_text('{"epoch": 2, "batch": 0}')
+    model = build_model(TINY, longer, n_bins=88)
+    history = fit(model, toy_split(2, 0), toy_split(1, 1), longer, [SafeBackupAndRestore(str(backup))], verbose=0)
+    assert len(history.history["loss"]) == 3  # from the first epoch, not a failed trial

@@ -234,7 +234,7 @@ class SearchTracker:
     def beat(self, run_id: str) -> str:
         """A worker's heartbeat on its trial run; the run's status (KILLED: the chief
         gave the trial to another worker)."""
-        self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.1f}")
+        self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.3f}")
         return str(self.client.get_run(run_id).info.status)
 
     def copy_history(self, trial_id: str, run_id: str, keys: tuple[str, ...], first: int, last: int) -> str | None:

@@ -164,7 +164,7 @@ def test_workers_wait_while_a_trial_may_come_back_then_stop(tmp_path):
 
     oracle = _oracle(tmp_path, max_trials=1)
     only = oracle.create_trial("tuner0")
-    servicer = _servicer(oracle, poll=0.01)
+    servicer = _servicer(oracle, hold=0.01)
     answer = Trial.from_proto(servicer.CreateTrial(SimpleNamespace(tuner_id="tuner1"), None).trial)
     assert answer.status == TrialStatus.IDLE and not servicer.stop_triggered  # tuner0 may die: tuner1 stays
     assert "tuner1" in oracle.tuner_ids
@@ -219,3 +219,22 @@ def test_a_run_going_on_from_an_earlier_one_holds_the_whole_history(tmp_path):
     assert tracker.client.get_run(second).data.tags["pianotx.resumed_from"] == f"run {first} at epoch 2"
     other = tracker.start_trial("4", {})  # another trial's runs are never copied
     assert tracker.copy_history("4", other, ("loss",), 1, 2) is None
+
+
+def test_a_chief_started_again_after_the_end_finishes_at_once(tmp_path):
+    from keras_tuner.engine.trial import TrialStatus
+
+    from pianotx.tuning.distributed import all_ended, drop_ended_retries, serve_oracle
+
+    oracle = _oracle(tmp_path, max_trials=1)
+    trial = oracle.create_trial("tuner0")
+    oracle.update_trial(trial.trial_id, {"val_f1": 0.5})
+    trial.status = TrialStatus.COMPLETED
+    oracle.end_trial(trial)  # Keras Tuner saves before it forgets the ongoing trial
+    again = _oracle(tmp_path, max_trials=1)
+    again.reload()
+    assert again._retry_queue == [trial.trial_id]  # Keras Tuner would run the ended trial again
+    assert drop_ended_retries(again) == [trial.trial_id] and all_ended(again)
+    start = time.monotonic()
+    serve_oracle(SimpleNamespace(oracle=again, save=lambda: None), None, chief_role(8123))
+    assert time.monotonic() - start < 1.0  # nothing to serve, no worker to wait for

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 WORKER_TIMEOUT = 120.0  # seconds without a heartbeat before a worker counts as gone
 CHIEF_WAIT = 600.0  # seconds a worker waits for the chief to answer
 CHIEF_POLL = 1.0  # seconds between the chief's checks (end of the search, heartbeats)
+HOLD = 1.0  # seconds a worker waiting for a possible retry waits before asking again
 MAX_LOST_RUNS = 3  # runs of one trial lost with their worker before the trial is FAILED
 ENV_KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
@@ -267,10 +268,37 @@ class WorkerMonitor:
         return outcome is not None
 
 
-def _servicer(oracle: Any, poll: float) -> Any:
+def drop_ended_retries(oracle: Any) -> list[str]:
+    """Remove ended trials from the oracle's retry queue; their ids.
+
+    Keras Tuner saves its oracle before it removes an ended trial from the ongoing ones,
+    so a chief's last saved state still lists the last trial, which a reload queues for
+    a retry though it has ended.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+
+    ended = (TrialStatus.COMPLETED, TrialStatus.FAILED)
+    with locked(oracle):
+        dropped = [t for t in oracle._retry_queue if oracle.trials[t].status in ended]
+        oracle._retry_queue = [t for t in oracle._retry_queue if t not in dropped]
+    return dropped
+
+
+def all_ended(oracle: Any) -> bool:
+    """Whether every trial of a search with ``max_trials`` has been run and has ended."""
+    with locked(oracle):
+        return (
+            bool(oracle.max_trials)
+            and len(oracle.trials) >= oracle.max_trials
+            and not oracle.ongoing_trials
+            and not oracle._retry_queue
+        )
+
+
+def _servicer(oracle: Any, hold: float = HOLD) -> Any:
     """Keras Tuner's oracle servicer, except that a worker asking for a trial once all are
-    handed out waits (is answered IDLE after ``poll`` s) while other workers' trials
-    run: one of them may come back for a retry."""
+    handed out waits (is answered IDLE after ``hold`` s, and asks again) while other
+    workers' trials run: one of them may come back for a retry."""
     from keras_tuner.engine.trial import TrialStatus
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
@@ -285,7 +313,7 @@ def _servicer(oracle: Any, poll: float) -> Any:
                     if others:
                         self.oracle.tuner_ids.add(request.tuner_id)
                 if others:
-                    time.sleep(poll)
+                    time.sleep(hold)
                     trial.status = TrialStatus.IDLE
                 else:
                     self.stop_triggered = True
@@ -309,10 +337,13 @@ def serve_oracle(tuner: Any, tracker: SearchTracker, role: Role) -> None:
     from keras_tuner.src.distribute.oracle_chief import exit_chief
 
     oracle = tuner.oracle
+    drop_ended_retries(oracle)
     tuner.save()
-    # idle workers each hold a thread for `poll` seconds: room for many
+    if all_ended(oracle):  # a chief started again after the search's end: nothing to serve
+        return
+    # idle workers each hold a thread for HOLD seconds: room for many
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-    servicer = _servicer(oracle, role.poll)
+    servicer = _servicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(role.address)
@@ -342,6 +373,8 @@ def serve_oracle(tuner: Any, tracker: SearchTracker, role: Role) -> None:
                 return
     finally:
         server.stop(grace=1.0)
+        with locked(oracle):  # Keras Tuner saves before it forgets an ended trial: save after
+            oracle.save()
 
 
 class Heartbeat:

@@ -110,7 +110,10 @@ class Process:
 
 
 def stop(processes: list[Process], grace: float = STOP_GRACE) -> None:
-    """SIGTERM to each process group, SIGKILL to those still there after ``grace`` s."""
+    """SIGTERM to each process group, SIGKILL to those still there after ``grace`` s;
+    then SIGKILL to what is left of the groups just stopped (the MLflow server's job
+    runners can outlive it; a group that ended earlier is left alone: its id may be
+    another process's by now)."""
     running = [p for p in processes if p.popen is not None and p.code is None]
     for proc in running:
         _signal_group(proc.pid, signal.SIGTERM)
@@ -122,6 +125,8 @@ def stop(processes: list[Process], grace: float = STOP_GRACE) -> None:
         except subprocess.TimeoutExpired:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.popen.wait()
+    for proc in running:
+        _signal_group(proc.pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -101,3 +101,16 @@ def test_a_search_rerun_away_from_its_state_is_refused_and_changes_nothing(tmp_p
     assert sorted(r.info.run_id for r in runs) == sorted([parent, trial])
     assert client.get_run(parent).info.status == "RUNNING"  # not reopened, not ended
     assert not list((tmp_path / "second").rglob("*.json")) and not client.search_registered_models()
+
+
+def test_a_worker_with_another_dataset_is_refused(tmp_path, dataset, monkeypatch):
+    from pianotx.tuning import search
+    from pianotx.tuning.distributed import worker_role
+
+    monkeypatch.setattr(search, "wait_for_chief", lambda role: None)  # the chief "answers"
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri())
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\ntuner: {type: random, max_trials: 2, seed: 0}\nfixed: {epochs: 1}\n")
+    SearchTracker(store, "s").start_search({"dataset_fingerprint": "the chief's"}, {}, [], settle=0)
+    with pytest.raises(ConfigError, match=f"{dataset}: not the dataset of search 's' \\(its fingerprint differs"):
+        search.run_search(space, dataset, store, verbose=0, role=worker_role("0", "127.0.0.1:1"))

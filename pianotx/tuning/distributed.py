@@ -297,8 +297,9 @@ def all_ended(oracle: Any) -> bool:
 
 def _servicer(oracle: Any, hold: float = HOLD) -> Any:
     """Keras Tuner's oracle servicer, except that a worker asking for a trial once all are
-    handed out waits (is answered IDLE after ``hold`` s, and asks again) while other
-    workers' trials run: one of them may come back for a retry."""
+    handed out waits (is answered IDLE, and asks again) while other workers' trials run:
+    one of them may come back for a retry. Every IDLE answer comes after ``hold`` s
+    (Hyperband's too, while a bracket's trials run), so waiting workers do not spin."""
     from keras_tuner.engine.trial import TrialStatus
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
@@ -313,10 +314,11 @@ def _servicer(oracle: Any, hold: float = HOLD) -> Any:
                     if others:
                         self.oracle.tuner_ids.add(request.tuner_id)
                 if others:
-                    time.sleep(hold)
                     trial.status = TrialStatus.IDLE
                 else:
                     self.stop_triggered = True
+            if trial.status == TrialStatus.IDLE:  # the worker asks again at once: not in a tight loop
+                time.sleep(hold)
             return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
 
     return HoldingServicer(oracle)

@@ -238,3 +238,20 @@ def test_a_chief_started_again_after_the_end_finishes_at_once(tmp_path):
     start = time.monotonic()
     serve_oracle(SimpleNamespace(oracle=again, save=lambda: None), None, chief_role(8123))
     assert time.monotonic() - start < 1.0  # nothing to serve, no worker to wait for
+
+
+def test_a_store_that_stops_answering_does_not_take_trials_back(tmp_path):
+    oracle, tracker = _oracle(tmp_path), _tracker(tmp_path)
+    now = [0.0]
+    monitor = WorkerMonitor(oracle, tracker, timeout=5.0, clock=lambda: now[0])
+    trial = oracle.create_trial("tuner0")
+    assert monitor.check_safely() == []
+    answers = tracker.running_trial_runs
+    tracker.running_trial_runs = lambda: (_ for _ in ()).throw(ConnectionError("server restarting"))
+    now[0] = 10.0
+    assert monitor.check_safely() == []  # the chief goes on; workers could not beat meanwhile
+    tracker.running_trial_runs = answers
+    now[0] = 12.0
+    assert monitor.check_safely() == []  # timed afresh from here
+    now[0] = 18.0
+    assert monitor.check_safely() == [trial.trial_id]

@@ -258,6 +258,16 @@ class WorkerMonitor:
                 taken.append(trial_id)
         return taken
 
+    def check_safely(self) -> list[str]:
+        """:meth:`check`, where a store that does not answer is logged, not raised: the
+        heartbeats are timed afresh once it answers again (workers could not beat)."""
+        try:
+            return self.check()
+        except Exception as exc:  # noqa: BLE001 - the chief outlives a server restart
+            log.warning("could not read the workers' heartbeats: %s", exc)
+            self.seen.clear()
+            return []
+
     def _take_back(self, tuner_id: str, trial_id: str, run_ids: list[str]) -> bool:
         reason = f"worker {tuner_id} sent no heartbeat for {self.timeout:.0f} s"
         self.tracker.kill_runs(run_ids, f"{reason}; trial {trial_id} given to another worker")
@@ -361,7 +371,7 @@ def serve_oracle(tuner: Any, tracker: SearchTracker, role: Role) -> None:
     try:
         while True:
             time.sleep(role.poll)
-            monitor.check()
+            monitor.check_safely()
             if not servicer.stop_triggered:
                 continue
             if exit_chief(oracle):

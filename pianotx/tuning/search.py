@@ -274,32 +274,40 @@ def _identity_tags(search: _Search, role: Role | None) -> dict[str, str]:
     return tags
 
 
-def _run_oracle(search: _Search, role: Role | None, register_as: str | None, overwrite: bool) -> SearchResult:
-    """The search in one process, or a distributed search's chief."""
-    spec, project = search.spec, search.project
-    fingerprint = search.manifest.data["fingerprint"]
-    tracker = search.tracker()
-    if not overwrite:
-        found = tracker.find_search()
-        check_state(
-            project,
-            spec.name,
-            search.store.tracking_uri,
-            found.info.run_id if found else None,
-            found.data.tags.get(STATE_TAG) if found else None,
-            tracker.has_trials(found.info.run_id) if found else False,
-        )
-    _check_unchanged(spec, project, fingerprint, overwrite)
-    params = {
+def _check_state_here(search: _Search, tracker: SearchTracker) -> None:
+    """Refuse (one line) to run a search whose Keras Tuner state is not in this process's folder."""
+    found = tracker.find_search()
+    check_state(
+        search.project,
+        search.spec.name,
+        search.store.tracking_uri,
+        found.info.run_id if found else None,
+        found.data.tags.get(STATE_TAG) if found else None,
+        tracker.has_trials(found.info.run_id) if found else False,
+    )
+
+
+def _search_params(search: _Search) -> dict[str, Any]:
+    spec = search.spec
+    return {
         "tuner": spec.tuner,
         "objective": f"{spec.objective} ({spec.direction})",
         "dataset": str(search.manifest.root.resolve()),
-        "dataset_fingerprint": fingerprint,
+        "dataset_fingerprint": search.manifest.data["fingerprint"],
         **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()},
     }
+
+
+def _run_oracle(search: _Search, role: Role | None, register_as: str | None, overwrite: bool) -> SearchResult:
+    """The search in one process, or a distributed search's chief."""
+    spec, project = search.spec, search.project
+    tracker = search.tracker()
+    if not overwrite:
+        _check_state_here(search, tracker)
+    _check_unchanged(spec, project, search.manifest.data["fingerprint"], overwrite)
     files = [spec.path, search.manifest.root / MANIFEST]
     identity = _identity_tags(search, role)
-    tracker.start_search(params, _environment_tags() | identity, files, fresh=overwrite)
+    tracker.start_search(_search_params(search), _environment_tags() | identity, files, fresh=overwrite)
     try:
         tracker.set_tags(tracker.parent, identity)
         bind(project, tracker.parent, search.store.tracking_uri)

@@ -83,7 +83,7 @@ def test_a_failed_worker_is_started_again_then_the_search_stops(tmp_path):
         "tuner0 stopped (exit code 3); starting it again (1 of 2)",
         "tuner0 stopped (exit code 3); starting it again (2 of 2)",
         f"tuner0 stopped (exit code 3); the chief gives its trial to another worker; log {worker.log}",
-        "every worker has stopped, some with an error: stopping the chief; the same command resumes",
+        "every worker has failed: stopping the chief; the same command resumes the search",
     ]
 
 
@@ -128,3 +128,20 @@ def test_ctrl_c_stops_everything_the_launcher_started(tmp_path):
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_the_chief_may_finish_after_its_last_worker(tmp_path):
+    ends = [sys.executable, "-c", "import time; time.sleep(0.2)"]
+    dies = [sys.executable, "-c", "raise SystemExit(-9)"]
+    chief = Process("chief", [sys.executable, "-c", "import time; time.sleep(3)"], dict(os.environ), tmp_path / "c.log")
+    server = Process("mlflow", SLEEP, dict(os.environ), tmp_path / "mlflow.log").start()
+    workers = [
+        Process(f"tuner{i}", cmd, dict(os.environ), tmp_path / f"t{i}.log").start()
+        for i, cmd in enumerate([ends, dies])
+    ]
+    lines = []
+    try:
+        code = _supervise(chief.start(), workers, server, 0, lines.append, lambda: None)
+    finally:
+        stop([server])
+    assert code == 0 and chief.code == 0  # waited for the chief's registration, not stopped

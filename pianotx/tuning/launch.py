@@ -300,7 +300,8 @@ def _supervise(
     record: Callable[[], None],
 ) -> int:
     """Wait for the chief; start a worker that failed again (``restarts`` times at most):
-    with its tuner id, it takes its unfinished trial back from the chief."""
+    with its tuner id, it takes its unfinished trial back from the chief. Once the
+    chief has ended, its workers (told to stop) get ``STOP_GRACE`` s to end by themselves."""
     while chief.code is None:
         for worker in workers:
             if worker.code is None or worker.reported:
@@ -312,20 +313,30 @@ def _supervise(
                 worker.start()
                 record()
                 continue
-            worker.reported = True
-            lost = "" if worker.code == 0 else "; the chief gives its trial to another worker"
-            echo(f"{worker.name} stopped ({exit_reason(worker.code)}){lost}; log {worker.log}")
+            _report(worker, echo)
         codes = [w.code for w in workers]
-        if None not in codes and any(codes):
-            echo("every worker has stopped, some with an error: stopping the chief; the same command resumes")
+        if None not in codes and all(codes):  # a worker that ended well (0) was told: no trial left
+            echo("every worker has failed: stopping the chief; the same command resumes the search")
             return 1
         if server.code is not None:
             echo(f"the MLflow server stopped ({exit_reason(server.code)}); log {server.log}")
             return 1
         time.sleep(0.5)
+    deadline = time.monotonic() + STOP_GRACE
+    while any(w.code is None for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for worker in workers:
+        if worker.code is not None and not worker.reported:
+            _report(worker, echo)
     for line in chief.log.read_text(errors="replace").strip().splitlines()[-3:]:
         echo(f"chief: {line}")
     return int(chief.code or 0)
+
+
+def _report(worker: Process, echo: Callable[[str], None]) -> None:
+    worker.reported = True
+    lost = "" if worker.code == 0 else "; the chief gives its trial to another worker"
+    echo(f"{worker.name} stopped ({exit_reason(worker.code)}){lost}; log {worker.log}")
 
 
 def _stop_all(started: list[Process]) -> None:

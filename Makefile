@@ -6,14 +6,15 @@ DATA     ?= data
 RENDER   := $(DATA)/render
 DATASET  := $(DATA)/default
 SPACE    ?= search_spaces/quick.yaml
+WORKERS  ?= 2
 # TensorFlow flavour: CUDA build only where an NVIDIA GPU answers.
 TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 
-.PHONY: help install system-deps pianos data search ui test lint clean
+.PHONY: help install system-deps pianos data search search-distributed ui test lint clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-19s %s\n", $$1, $$2}'
 
 install: system-deps $(STAMP) ## Create .venv with pianotx (editable) and the tools it needs
 
@@ -51,6 +52,9 @@ data: pianos ## Render the default corpus and build the default dataset (skipped
 
 search: data ## Run the default search (SPACE=...) and register the best model as `piano`
 	$(BIN)/pianotx search $(SPACE) --data $(DATASET)
+
+search-distributed: data ## The same search on this machine: an MLflow server, a chief, WORKERS=2 workers
+	$(BIN)/pianotx search-distributed $(SPACE) --data $(DATASET) --workers $(WORKERS)
 
 ui: install ## Open MLflow's UI on 127.0.0.1 over pianotx's store
 	$(BIN)/pianotx ui

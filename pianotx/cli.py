@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -27,6 +27,9 @@ from pianotx.config import (
 )
 from pianotx.errors import PianotxError
 from pianotx.render.corpus import RenderOptions
+
+if TYPE_CHECKING:
+    from pianotx.tuning.distributed import Role
 
 app = typer.Typer(
     name="pianotx",
@@ -205,6 +208,23 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _role(
+    chief: bool, worker: str | None, oracle: str | None, port: int, bind: str, timeout: float, poll: float
+) -> Role | None:
+    """The distributed role the options ask for (``None``: one process)."""
+    from pianotx.tuning.distributed import chief_role, worker_role
+
+    if chief and worker is not None:
+        raise PianotxError("--chief and --worker exclude each other: a process is one or the other")
+    if worker is not None:
+        if oracle is None:
+            raise PianotxError("--worker needs --oracle HOST:PORT (the chief's address and --port)")
+        return worker_role(worker, oracle)
+    if oracle is not None:
+        raise PianotxError("--oracle is for a worker: add --worker ID")
+    return chief_role(port, bind, timeout, poll) if chief else None
+
+
 @app.command()
 def search(
     space: Annotated[Path, typer.Argument(help="Search-space YAML file (see search_spaces/).")],
@@ -223,20 +243,55 @@ def search(
             help="Validation pieces scored with mir_eval per trial, 0: all (default: the space file's, else all)."
         ),
     ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for Keras Tuner's state (default: beside a local store, else in the cache)."),
+    ] = None,
+    chief: Annotated[
+        bool, typer.Option(help="Be the chief of a distributed search: serve the oracle, train nothing.")
+    ] = False,
+    worker: Annotated[
+        str | None, typer.Option(help="Be worker ID (a number, or a name) of a distributed search.")
+    ] = None,
+    oracle: Annotated[str | None, typer.Option(help="A worker: the chief's HOST:PORT.")] = None,
+    port: Annotated[int, typer.Option(help="The chief: its oracle's port.")] = 8000,
+    bind: Annotated[
+        str, typer.Option(help="The chief: the address it listens on (0.0.0.0: every network).")
+    ] = "127.0.0.1",
+    worker_timeout: Annotated[
+        float, typer.Option(help="The chief: seconds without a worker's heartbeat before its trial is retried.")
+    ] = 120.0,
+    chief_poll: Annotated[float, typer.Option(hidden=True, help="The chief: seconds between its checks.")] = 1.0,
 ) -> None:
-    """Run (or resume) a Keras Tuner search, every trial tracked in MLflow."""
+    """Run (or resume) a Keras Tuner search, every trial tracked in MLflow.
+
+    One process by default; with --chief and --worker, one part of a distributed search.
+    """
+    import os
+
     from pianotx.locations import resolve_store
 
     if not space.is_file():
         fail(f"{space}: no such search-space file")
+    with user_errors():
+        role = _role(chief, worker, oracle, port, bind, worker_timeout, chief_poll)
     store = resolve_store(tracking_uri)
+    if chief:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the chief trains nothing: leave the GPUs to the workers
     _keras()
     _interrupt_on_sigterm()  # a killed search still closes its MLflow runs
     try:
         from pianotx.tuning.search import run_search
 
         result = run_search(
-            space, data, store, register_as if register else None, overwrite, note_eval_pieces=note_eval_pieces
+            space,
+            data,
+            store,
+            register_as if register else None,
+            overwrite,
+            note_eval_pieces=note_eval_pieces,
+            role=role,
+            state_dir=state_dir,
         )
     except PianotxError as exc:
         fail(str(exc))
@@ -244,6 +299,12 @@ def search(
         fail("search interrupted; run the same command again to resume it")
     except Exception as exc:  # Keras Tuner, MLflow, the store: one line, not a traceback
         fail(f"search failed: {type(exc).__name__}: {exc}")
+    if result.worker is not None:
+        typer.echo(
+            f"worker {result.worker}: {result.trials} trials completed, {result.failed} failed; "
+            "the chief registers the best model"
+        )
+        return
     if result.best_trial_id is None:
         fail(f"no trial of {space} completed ({result.failed} failed); see the runs in {store.tracking_uri}")
     typer.echo(
@@ -255,6 +316,65 @@ def search(
             f"registered {register_as} version {result.registered_version}: "
             f"models:/{register_as}/Production and models:/{register_as}@production"
         )
+
+
+@app.command("search-distributed")
+def search_distributed(
+    space: Annotated[Path, typer.Argument(help="Search-space YAML file (see search_spaces/).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder built by `pianotx data build`.")] = Path("data/default"),
+    workers: Annotated[int, typer.Option(help="Workers to start (the chief trains nothing).")] = 2,
+    store_dir: Annotated[
+        Path | None, typer.Option(help="Folder of the store the server serves (default: the project's mlruns/).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="The chief's port (0: any free one).")] = 8000,
+    mlflow_port: Annotated[int, typer.Option(help="The MLflow server's (and UI's) port (0: any free one).")] = 5001,
+    logs: Annotated[
+        Path | None, typer.Option(help="Folder for each process's log (default: STORE_DIR/logs/NAME-TIME).")
+    ] = None,
+    worker_timeout: Annotated[
+        float, typer.Option(help="Seconds without a worker's heartbeat before its trial is retried.")
+    ] = 120.0,
+    threads: Annotated[int, typer.Option(help="TensorFlow threads per worker (0: CPU cores / workers).")] = 0,
+    gpus: Annotated[
+        str | None, typer.Option(help="GPU ids, one per worker, e.g. 0,1 (CUDA_VISIBLE_DEVICES of each).")
+    ] = None,
+    worker_restarts: Annotated[
+        int, typer.Option(help="Times a worker that fails is started again (it resumes its trial).")
+    ] = 2,
+    register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = "piano",
+    register: Annotated[bool, typer.Option(help="Register the best model.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
+    note_eval_pieces: Annotated[
+        int, typer.Option(help="Validation pieces scored with mir_eval per trial (0: all).")
+    ] = 0,
+    chief_poll: Annotated[float, typer.Option(hidden=True, help="The chief: seconds between its checks.")] = 1.0,
+) -> None:
+    """Run a search on this machine as a distributed one: an MLflow server, a chief and N workers."""
+    from pianotx.locations import find_store_dir
+    from pianotx.tuning.launch import Cluster, launch
+
+    chief_args = ["--register-as", register_as] if register else ["--no-register"]
+    chief_args += ["--overwrite"] if overwrite else []
+    cluster = Cluster(
+        space=space,
+        data=data,
+        store_dir=(store_dir or find_store_dir()).resolve(),
+        workers=workers,
+        oracle_port=port,
+        mlflow_port=mlflow_port,
+        logs=logs,
+        worker_timeout=worker_timeout,
+        threads=threads,
+        gpus=tuple(g.strip() for g in gpus.split(",")) if gpus else (),
+        chief_args=tuple(chief_args),
+        worker_args=("--note-eval-pieces", str(note_eval_pieces)),
+        chief_poll=chief_poll,
+        worker_restarts=worker_restarts,
+    )
+    with user_errors():
+        code = launch(cluster, echo=lambda line: typer.echo(line, err=True))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -31,6 +31,14 @@ MODEL_URI_TAG = "pianotx.model_uri"  # set on a trial run once its model is logg
 FAILURE_TAG = "pianotx.failure"  # why a run FAILED or was KILLED
 KIND_KEY, KIND_VALUE = "mlflow.experimentKind", "custom_model_development"  # read by MLflow's UI
 OBJECTIVE_METRIC = "trial_objective"  # a trial's best value of the search objective, logged last
+WORKER_TAG = "pianotx.worker"  # which process ran a run: Keras Tuner's tuner id ("chief", "tuner0", ...)
+HOST_TAG = "pianotx.host"
+HEARTBEAT_TAG = "pianotx.heartbeat"  # a distributed worker's trial run: wall-clock seconds of its last beat
+STATE_TAG = "pianotx.state"  # a search run: HOST:FOLDER of its Keras Tuner state
+ORACLE_TAG = "pianotx.oracle"  # a distributed search run: the chief's HOST:PORT
+WORKER_TIMEOUT_TAG = "pianotx.worker_timeout"  # seconds without a heartbeat before a trial is retried
+RESUMED_TAG = "pianotx.resumed_from"  # a trial run that went on from another run's last epoch
+SETTLE_SECONDS = 1.0  # how long a new search run waits for a concurrent twin before settling on one
 PIP_REQUIREMENTS = ["pianotx", "tensorflow", "keras>=3"]
 
 
@@ -141,12 +149,38 @@ class SearchTracker:
     def _runs(self, query: str) -> list:
         return self.client.search_runs([self.experiment_id], query, max_results=10000)
 
-    def start_search(self, params: dict[str, Any], tags: dict[str, str], files: list[Path], fresh: bool = False) -> str:
+    def _search_runs(self) -> list:
+        """The search's current parent runs, earliest first (more than one only while two
+        processes race to create it)."""
+        found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.{KIND_TAG} = 'search'")
+        return sorted(found, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def find_search(self) -> Any | None:
+        """The search's parent run (``None`` before the search's first start)."""
+        found = self._search_runs()
+        return found[0] if found else None
+
+    def has_trials(self, run_id: str) -> bool:
+        """Whether the search run ``run_id`` has any trial run."""
+        query = f"tags.mlflow.parentRunId = '{run_id}'"
+        return bool(self.client.search_runs([self.experiment_id], query, max_results=1))
+
+    def start_search(
+        self,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        files: list[Path],
+        fresh: bool = False,
+        settle: float = SETTLE_SECONDS,
+    ) -> str:
         """Open (or reopen, when resuming) the parent run and record the search's setup.
 
-        ``fresh``: an earlier search of this name is kept but no longer resumed.
+        ``fresh``: an earlier search of this name is kept but no longer resumed. Two
+        processes creating the search at once settle on one run, the earliest (by start
+        time, then id): each waits ``settle`` seconds after creating its own, and the
+        other deletes its twin and joins it, so its setup is recorded once.
         """
-        found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.{KIND_TAG} = 'search'")
+        found = self._search_runs()
         if fresh:
             for run in found:
                 self.client.set_tag(run.info.run_id, KIND_TAG, "search-superseded")
@@ -163,6 +197,12 @@ class SearchTracker:
             run_name=self.name,
             tags={SEARCH_TAG: self.name, KIND_TAG: "search", **self.source_tags, **tags},
         )
+        time.sleep(settle)
+        first = self._search_runs()[0].info.run_id
+        if first != run.info.run_id:  # a twin created at the same moment came first
+            self.client.delete_run(run.info.run_id)
+            self.parent_id = first
+            return first
         self.parent_id = run.info.run_id
         self._log_dataset(self.parent_id)
         for key, value in params.items():
@@ -171,13 +211,66 @@ class SearchTracker:
             self.client.log_artifact(self.parent_id, str(path))
         return self.parent_id
 
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
     def kill_stale_trials(self) -> list[str]:
         """Mark trial runs left RUNNING by an interrupted search KILLED; their run ids."""
         stale = self._runs(f"tags.mlflow.parentRunId = '{self.parent_id}' and attributes.status = 'RUNNING'")
-        for run in stale:
-            self.client.set_tag(run.info.run_id, FAILURE_TAG, "interrupted")
-            self.client.set_terminated(run.info.run_id, "KILLED")
-        return [r.info.run_id for r in stale]
+        return self.kill_runs([r.info.run_id for r in stale], "interrupted")
+
+    def kill_runs(self, run_ids: list[str], reason: str) -> list[str]:
+        """Mark runs KILLED with ``reason`` as tag ``pianotx.failure``; their ids."""
+        for run_id in run_ids:
+            self.client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+            self.client.set_terminated(run_id, "KILLED")
+        return run_ids
+
+    def running_trial_runs(self) -> list:
+        """The search's trial runs that are RUNNING."""
+        return self._runs(f"tags.mlflow.parentRunId = '{self.parent}' and attributes.status = 'RUNNING'")
+
+    def kill_trial_runs(self, trial_id: str, reason: str) -> list[str]:
+        """Mark the trial's RUNNING runs KILLED (a trial starting again: they are stale)."""
+        stale = [r.info.run_id for r in self.running_trial_runs() if r.data.tags.get(TRIAL_TAG) == trial_id]
+        return self.kill_runs(stale, reason)
+
+    def beat(self, run_id: str) -> str:
+        """A worker's heartbeat on its trial run; the run's status (KILLED: the chief
+        gave the trial to another worker)."""
+        self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.3f}")
+        return str(self.client.get_run(run_id).info.status)
+
+    def copy_history(self, trial_id: str, run_id: str, keys: tuple[str, ...], first: int, last: int) -> str | None:
+        """Copy the epochs ``first..last`` (steps) of ``keys`` into ``run_id`` from the
+        trial's earlier runs (the latest run holding a step wins), so the run that goes
+        on from an interrupted run's last epoch holds the trial's whole history; the id
+        of the run it went on from (``None`` when none had those epochs)."""
+        from mlflow.entities import Metric
+
+        earlier = sorted(
+            (
+                r
+                for r in self._runs(f"tags.mlflow.parentRunId = '{self.parent}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
+                if r.info.run_id != run_id
+            ),
+            key=lambda r: r.info.start_time,
+        )
+        merged: dict[tuple[str, int], Metric] = {}
+        source = None
+        for run in earlier:
+            for key in keys:
+                for m in self.client.get_metric_history(run.info.run_id, key):
+                    if first <= m.step <= last:
+                        merged[(key, m.step)] = Metric(key, m.value, m.timestamp, m.step)
+                        source = run.info.run_id
+        metrics = list(merged.values())
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 per batch
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        if source is not None:
+            self.client.set_tag(run_id, RESUMED_TAG, f"run {source} at epoch {last}")
+        return source
 
     def trial_runs(self) -> list:
         """All trial runs of this search."""
@@ -268,12 +361,11 @@ class SearchTracker:
         self.client.set_terminated(run_id, status or ("FAILED" if failure else "FINISHED"))
 
     def attach(self, timeout: float = 300.0) -> str:
-        """Join the parent run the chief of a distributed search created (waits for it)."""
-        import time
-
+        """Join the parent run the chief of a distributed search created (waits for it;
+        of two runs created in a race, the one the chief settled on)."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.{KIND_TAG} = 'search'")
+            found = self._search_runs()
             if found:
                 self.parent_id = found[0].info.run_id
                 return self.parent_id

@@ -228,8 +228,10 @@ def test_search_killed_mid_trial_is_resumed(tiny_dataset, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("long").experiment_id], "tags.`pianotx.trial_id` = '0'")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
     finished = next(r for r in runs if r.info.status == "FINISHED")
-    steps = [m.step for m in client.get_metric_history(finished.info.run_id, "loss")]
-    assert steps[0] > 1 and steps[-1] == 40  # went on from its last epoch, not from scratch
+    resumed = finished.data.tags["pianotx.resumed_from"]  # went on from its last epoch, not from scratch
+    assert resumed.startswith(f"run {trial_run} at epoch ") and int(resumed.rsplit(" ", 1)[1]) >= 2
+    steps = sorted(m.step for m in client.get_metric_history(finished.info.run_id, "loss"))
+    assert steps == list(range(1, 41))  # ... and holds the whole history: earlier epochs copied
 
 
 @pytest.mark.slow

@@ -6,10 +6,16 @@ goes on from its last epoch (Keras' BackupAndRestore), while its old MLflow run 
 marked KILLED. A search-space file changed since the search began is refused unless
 ``overwrite`` starts the search afresh.
 
-Distributed search is Keras Tuner's own: set ``KERASTUNER_TUNER_ID`` (``chief``,
-``tuner0``, ...), ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` and run the same
-command on every machine with a shared ``--tracking-uri``; the chief serves the oracle
-and registers the best model when all trials are done.
+Keras Tuner's state lives in a folder derived from the store, not from the working
+folder (:mod:`pianotx.tuning.state`), bound to the search's parent run both ways.
+
+Distributed search is Keras Tuner's own (:mod:`pianotx.tuning.distributed`): a chief
+(``role`` from :func:`~pianotx.tuning.distributed.chief_role`) creates the parent run,
+serves the oracle, takes trials back from workers that stopped beating, and registers
+the best model when all trials are done; it trains nothing. Workers
+(:func:`~pianotx.tuning.distributed.worker_role`, or Keras Tuner's environment
+variables) wait for the chief, nest their trial runs under its parent run, and return
+once the chief has no trial left for them.
 """
 
 from __future__ import annotations
@@ -32,8 +38,22 @@ from pianotx.config import ConfigError, DecodingConfig
 from pianotx.files import pid_alive
 from pianotx.locations import Store
 from pianotx.store import MANIFEST, Manifest, load_manifest
-from pianotx.tracking import MODEL_URI_TAG, TRIAL_TAG, DatasetRef, SearchTracker, best_effort, register
+from pianotx.tracking import (
+    HOST_TAG,
+    MODEL_URI_TAG,
+    ORACLE_TAG,
+    STATE_TAG,
+    TRIAL_TAG,
+    WORKER_TAG,
+    WORKER_TIMEOUT_TAG,
+    DatasetRef,
+    SearchTracker,
+    best_effort,
+    register,
+)
+from pianotx.tuning.distributed import Role, keras_tuner_env, role_from_env, serve_oracle, wait_for_chief
 from pianotx.tuning.space import SearchSpec, load_spec, to_hyperparameters
+from pianotx.tuning.state import bind, check_state, location, prepare_worker_state, state_root
 
 SPEC_COPY = "search_space.yaml"
 DATASET_FINGERPRINT = "dataset_fingerprint.txt"
@@ -49,13 +69,7 @@ class SearchResult:
     best_run_id: str | None
     model_uri: str | None
     registered_version: int | None
-
-
-def tuner_directory(store: Store) -> Path:
-    """Keras Tuner's state beside a local store (``mlruns/keras-tuner``), else ``./keras-tuner``."""
-    if store.local_path is not None:
-        return store.local_path.parent / "keras-tuner"
-    return Path("keras-tuner").resolve()
+    worker: str | None = None  # a distributed worker's tuner id (its counts are its own trials)
 
 
 def _check_unchanged(spec: SearchSpec, project: Path, fingerprint: str, overwrite: bool) -> None:
@@ -149,8 +163,10 @@ def make_tuner(
     directory: Path,
     decoding: DecodingConfig,
     note_eval_pieces: int,
+    heartbeat: float | None = None,
 ) -> Any:
-    """The Keras Tuner tuner of ``spec`` with the whole space declared up front."""
+    """The Keras Tuner tuner of ``spec`` with the whole space declared up front
+    (``heartbeat``: seconds between a distributed worker's heartbeats)."""
     import keras_tuner as kt
 
     from pianotx.tuning.tuner import TUNERS
@@ -164,6 +180,7 @@ def make_tuner(
         manifest=manifest,
         decoding=decoding,
         note_eval_pieces=note_eval_pieces,
+        heartbeat=heartbeat,
         objective=kt.Objective(spec.objective, spec.direction),
         hyperparameters=to_hyperparameters(spec),
         tune_new_entries=False,
@@ -181,6 +198,31 @@ def make_tuner(
     return tuner
 
 
+@dataclass(frozen=True)
+class _Search:
+    """What every part of one search needs."""
+
+    spec: SearchSpec
+    manifest: Manifest
+    store: Store
+    root: Path  # the Keras Tuner state folder (the search's is root / spec.name)
+    decoding: DecodingConfig
+    note_eval_pieces: int
+    verbose: int
+
+    @property
+    def project(self) -> Path:
+        return self.root / self.spec.name
+
+    def tracker(self) -> SearchTracker:
+        dataset_dir = self.manifest.root
+        dataset = DatasetRef(dataset_dir.resolve().name, dataset_dir, self.manifest.data["fingerprint"])
+        return SearchTracker(self.store, self.spec.name, dataset, source=f"pianotx search {self.spec.path.name}")
+
+    def tuner(self, tracker: SearchTracker, heartbeat: float | None = None) -> Any:
+        return make_tuner(self.spec, self.manifest, tracker, self.root, self.decoding, self.note_eval_pieces, heartbeat)
+
+
 def run_search(
     spec_path: str | Path,
     dataset_dir: str | Path,
@@ -190,64 +232,109 @@ def run_search(
     decoding: DecodingConfig | None = None,
     note_eval_pieces: int | None = None,
     verbose: int = 2,
+    role: Role | None = None,
+    state_dir: str | Path | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search of ``spec_path`` on the dataset in ``dataset_dir``."""
+    """Run (or resume) the search of ``spec_path`` on the dataset in ``dataset_dir``.
+
+    Args:
+        role: this process's part in a distributed search (default: from Keras Tuner's
+            environment variables; none: one process runs the whole search).
+        state_dir: where Keras Tuner's state goes (default: derived from ``store``).
+    """
     spec = load_spec(spec_path)
     manifest = load_manifest(dataset_dir)
     if not manifest.data["splits"]["validation"]["chunks"] or not manifest.data["splits"]["train"]["chunks"]:
         raise ConfigError(f"{dataset_dir}: the dataset needs train and validation chunks")
-    directory = tuner_directory(store)
-    with search_lock(directory / spec.name, spec.name):
-        return _run_locked(
-            spec, manifest, store, directory, register_as, overwrite, decoding, note_eval_pieces, verbose
-        )
+    role = role or role_from_env()
+    pieces = spec.note_eval_pieces if note_eval_pieces is None else note_eval_pieces
+    search = _Search(spec, manifest, store, state_root(store, state_dir), decoding or DecodingConfig(), pieces, verbose)
+    with keras_tuner_env(role), search_lock(search.project, spec.name):
+        if role is not None and not role.is_chief:
+            return _run_worker(search, role)
+        return _run_oracle(search, role, register_as, overwrite)
 
 
-def _run_locked(
-    spec: SearchSpec,
-    manifest: Manifest,
-    store: Store,
-    directory: Path,
-    register_as: str | None,
-    overwrite: bool,
-    decoding: DecodingConfig | None,
-    note_eval_pieces: int | None,
-    verbose: int,
-) -> SearchResult:
-    dataset_dir = manifest.root
-    fingerprint = manifest.data["fingerprint"]
-    dataset = DatasetRef(dataset_dir.resolve().name, dataset_dir, fingerprint)
-    tracker = SearchTracker(store, spec.name, dataset, source=f"pianotx search {spec.path.name}")
-    worker = is_worker()
-    if worker:  # a distributed worker: the chief owns the parent run and the registry
-        tracker.attach()
-    else:
-        _check_unchanged(spec, directory / spec.name, fingerprint, overwrite)
-        params = {
-            "tuner": spec.tuner,
-            "objective": f"{spec.objective} ({spec.direction})",
-            "dataset": str(Path(dataset_dir).resolve()),
-            "dataset_fingerprint": fingerprint,
-            **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()},
-        }
-        tracker.start_search(params, _environment_tags(), [spec.path, Path(dataset_dir) / MANIFEST], fresh=overwrite)
+def _identity_tags(search: _Search, role: Role | None) -> dict[str, str]:
+    """The parent run's record of who runs the search and where its state is."""
+    tags = {WORKER_TAG: role.tuner_id if role else "tuner0", HOST_TAG: socket.gethostname()}
+    tags[STATE_TAG] = location(search.project)
+    if role is not None:
+        tags |= {ORACLE_TAG: f"{socket.gethostname()}:{role.port}", WORKER_TIMEOUT_TAG: str(role.worker_timeout)}
+    return tags
+
+
+def _check_state_here(search: _Search, tracker: SearchTracker) -> None:
+    """Refuse (one line) to run a search whose Keras Tuner state is not in this process's folder."""
+    found = tracker.find_search()
+    check_state(
+        search.project,
+        search.spec.name,
+        search.store.tracking_uri,
+        found.info.run_id if found else None,
+        found.data.tags.get(STATE_TAG) if found else None,
+        tracker.has_trials(found.info.run_id) if found else False,
+    )
+
+
+def _search_params(search: _Search) -> dict[str, Any]:
+    spec = search.spec
+    return {
+        "tuner": spec.tuner,
+        "objective": f"{spec.objective} ({spec.direction})",
+        "dataset": str(search.manifest.root.resolve()),
+        "dataset_fingerprint": search.manifest.data["fingerprint"],
+        **{f"tuner.{k}": v for k, v in spec.tuner_settings.items()},
+    }
+
+
+def _run_oracle(search: _Search, role: Role | None, register_as: str | None, overwrite: bool) -> SearchResult:
+    """The search in one process, or a distributed search's chief."""
+    spec, project = search.spec, search.project
+    tracker = search.tracker()
+    if not overwrite:
+        _check_state_here(search, tracker)
+    _check_unchanged(spec, project, search.manifest.data["fingerprint"], overwrite)
+    files = [spec.path, search.manifest.root / MANIFEST]
+    identity = _identity_tags(search, role)
+    tracker.start_search(_search_params(search), _environment_tags() | identity, files, fresh=overwrite)
     try:
-        if not worker:
-            tracker.kill_stale_trials()
-        pieces = spec.note_eval_pieces if note_eval_pieces is None else note_eval_pieces
-        tuner = make_tuner(spec, manifest, tracker, directory, decoding or DecodingConfig(), pieces)
-        tuner.search(str(dataset_dir), verbose=verbose)
-        if worker:
-            return SearchResult(0, 0, None, None, None, None, None)
-        return _finish(tuner, tracker, spec, store, register_as)
+        tracker.set_tags(tracker.parent, identity)
+        bind(project, tracker.parent, search.store.tracking_uri)
+        tracker.kill_stale_trials()
+        tuner = search.tuner(tracker)
+        if role is not None:
+            tuner.oracle.verbose = search.verbose
+            serve_oracle(tuner, tracker, role)
+        else:
+            tuner.search(str(search.manifest.root), verbose=search.verbose)
+        return _finish(tuner, tracker, spec, search.store, register_as)
     except KeyboardInterrupt:
-        if not worker:
-            best_effort(tracker.end_search, None, failure="interrupted", status="KILLED")
+        best_effort(tracker.end_search, None, failure="interrupted", status="KILLED")
         raise
     except BaseException as exc:
-        if not worker:
-            best_effort(tracker.end_search, None, failure=f"{type(exc).__name__}: {exc}")
+        best_effort(tracker.end_search, None, failure=f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _run_worker(search: _Search, role: Role) -> SearchResult:
+    """A distributed worker: trials from the chief until it has none left."""
+    wait_for_chief(role)  # it serves once the search run exists
+    tracker = search.tracker()
+    parent = tracker.client.get_run(tracker.attach(timeout=60.0))
+    chief_fp = parent.data.params.get("dataset_fingerprint")
+    if chief_fp and chief_fp != search.manifest.data["fingerprint"]:
+        raise ConfigError(
+            f"{search.manifest.root}: not the dataset of search {search.spec.name!r} (its fingerprint differs "
+            "from the chief's); copy the chief's dataset folder, or build it with the same options"
+        )
+    prepare_worker_state(search.project, tracker.parent, search.store.tracking_uri)
+    timeout = float(parent.data.tags.get(WORKER_TIMEOUT_TAG, role.worker_timeout))
+    tuner = search.tuner(tracker, heartbeat=timeout / 4)
+    tuner.search(str(search.manifest.root), verbose=search.verbose)
+    done = tuner.outcomes["COMPLETED"]
+    failed = tuner.outcomes["FAILED"] + tuner.outcomes["INVALID"]
+    return SearchResult(done, failed, None, None, None, None, None, worker=role.tuner_id)
 
 
 def _finish(
@@ -299,8 +386,3 @@ def _summary(trials: list[Any], spec: SearchSpec, tracker: SearchTracker) -> tup
     rows = done + [r for r in rows if r[spec.objective] is None]
     figure = hyperparameter_figure(done, list(spec.hyperparameters), spec.objective) if done else None
     return rows, figure
-
-
-def is_worker() -> bool:
-    """True in a Keras Tuner distributed worker (not the chief, not a lone process)."""
-    return os.environ.get("KERASTUNER_TUNER_ID", "chief") != "chief"

@@ -7,6 +7,13 @@ MLflow run, logs every epoch, and at the end logs the trial's best model (MLflow
 Keras flavor, carrying the feature config), a piano-roll figure and note-level scores
 on the validation pieces; a diverging trial is FAILED with its reason and the search
 goes on. Hyperband's epoch budget and weight inheritance are Keras Tuner's own.
+
+A trial started again (after a kill, or on another worker of a distributed search)
+marks its stale RUNNING runs KILLED and gets a new run; where it goes on from the last
+epoch of an earlier run (Keras' BackupAndRestore), the earlier epochs are copied into
+the new run, so one run holds the trial's whole history. A distributed worker beats a
+heartbeat on its trial run (:class:`pianotx.tuning.distributed.Heartbeat`) and gives
+the trial up, unreported, when the chief has handed it to another worker.
 """
 
 from __future__ import annotations
@@ -14,8 +21,11 @@ from __future__ import annotations
 import functools
 import socket
 import tempfile
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +40,7 @@ from pianotx.loader import ChunkDataset
 from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
 from pianotx.store import Manifest, SplitArrays
-from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker, best_effort
+from pianotx.tracking import HOST_TAG, OBJECTIVE_METRIC, WORKER_TAG, SearchTracker, best_effort
 from pianotx.train import (
     SafeBackupAndRestore,
     TrainingDiverged,
@@ -39,6 +49,7 @@ from pianotx.train import (
     seed_everything,
     standard_callbacks,
 )
+from pianotx.tuning.distributed import Heartbeat
 from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
 from pianotx.windows import predict_rolls
 
@@ -51,20 +62,55 @@ FIGURE_SECONDS = 12.0
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Logs loss, val_loss, validation P/R/F1 and the learning rate at every epoch."""
+    """Logs loss, val_loss, validation P/R/F1 and the learning rate at every epoch.
 
-    def __init__(self, tracker: SearchTracker, run_id: str):
+    A fit that starts later than ``initial_epoch`` (restored from a backup) first
+    copies the trial's earlier epochs from its earlier runs.
+    """
+
+    def __init__(self, tracker: SearchTracker, run_id: str, trial_id: str = "", initial_epoch: int = 0):
         super().__init__()
         self.tracker, self.run_id = tracker, run_id
+        self.trial_id, self.initial_epoch = trial_id, initial_epoch
+        self.first_epoch: int | None = None
 
     def __deepcopy__(self, memo: dict) -> EpochLogger:  # Keras Tuner deep-copies callbacks
         return self
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.first_epoch = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+            if epoch > self.initial_epoch and self.trial_id:
+                keys = (*EPOCH_KEYS, "learning_rate")
+                self.tracker.copy_history(self.trial_id, self.run_id, keys, self.initial_epoch + 1, epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         metrics = {k: float(logs[k]) for k in EPOCH_KEYS if k in logs}
         metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.tracker.log_metrics(self.run_id, metrics, step=epoch + 1)
+
+
+class StopWhenSet(keras.callbacks.Callback):
+    """Stops training at the next batch once ``event`` is set."""
+
+    def __init__(self, event: threading.Event):
+        super().__init__()
+        self.event = event
+
+    def __deepcopy__(self, memo: dict) -> StopWhenSet:
+        return self
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.event.is_set():
+            self.model.stop_training = True
+
+
+class TrialAbandoned(Exception):
+    """The chief took this worker's trial back (its run was marked KILLED)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -94,7 +140,7 @@ def trial_params(
 
 def worker_tags(tuner_id: str) -> dict[str, str]:
     """Which process ran a trial: Keras Tuner's tuner id and the host."""
-    return {"pianotx.worker": tuner_id, "pianotx.host": socket.gethostname()}
+    return {WORKER_TAG: tuner_id, HOST_TAG: socket.gethostname()}
 
 
 class PianoHyperModel(kt.HyperModel):
@@ -166,7 +212,13 @@ class TrackedTrials(_TunerBase):
         manifest: the dataset, loaded once for the whole search.
         decoding: how probabilities become notes (validation note scores, the logged model).
         note_eval_pieces: validation pieces scored with mir_eval (0: all).
+        heartbeat: seconds between heartbeats on a trial's run (a distributed worker);
+            ``None``: none.
         tuner_args: Keras Tuner's own arguments (objective, directory, ...).
+
+    Attributes:
+        outcomes: how the trials this process ran ended (``COMPLETED``, ``FAILED``,
+            ``INVALID``, ``ABANDONED``: taken back by the chief).
     """
 
     def __init__(
@@ -175,12 +227,16 @@ class TrackedTrials(_TunerBase):
         manifest: Manifest,
         decoding: DecodingConfig,
         note_eval_pieces: int = 0,
+        heartbeat: float | None = None,
         **tuner_args: Any,
     ) -> None:
         self.tracker = tracker
         self.manifest = manifest
         self.decoding = decoding
         self.note_eval_pieces = note_eval_pieces
+        self.heartbeat = heartbeat
+        self.outcomes: Counter[str] = Counter()
+        self.abandoned: set[str] = set()
         super().__init__(hypermodel=PianoHyperModel(manifest, decoding), **tuner_args)
 
     def run_trial(self, trial: kt.engine.trial.Trial, dataset_dir: str, verbose: int = 2) -> Any:
@@ -189,36 +245,84 @@ class TrackedTrials(_TunerBase):
             return {self.oracle.objective.name: done.data.metrics[OBJECTIVE_METRIC]}
         hp = trial.hyperparameters
         model_cfg, train_cfg = trial_configs(hp)
+        self.tracker.kill_trial_runs(trial.trial_id, f"trial {trial.trial_id} started again by {self.tuner_id}")
         run_id = self.tracker.start_trial(
             trial.trial_id, trial_params(model_cfg, train_cfg, self.decoding, hp.values), worker_tags(self.tuner_id)
         )
+        with self._heartbeat(run_id) as abandoned:
+            try:
+                results = self._train(trial, dataset_dir, run_id, model_cfg, train_cfg, abandoned, verbose)
+            except TrialAbandoned:  # the run is the chief's to close (KILLED)
+                self.abandoned.add(trial.trial_id)
+                raise
+            except TrainingDiverged as exc:
+                best_effort(self.tracker.end_trial, run_id, failure=f"NaN loss: {exc}")
+                raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from exc
+            except KeyboardInterrupt:
+                best_effort(self.tracker.end_trial, run_id, failure="interrupted", status="KILLED")
+                raise
+            except BaseException:
+                best_effort(self.tracker.end_trial, run_id, failure=traceback.format_exc(limit=3))
+                raise
+            finally:
+                release_memory()
+            self.tracker.end_trial(run_id)
+        return results
+
+    @contextmanager
+    def _heartbeat(self, run_id: str) -> Iterator[threading.Event]:
+        """An event set when the chief takes the trial back (never, without heartbeats)."""
+        if self.heartbeat is None:
+            yield threading.Event()
+            return
+        with Heartbeat(self.tracker, run_id, self.heartbeat) as beat:
+            yield beat.abandoned
+
+    def _train(
+        self,
+        trial: kt.engine.trial.Trial,
+        dataset_dir: str,
+        run_id: str,
+        model_cfg: ModelConfig,
+        train_cfg: TrainConfig,
+        abandoned: threading.Event,
+        verbose: int,
+    ) -> Any:
+        """Fit the trial's model and log its outcome; ``{objective name: value}``.
+
+        Raises:
+            TrialAbandoned: the chief took the trial back meanwhile.
+        """
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
+        initial_epoch = int(trial.hyperparameters.values.get("tuner/initial_epoch", 0))
         callbacks = [
-            EpochLogger(self.tracker, run_id),
+            EpochLogger(self.tracker, run_id, trial.trial_id, initial_epoch),
             *standard_callbacks(train_cfg, trial_dir / "checkpoint.keras"),
             # an interrupted trial, retried on resume, goes on from its last epoch
             SafeBackupAndRestore(str(trial_dir / "backup")),
+            StopWhenSet(abandoned),
         ]
-        try:
-            results = super().run_trial(
-                trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose
-            )
-            scores = self._log_outcome(trial, run_id, model_cfg, train_cfg)
-            value = self._objective_value(results, scores)
-            self.tracker.log_metrics(run_id, {OBJECTIVE_METRIC: value})
-        except TrainingDiverged as exc:
-            best_effort(self.tracker.end_trial, run_id, failure=f"NaN loss: {exc}")
-            raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: {exc}") from exc
-        except KeyboardInterrupt:
-            best_effort(self.tracker.end_trial, run_id, failure="interrupted", status="KILLED")
-            raise
-        except BaseException:
-            best_effort(self.tracker.end_trial, run_id, failure=traceback.format_exc(limit=3))
-            raise
-        finally:
-            release_memory()
-        self.tracker.end_trial(run_id)
+        results = super().run_trial(trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose)
+        self._check_kept(trial, run_id, abandoned)
+        scores = self._log_outcome(trial, run_id, model_cfg, train_cfg)
+        value = self._objective_value(results, scores)
+        self.tracker.log_metrics(run_id, {OBJECTIVE_METRIC: value})
+        self._check_kept(trial, run_id, abandoned)
         return {self.oracle.objective.name: value}
+
+    def _check_kept(self, trial: kt.engine.trial.Trial, run_id: str, abandoned: threading.Event) -> None:
+        """Raise TrialAbandoned if the chief took the trial back (its run is KILLED)."""
+        if abandoned.is_set() or (self.heartbeat is not None and self.tracker.beat(run_id) == "KILLED"):
+            raise TrialAbandoned(f"trial {trial.trial_id} was given to another worker")
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        """Report the trial to the oracle, unless the chief took it back."""
+        if trial.trial_id in self.abandoned:
+            self.abandoned.discard(trial.trial_id)
+            self.outcomes["ABANDONED"] += 1
+            return
+        super().on_trial_end(trial)
+        self.outcomes[str(trial.status)] += 1
 
     def _objective_value(self, results: Any, scores: dict[str, float]) -> float:
         """The trial's objective: a mir_eval score of the finished trial (``val_note_f1``,

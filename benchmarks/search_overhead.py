@@ -1,93 +1,213 @@
-"""What pianotx's search costs on top of training: frames/s of one tracked trial vs a bare
-``model.fit`` of the same model on the same data, and peak memory after 1 and 10 trials.
+"""What pianotx's search costs on top of training, at the default search's trial length.
 
-Needs a built dataset (default: data/default, from `make data`). Uses a temporary MLflow
-store. Each side runs the same epochs on the same streaming loader; the ratio is the
-median over --repeats pairs run alternately.
+Throughput: one tracked trial (a whole one-trial ``pianotx search``: its MLflow runs,
+per-epoch validation metrics, the end-of-trial note scoring with tuned thresholds, the
+piano-roll figure, the listening excerpt and the logged model) against a bare
+``model.fit`` of the same model on the same loader for the same steps (no validation,
+no callbacks). The model is quick.yaml's (bidirectional LSTM with the onset head,
+dense 128, batches of 16 chunks, 48 steps per epoch) and an epoch count of its
+Hyperband's longest trial. Pairs run alternately; the ratio is the median of the pairs.
+Where the tracked trial's time goes is printed too (summed over its calls).
 
-    python benchmarks/search_overhead.py [--data data/default] [--epochs 3] [--repeats 3]
+Memory: resident memory of this process after each trial of one 20-trial search (small
+trials: what is measured is what a trial leaves behind, not its training).
+
+Needs a built dataset (default: data/default, from `make data`); uses temporary stores.
+
+    python benchmarks/search_overhead.py [--data data/default] [--epochs 6] [--repeats 3] [--trials 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-SPACE = """
-name: {name}
-tuner: {{type: random, max_trials: {trials}, seed: 0}}
-hyperparameters: {hyperparameters}
-fixed: {{epochs: {epochs}, recurrent_dropout: 0.0, dense_units: 120, batch_size: 8, early_stopping_patience: 100{more}}}
-"""
-UNITS = 96  # the bare fit's model, and the single tracked trial's
+MODEL = {
+    "lstm_units": 96,
+    "lstm_layers": 1,
+    "dropout": 0.1,
+    "bidirectional": True,
+    "onset_head": True,
+    "dense_units": 128,
+    "recurrent_dropout": 0.0,
+}
+TRAIN = {"learning_rate": 2.0e-3, "batch_size": 16, "steps_per_epoch": 48, "early_stopping_patience": 100}
+NOTE_EVAL_PIECES = 12  # quick.yaml's
+
+
+def _yaml_map(values: dict[str, Any]) -> str:
+    return "{" + ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()) + "}"
 
 
 def bare_fit(data: Path, epochs: int) -> float:
-    """Frames/s of model.fit alone (same model, loader, epochs; no callbacks)."""
+    """Seconds of ``model.fit`` alone: quick.yaml's model, loader and steps."""
     import keras
 
     from pianotx.config import ModelConfig, TrainConfig
     from pianotx.loader import ChunkDataset
     from pianotx.model import build_model
+    from pianotx.store import load_manifest
 
     keras.backend.clear_session()
-    train = ChunkDataset(data, "train", 8)
-    model = build_model(ModelConfig(lstm_units=UNITS, recurrent_dropout=0.0), TrainConfig())
+    train_cfg = TrainConfig(**{**TRAIN, "epochs": epochs})
+    manifest = load_manifest(data)
+    train = ChunkDataset(
+        manifest,
+        "train",
+        train_cfg.batch_size,
+        seed=train_cfg.seed,
+        limit_batches=train_cfg.steps_per_epoch,
+        onsets=True,
+        onset_width=train_cfg.onset_width,
+    )
+    model = build_model(ModelConfig(**MODEL), train_cfg, manifest.features.n_bins, input_stats=manifest.feature_stats)
     start = time.perf_counter()
     model.fit(train, epochs=epochs, verbose=0)
-    frames = train.arrays.n_chunks * train.arrays.manifest.chunk_frames * epochs
-    return frames / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
-def tracked_trials(data: Path, root: Path, name: str, trials: int, epochs: int) -> float:
-    """Frames/s of a whole pianotx search of ``trials`` trials (all its overheads)."""
+def one_trial_space(root: Path, name: str, epochs: int) -> Path:
+    space = root / f"{name}.yaml"
+    space.write_text(
+        f"name: {name}\nobjective: {{name: val_note_f1, direction: max}}\n"
+        "tuner: {type: random, max_trials: 1, seed: 0}\n"
+        f"note_eval_pieces: {NOTE_EVAL_PIECES}\n"
+        f"fixed: {_yaml_map({**MODEL, **TRAIN, 'epochs': epochs})}\n"
+    )
+    return space
+
+
+def store_in(root: Path, name: str) -> Any:
     from pianotx.locations import Store
-    from pianotx.store import load_manifest
+
+    return Store(f"sqlite:///{root / name / 'mlflow.db'}", (root / name / "artifacts").as_uri())
+
+
+def tracked_trial(data: Path, root: Path, name: str, epochs: int) -> float:
+    """Seconds of a whole one-trial search of the same model (every overhead included)."""
     from pianotx.tuning.search import run_search
 
-    space = root / f"{name}.yaml"
-    if trials == 1:  # exactly the bare fit's model
-        text = SPACE.format(name=name, trials=1, epochs=epochs, hyperparameters="{}", more=f", lstm_units: {UNITS}")
-    else:  # distinct widths, so every trial trains
-        hps = "{lstm_units: {type: int, min_value: 64, max_value: 136, step: 8}}"
-        text = SPACE.format(name=name, trials=trials, epochs=epochs, hyperparameters=hps, more="")
-    space.write_text(text)
-    store = Store(f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri())
-    manifest = load_manifest(data)
+    space = one_trial_space(root, name, epochs)
     start = time.perf_counter()
-    run_search(space, data, store, None, verbose=0)
-    frames = manifest.data["splits"]["train"]["chunks"] * manifest.chunk_frames * epochs * trials
-    return frames / (time.perf_counter() - start)
+    result = run_search(space, data, store_in(root, name), None, verbose=0)
+    assert result.trials == 1, result
+    return time.perf_counter() - start
+
+
+# Where a tracked trial spends its time beyond training: (label, module, attribute).
+PARTS = [
+    ("per-epoch validation counts (val_f1, val_onset_f1)", "pianotx.train", "validation_counts"),
+    ("per-epoch MLflow metrics", "pianotx.tuning.tuner", "EpochLogger.on_epoch_end"),
+    ("best checkpoint reload", "pianotx.tuning.tuner", "TrackedTrials.load_model"),
+    ("note scoring + threshold tuning", "pianotx.tuning.tuner", "TrackedTrials._tune_and_score"),
+    ("piano-roll figure", "pianotx.tracking", "SearchTracker.log_figure"),
+    ("listening excerpt (FluidSynth)", "pianotx.tuning.tuner", "TrackedTrials._log_excerpt"),
+    ("model logged to MLflow", "pianotx.tracking", "SearchTracker.log_model"),
+    ("search run setup", "pianotx.tracking", "SearchTracker.start_search"),
+]
+
+
+@contextmanager
+def timed_parts() -> Iterator[dict[str, float]]:
+    """Sum the seconds spent in each of :data:`PARTS` while the block runs."""
+    import importlib
+
+    totals: dict[str, float] = defaultdict(float)
+    restore: list[tuple[Any, str, Any]] = []
+
+    def wrap(label: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                totals[label] += time.perf_counter() - start
+
+        return timed
+
+    for label, module_name, attribute in PARTS:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = owner.__dict__[name] if name in getattr(owner, "__dict__", {}) else getattr(owner, name)
+        restore.append((owner, name, original))
+        setattr(owner, name, wrap(label, getattr(owner, name)))
+    try:
+        yield totals
+    finally:
+        for owner, name, original in reversed(restore):
+            setattr(owner, name, original)
+
+
+def memory_per_trial(data: Path, root: Path, trials: int) -> list[float]:
+    """Resident MiB of this process after each trial of one ``trials``-trial search."""
+    from pianotx.tuning.search import run_search
+    from pianotx.tuning.tuner import TrackedTrials
+
+    space = root / "memory.yaml"
+    small = {k: v for k, v in MODEL.items() if k != "lstm_units"}
+    space.write_text(
+        "name: memory\ntuner: {type: random, max_trials: " + str(trials) + ", seed: 0}\n"
+        "note_eval_pieces: 2\n"
+        "hyperparameters: {lstm_units: {type: int, min_value: 16, max_value: 64, step: 1}}\n"
+        f"fixed: {_yaml_map({**small, **TRAIN, 'steps_per_epoch': 4, 'epochs': 1})}\n"
+    )
+    process = psutil.Process()
+    rss: list[float] = []
+    original = TrackedTrials.on_trial_end
+
+    def noted(self: Any, trial: Any) -> None:
+        original(self, trial)
+        rss.append(process.memory_info().rss / 2**20)
+
+    TrackedTrials.on_trial_end = noted  # type: ignore[method-assign]
+    try:
+        result = run_search(space, data, store_in(root, "memory"), None, verbose=0)
+    finally:
+        TrackedTrials.on_trial_end = original  # type: ignore[method-assign]
+    assert result.trials == trials, result
+    return rss
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/default"))
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (quick.yaml's longest: 6)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=20, help="trials of the memory search")
     args = parser.parse_args()
-    process = psutil.Process()
-    ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        tracked_trial(args.data, root, "warmup", 1)  # imports, first graph traces
+        ratios, parts = [], []
         for i in range(args.repeats):
             bare = bare_fit(args.data, args.epochs)
-            tracked = tracked_trials(args.data, root, f"one{i}", 1, args.epochs)
-            ratios.append(tracked / bare)
-            print(f"pair {i + 1}: bare fit {bare:,.0f} frames/s, tracked trial {tracked:,.0f} frames/s")
-        after_one = process.memory_info().rss / 2**20
-        tracked_trials(args.data, root, "ten", 10, 1)
-        after_ten = process.memory_info().rss / 2**20
+            with timed_parts() as totals:
+                tracked = tracked_trial(args.data, root, f"pair{i}", args.epochs)
+            parts.append(dict(totals))
+            ratios.append(bare / tracked)
+            print(f"pair {i + 1}: bare fit {bare:.1f} s, tracked trial {tracked:.1f} s ({bare / tracked:.2f}x)")
+        print("where the tracked trial's extra time goes (median seconds per trial):")
+        for label, _, _ in PARTS:
+            print(f"  {label}: {statistics.median(p.get(label, 0.0) for p in parts):.1f} s")
+        rss = memory_per_trial(args.data, root, args.trials)
     print(
-        f"resident memory after the single-trial searches: {after_one:.0f} MiB; "
-        f"after a further 10-trial search: {after_ten:.0f} MiB"
+        f"resident memory after trial 2: {rss[1]:.0f} MiB; after trial {len(rss)}: {rss[-1]:.0f} MiB "
+        f"(+{rss[-1] - rss[1]:.0f} MiB)"
     )
-    print(f"median throughput ratio, tracked trial / bare fit: {statistics.median(ratios):.2f}")
+    print(f"median throughput, tracked trial / bare fit ({args.epochs} epochs): {statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

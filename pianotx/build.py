@@ -28,7 +28,7 @@ import numpy as np
 from pianotx.config import BuildConfig, to_dict
 from pianotx.datasets import PieceSource, Problem, discover
 from pianotx.errors import PianotxError
-from pianotx.files import check_output_folder, swap_in, temp_sibling, write_json_atomic
+from pianotx.files import check_output_folder, clear_stale_siblings, swap_in, temp_sibling, write_json_atomic
 from pianotx.store import MANIFEST, MANIFEST_VERSION, SPLITS, chunk, load_manifest, write_split
 
 Log = Callable[[str], None]
@@ -278,6 +278,7 @@ def build_dataset(
     if not sources:
         raise BuildError(f"{root}: no (audio, MIDI) pairs found")
     fp = fingerprint(config, sources)
+    clear_stale_siblings(out)  # what a killed build left, even when nothing is to be built
     if (out / MANIFEST).is_file():
         try:
             existing = load_manifest(out).data

@@ -6,15 +6,19 @@ the result gets the usual permissions (``0o666`` less the umask), not a temporar
 file's private ones.
 
 Whole folders (a dataset, a rendered corpus) are made in a hidden temporary sibling
-(:func:`temp_sibling`) and swapped in by renames (:func:`swap_in`). Before any work,
-:func:`check_output_folder` makes sure the target is something pianotx may replace:
-nothing yet, an empty folder, or a folder pianotx made itself (recognised by its
-manifest). Anything else, or a target that is or contains an input, is refused with
+(:func:`temp_sibling`) and swapped in (:func:`swap_in`): on Linux the two folders trade
+places in one atomic step, so a kill at any moment leaves the old folder or the new one;
+elsewhere a kill between two renames leaves the old one aside, and the next
+:func:`temp_sibling` puts it back (it also clears what a killed process left). Before
+any work, :func:`check_output_folder` makes sure the target is something pianotx may
+replace: nothing yet, an empty folder, or a folder pianotx made itself (recognised by
+its manifest). Anything else, or a target that is or contains an input, is refused with
 one line naming the path and the reason, and nothing is touched.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -124,34 +128,61 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def temp_sibling(out: Path) -> Path:
-    """A new hidden folder ``.NAME.tmp-PID`` beside ``out``, for building it whole.
-
-    Folders of this pattern left by a killed process (its pid no longer running) are
-    removed first; those of a running process are left alone.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if stale.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+def clear_stale_siblings(out: Path) -> None:
+    """Remove the folders ``.NAME.tmp-PID`` and ``.NAME.old-PID`` beside ``out`` that a
+    killed process left (its pid no longer running), except that an old folder moved
+    aside by a swap killed before the new one arrived is put back as ``out``. Those of
+    a running process are left alone."""
+    if not out.parent.is_dir():
+        return
+    for stale in sorted(out.parent.glob(f".{out.name}.*-*")):
+        kind, _, pid = stale.name.removeprefix(f".{out.name}.").partition("-")
+        if kind not in ("tmp", "old") or not stale.is_dir() or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists():
+            os.replace(stale, out)
+        else:
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def temp_sibling(out: Path) -> Path:
+    """A new hidden folder ``.NAME.tmp-PID`` beside ``out``, for building it whole
+    (after :func:`clear_stale_siblings`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale_siblings(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     return tmp
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); False where the system or the file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return bool(renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0)
+
+
 def swap_in(tmp: Path, out: Path, marker: str) -> None:
     """Replace ``out`` by the complete folder ``tmp`` with renames only.
 
-    The previous ``out`` is moved aside and removed last, and only when it is empty or
-    holds ``marker`` (checked again here, so a folder that changed since
-    :func:`check_output_folder` is never deleted).
+    ``out`` is replaced only when it is empty or holds ``marker`` (checked again here,
+    so a folder that changed since :func:`check_output_folder` is never deleted). On
+    Linux the two folders trade places in one atomic step and the old one is removed
+    from ``tmp``'s name; elsewhere ``out`` is moved aside first, so a kill between the
+    two renames leaves it as ``.NAME.old-PID`` (put back by :func:`temp_sibling`).
 
     Raises:
         OutputError: ``out`` now holds something pianotx did not make (``tmp`` is kept).
     """
     check_output_folder(out, marker)
+    if out.exists() and _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous folder, now at tmp's name
+        return
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.replace(out, old)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -60,12 +61,37 @@ def connect(store: Store) -> MlflowClient:
     with (store.local_path.parent / ".schema.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client = MlflowClient(store.tracking_uri, store.tracking_uri)
-            client.search_experiments(max_results=1)
-            client.search_registered_models(max_results=1)
+            if not store.local_path.is_file():
+                _create_store(store.local_path)
+            client = _opened(store.tracking_uri)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
+
+
+def _opened(uri: str) -> MlflowClient:
+    """A client of ``uri`` whose store has its schema (created or migrated on first use)."""
+    client = MlflowClient(uri, uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
+    return client
+
+
+def _create_store(db: Path) -> None:
+    """Make the SQLite store ``db`` whole: its schema is built in a temporary file beside
+    it, renamed into place when complete. MLflow's migrations are not one transaction on
+    SQLite, so a process killed among them would leave a store that every later command
+    fails to open ("table ... already exists"). Called under the schema lock, so older
+    temporary files are what killed processes left."""
+    for stale in db.parent.glob(f".{db.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
+    tmp = db.parent / f".{db.name}.tmp-{os.getpid()}"
+    try:
+        _opened(f"sqlite:///{tmp}")
+        os.replace(tmp, db)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def experiment_id(client: MlflowClient, store: Store, name: str) -> str:
@@ -190,6 +216,9 @@ class SearchTracker:
         if found:
             self.parent_id = found[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
+            if not found[0].inputs.dataset_inputs:  # a kill may have cut the first recording short
+                self._log_dataset(self.parent_id)
+            self._record_setup(found[0], params, files)
             return self.parent_id
         self.source_tags |= {k: v for k, v in tags.items() if k.startswith("mlflow.source.")}
         run = self.client.create_run(
@@ -205,15 +234,22 @@ class SearchTracker:
             return first
         self.parent_id = run.info.run_id
         self._log_dataset(self.parent_id)
-        for key, value in params.items():
-            self.client.log_param(self.parent_id, key, clean_value(value))
-        for path in files:
-            self.client.log_artifact(self.parent_id, str(path))
+        self._record_setup(run, params, files)
         return self.parent_id
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
+
+    def _record_setup(self, run: Any, params: dict[str, Any], files: list[Path]) -> None:
+        """Log the params and files that ``run`` does not hold yet."""
+        for key, value in params.items():
+            if key not in run.data.params:
+                self.client.log_param(run.info.run_id, key, clean_value(value))
+        logged = {a.path for a in self.client.list_artifacts(run.info.run_id)}
+        for path in files:
+            if Path(path).name not in logged:
+                self.client.log_artifact(run.info.run_id, str(path))
 
     def kill_stale_trials(self) -> list[str]:
         """Mark trial runs left RUNNING by an interrupted search KILLED; their run ids."""
@@ -343,7 +379,8 @@ class SearchTracker:
         from mlflow.models import infer_signature
 
         signature = infer_signature(example[0], example[1])
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+        try:
             info = mlflow.keras.log_model(
                 model,
                 name="model",
@@ -351,6 +388,11 @@ class SearchTracker:
                 pip_requirements=PIP_REQUIREMENTS,
                 metadata={METADATA_KEY: metadata},
             )
+        finally:
+            # Leaving the run as a `with mlflow.start_run` block does would mark it
+            # FINISHED before its objective is logged, and a kill then would leave a
+            # FINISHED run that no resume closes: it stays RUNNING until end_trial.
+            mlflow.end_run(status="RUNNING")
         self.client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
         return info.model_uri
 

@@ -89,6 +89,16 @@ def test_up_to_date_then_rebuilt_on_config_or_input_change(pairs_dir, tmp_path):
     assert not list(tmp_path.glob(".ds.*"))
 
 
+def test_an_up_to_date_build_clears_what_a_killed_build_left(pairs_dir, tmp_path):
+    out = tmp_path / "ds"
+    build_dataset(pairs_dir, out, **QUIET)
+    stale = tmp_path / ".ds.tmp-999999999"  # killed while it removed the dataset it replaced
+    (stale / "train").mkdir(parents=True)
+    (stale / "manifest.json").write_text("{}")
+    assert build_dataset(pairs_dir, out, **QUIET).status == "up to date"
+    assert not list(tmp_path.glob(".ds.*"))
+
+
 def test_split_is_by_group_and_holds_out_a_piano():
     sources = [
         PieceSource(f"s{g}__{piano}", Path("a"), Path("m"), group=f"s{g}", piano=piano)

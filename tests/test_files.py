@@ -6,6 +6,9 @@ non-zero with one line naming the path, and leave every file as it was.
 
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -110,6 +113,43 @@ def test_temp_sibling_removes_only_dead_processes_folders(tmp_path):
     alive.mkdir()
     tmp = temp_sibling(out)
     assert tmp.name == f".ds.tmp-{os.getpid()}" and not dead.exists() and alive.is_dir()
+
+
+KILL_AT_SWAP = """
+import os, signal, sys
+from pathlib import Path
+from pianotx.files import swap_in
+def die(event, args):  # SIGKILL just before any rename onto the target
+    if event == "os.rename" and os.fspath(args[1]) == sys.argv[2]:
+        os.kill(os.getpid(), signal.SIGKILL)
+sys.addaudithook(die)
+swap_in(Path(sys.argv[1]), Path(sys.argv[2]), "manifest.json")
+"""
+
+
+def test_a_kill_during_swap_in_leaves_the_old_folder_or_the_new(tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "manifest.json").write_text("old")
+    tmp = temp_sibling(out)
+    (tmp / "manifest.json").write_text("new")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-c", KILL_AT_SWAP, str(tmp), str(out)], env=env, check=False)
+    assert (out / "manifest.json").read_text() in ("old", "new")
+    temp_sibling(out)  # the next build clears what the killed one left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ds.tmp-" + str(os.getpid()), "ds"]
+
+
+def test_temp_sibling_puts_back_a_folder_a_killed_swap_moved_aside(tmp_path):
+    out = tmp_path / "ds"
+    aside = tmp_path / ".ds.old-999999999"  # moved aside by a process that is gone
+    aside.mkdir()
+    (aside / "manifest.json").write_text("old")
+    temp_sibling(out)
+    assert (out / "manifest.json").read_text() == "old" and not aside.exists()
+    aside.mkdir()  # and where the new folder did arrive, the old one is removed
+    temp_sibling(out)
+    assert not aside.exists() and (out / "manifest.json").read_text() == "old"
 
 
 # ---------------------------------------------------------------- the reproductions

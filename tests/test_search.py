@@ -293,3 +293,23 @@ def test_a_conv_and_onset_model_is_searched_logged_and_transcribes(tiny_dataset,
     rolls = transcriber.probabilities(np.zeros((100, 84), np.float32))
     assert sorted(rolls) == ["frames", "onsets"] and rolls["onsets"].shape == (100, 88)
     assert transcriber.context == 128  # twice the dataset's chunk length travels with the model
+
+
+def test_a_search_run_cut_short_before_its_setup_was_logged_gets_it_on_resume(tmp_path, monkeypatch):
+    (tmp_path / "mlruns").mkdir()
+    space = tmp_path / "cut.yaml"
+    space.write_text("name: cut\n")
+    first = SearchTracker(_store(tmp_path), "cut")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies just after the search's run was created
+
+    monkeypatch.setattr(first.client, "log_param", killed)
+    with pytest.raises(KeyboardInterrupt):
+        first.start_search({"tuner": "random", "objective": "val_f1 (max)"}, {}, [space])
+    again = SearchTracker(_store(tmp_path), "cut")
+    parent = again.start_search({"tuner": "random", "objective": "val_f1 (max)"}, {}, [space])
+    assert parent == first.parent_id
+    assert again.client.get_run(parent).data.params == {"tuner": "random", "objective": "val_f1 (max)"}
+    assert [a.path for a in again.client.list_artifacts(parent)] == ["cut.yaml"]
+    assert again.start_search({"tuner": "random", "objective": "val_f1 (max)"}, {}, [space]) == parent

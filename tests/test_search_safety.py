@@ -123,3 +123,40 @@ def test_a_resumed_trial_keeps_its_hyperparameters(tmp_path, dataset):
     again = _tuner(tmp_path, dataset, text)
     retried = again.oracle.create_trial("tuner0")
     assert (retried.trial_id, retried.hyperparameters.values) == (trial.trial_id, trial.hyperparameters.values)
+
+
+def test_a_trial_killed_between_its_two_state_files_is_retried_not_lost(tmp_path, dataset):
+    text = HEAD.replace("max_trials: 2", "max_trials: 3") + (
+        "hyperparameters:\n  lstm_units: {type: choice, values: [8, 16, 24, 32, 40, 48]}\n"
+    )
+    first = _tuner(tmp_path, dataset, text)
+    oracle_file = tmp_path / "kt" / "s" / "oracle.json"
+    before = oracle_file.read_bytes()
+    trial = first.oracle.create_trial("tuner0")  # writes trial_0/trial.json, then oracle.json ...
+    oracle_file.write_bytes(before)  # ... and the process is killed between the two
+    again = _tuner(tmp_path, dataset, text)
+    retried = again.oracle.create_trial("tuner0")
+    assert (retried.trial_id, retried.hyperparameters.values) == (trial.trial_id, trial.hyperparameters.values)
+    other = again.oracle.create_trial("tuner1")
+    assert other.trial_id == "1" and other.hyperparameters.values != trial.hyperparameters.values
+
+
+def test_keras_tuner_state_survives_a_kill_in_the_middle_of_a_write(tmp_path, dataset, monkeypatch):
+    import tensorflow as tf
+
+    text = HEAD + "hyperparameters:\n  lstm_units: {type: choice, values: [8, 16, 24]}\n"
+    tuner = _tuner(tmp_path, dataset, text)
+    tuner.oracle.create_trial("tuner0")
+
+    def truncate_then_die(self, content):
+        self._prewrite_check()  # Keras Tuner's writer truncates the file here ...
+        raise KeyboardInterrupt  # ... and the process is killed before the content is written
+
+    monkeypatch.setattr(tf.io.gfile.GFile, "write", truncate_then_die)
+    try:
+        tuner.oracle.save()
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "kt" / "s" / "oracle.json").read_text())["ongoing_trials"] == {"tuner0": "0"}
+    assert _tuner(tmp_path, dataset, text).oracle.create_trial("tuner0").trial_id == "0"

@@ -1,5 +1,13 @@
-from pianotx.locations import find_store_dir, resolve_store
-from pianotx.tracking import has_model, ui_command
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pianotx.locations import Store, find_store_dir, resolve_store
+from pianotx.tracking import connect, has_model, ui_command
 
 
 def test_store_is_the_projects_mlruns_folder_found_upwards(tmp_path):
@@ -56,3 +64,59 @@ def test_two_processes_open_a_new_store_at_once(tmp_path):
     assert len(set(runs)) == 2
     with multiprocessing.get_context("spawn").Pool(2) as pool:  # the same experiment, created at once
         pool.map(_open_search, [(str(tmp_path / "b"), "same"), (str(tmp_path / "b"), "same")])
+
+
+@pytest.mark.slow
+def test_a_trial_run_stays_running_until_its_outcome_is_recorded(tmp_path):
+    """Logging the model must not end the run: a kill before the objective is logged
+    would leave a FINISHED run that no resume closes (RUNNING ones are marked KILLED)."""
+    import keras
+    import numpy as np
+
+    from pianotx.locations import Store
+    from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker
+
+    store = Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
+    tracker = SearchTracker(store, "s")
+    tracker.start_search({}, {}, [])
+    run_id = tracker.start_trial("0", {"lstm_units": 8})
+    model = keras.Sequential([keras.Input((None, 4)), keras.layers.Dense(2)])
+    x = np.zeros((1, 3, 4), np.float32)
+    tracker.log_model(run_id, model, (x, model.predict_on_batch(x)), {})
+    assert tracker.client.get_run(run_id).info.status == "RUNNING"
+    assert tracker.complete_trial_run("0") is None
+    tracker.log_metrics(run_id, {OBJECTIVE_METRIC: 0.5})
+    tracker.end_trial(run_id)
+    assert tracker.client.get_run(run_id).info.status == "FINISHED"
+    assert tracker.complete_trial_run("0").info.run_id == run_id
+
+
+KILLED_IN_SCHEMA = """
+import os, re, signal, sys
+from pathlib import Path
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from pianotx.locations import Store
+from pianotx.tracking import connect
+seen = {"versioned": False, "made": False}
+@event.listens_for(Engine, "before_cursor_execute")
+def die(conn, cursor, statement, parameters, context, executemany):
+    if seen["made"]:  # a migration made a table and has not recorded itself: die here
+        os.kill(os.getpid(), signal.SIGKILL)
+    table = re.match(r"\\s*CREATE TABLE (\\w+)", statement)
+    if table and table.group(1) == "alembic_version":
+        seen["versioned"] = True
+    elif table and seen["versioned"] and not table.group(1).startswith("_alembic"):
+        seen["made"] = True
+root = Path(sys.argv[1])
+connect(Store(f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()))
+"""
+
+
+def test_a_store_whose_creation_was_killed_is_made_again(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_SCHEMA, str(tmp_path)], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    client = connect(Store(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri()))
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".schema.lock", "mlflow.db"]

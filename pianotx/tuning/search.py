@@ -169,8 +169,9 @@ def make_tuner(
     (``heartbeat``: seconds between a distributed worker's heartbeats)."""
     import keras_tuner as kt
 
-    from pianotx.tuning.tuner import TUNERS
+    from pianotx.tuning.tuner import TUNERS, write_state_atomically
 
+    write_state_atomically()
     settings = dict(spec.tuner_settings)
     # Keras Tuner reads seed 0 as "no seed" (a random one): shift it so that every seed
     # in a space file, 0 included, draws the same trials every time.
@@ -195,6 +196,8 @@ def make_tuner(
         # Keras Tuner reloads its oracle (and so retries an interrupted trial with the
         # same hyperparameters) only where this file exists: write it before any trial.
         tuner.save()
+    elif isinstance(tuner.oracle, kt.Oracle):  # not a worker's client of the chief's oracle
+        retry_unrecorded_trials(tuner.oracle)
     return tuner
 
 
@@ -221,6 +224,29 @@ class _Search:
 
     def tuner(self, tracker: SearchTracker, heartbeat: float | None = None) -> Any:
         return make_tuner(self.spec, self.manifest, tracker, self.root, self.decoding, self.note_eval_pieces, heartbeat)
+
+
+def retry_unrecorded_trials(oracle: Any) -> list[str]:
+    """Queue for retry the trials a kill left RUNNING without the oracle knowing them.
+
+    Keras Tuner writes a new trial's ``trial.json`` before the oracle state that names
+    it ongoing: a process killed between the two leaves a trial that a reload neither
+    retries nor counts as drawn, so the search would end a trial short and draw its
+    hyperparameters again for the next. Such trials are recorded and retried instead.
+
+    Returns:
+        The ids of the trials queued.
+    """
+    from keras_tuner.engine.trial import TrialStatus
+
+    known = set(oracle._retry_queue) | {t.trial_id for t in oracle.ongoing_trials.values()}
+    lost = [t for t in oracle.trials.values() if t.status == TrialStatus.RUNNING and t.trial_id not in known]
+    for trial in lost:
+        oracle._record_values(trial)
+        if trial.trial_id not in oracle.start_order:
+            oracle.start_order.append(trial.trial_id)
+        oracle._retry_queue.append(trial.trial_id)
+    return [t.trial_id for t in lost]
 
 
 def run_search(

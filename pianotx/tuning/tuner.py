@@ -19,6 +19,7 @@ the trial up, unreported, when the chief has handed it to another worker.
 from __future__ import annotations
 
 import functools
+import json
 import socket
 import tempfile
 import threading
@@ -36,6 +37,7 @@ import numpy as np
 from pianotx.config import DecodingConfig, ModelConfig, TrainConfig, model_metadata, to_dict
 from pianotx.decoding import decode
 from pianotx.evaluate import evaluate_piece, mean_scores, split_rolls, tune_decoding
+from pianotx.files import write_text_atomic
 from pianotx.loader import ChunkDataset
 from pianotx.model import build_model
 from pianotx.plots import piano_roll_figure
@@ -410,6 +412,31 @@ class TrackedTrials(_TunerBase):
             est = decode(rolls["frames"], features.frame_rate, decoding, onset_probs=rolls.get("onsets"))
             scores.append(evaluate_piece(ref, est))
         return decoding, (mean_scores(scores) if scores else {})
+
+
+def write_state_atomically() -> None:
+    """Have Keras Tuner write its JSON state (oracle, tuner, every trial.json) atomically.
+
+    Keras Tuner truncates these files and then writes them: a process killed in between
+    leaves an empty file, and every later resume of the search fails on it. Local files
+    are written to a temporary sibling and renamed into place instead (other URLs as
+    Keras Tuner does). Idempotent.
+    """
+    from keras_tuner.src import utils
+
+    original = utils.save_json
+    if getattr(original, "pianotx_atomic", False):
+        return
+
+    def save_json(path: str, obj: Any) -> str:
+        if "://" in str(path):
+            return str(original(path, obj))
+        text = json.dumps(obj)
+        write_text_atomic(path, text)
+        return text
+
+    save_json.pianotx_atomic = True  # type: ignore[attr-defined]
+    utils.save_json = save_json
 
 
 class TrackedRandomSearch(TrackedTrials, kt.RandomSearch):

@@ -420,6 +420,13 @@ def transcribe(
             help=f"Frame probability for a key to be down (default: the model's; untuned {default_of(DecodingConfig, 'threshold')})."
         ),
     ] = None,
+    onset_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Onset probability that starts a note, for models with an onset head "
+            f"(default: the model's; untuned {default_of(DecodingConfig, 'onset_threshold')})."
+        ),
+    ] = None,
     min_duration: Annotated[
         float | None,
         typer.Option(
@@ -439,7 +446,12 @@ def transcribe(
                 f"{result.midi}: {result.notes} notes, {result.audio_seconds:.1f} s of audio in {result.seconds:.2f} s"
             )
 
-    decoding = {"threshold": threshold, "min_duration": min_duration, "velocity": velocity}
+    decoding = {
+        "threshold": threshold,
+        "onset_threshold": onset_threshold,
+        "min_duration": min_duration,
+        "velocity": velocity,
+    }
     _keras()
     with user_errors(out_dir):
         results = transcribe_files(

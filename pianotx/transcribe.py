@@ -11,7 +11,9 @@ feature function of :mod:`pianotx.features`, running the model in overlapping wi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import time
 import zipfile
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from pianotx.decoding import decode
 from pianotx.errors import PianotxError
 from pianotx.features import compute_features
 from pianotx.files import OutputError, atomic_path, write_json_atomic
-from pianotx.locations import resolve_store
+from pianotx.locations import Store, cache_dir, resolve_store
 from pianotx.midi import Notes, write_midi
 from pianotx.windows import predict_rolls
 
@@ -171,14 +173,82 @@ def load_transcriber(uri: str | None, tracking_uri: str | None = None) -> Transc
     store = resolve_store(tracking_uri)
     if uri is None and not store.exists:
         return load_local(BUNDLED_MODEL)
+    cached = _from_cache(store, uri or DEFAULT_URI)
+    if isinstance(cached, Transcriber):
+        return cached
+    if cached == "none":
+        return load_local(BUNDLED_MODEL)
     from pianotx import tracking
 
-    if uri is None:
-        if not tracking.has_model(store, DEFAULT_URI):
-            return load_local(BUNDLED_MODEL)
-        uri = DEFAULT_URI
+    before = _store_state(store)
+    if uri is None and not tracking.has_model(store, DEFAULT_URI):
+        _to_cache(store, DEFAULT_URI, before, None)
+        return load_local(BUNDLED_MODEL)
+    uri = uri or DEFAULT_URI
     model, meta = tracking.load_model(store, uri)
-    return from_metadata(model, meta, uri)
+    transcriber = from_metadata(model, meta, uri)
+    _to_cache(store, uri, before, transcriber)
+    return transcriber
+
+
+# Resolved MLflow URIs of a local store are kept as exports under the cache folder, each
+# valid for the state of the store's file it was resolved from (its size and mtime: any
+# registration, stage move or logged run changes them): a repeated `pianotx transcribe
+# --model models:/...` then loads the export without importing MLflow.
+MODEL_CACHE = "models"
+CACHE_STATE = "state.json"
+
+
+def _store_state(store: Store) -> dict[str, int] | None:
+    """The state of a local store's SQLite file (None: not a local store)."""
+    db = store.local_path
+    if db is None or not db.is_file():
+        return None
+    stat = db.stat()
+    return {"mtime_ns": stat.st_mtime_ns, "size": stat.st_size}
+
+
+def _cache_folder(store: Store, uri: str) -> Path:
+    db = store.local_path
+    key = hashlib.sha256(f"{db.resolve() if db else store.tracking_uri}\n{uri}".encode()).hexdigest()[:24]
+    return cache_dir() / MODEL_CACHE / key
+
+
+def _from_cache(store: Store, uri: str) -> Transcriber | str | None:
+    """The cached model of ``uri`` if the store is as it was when it was resolved;
+    ``"none"`` where ``uri`` then resolved to no model; None: not cached (or stale)."""
+    if not uri.startswith(("models:/", "runs:/")):
+        return None
+    state = _store_state(store)
+    folder = _cache_folder(store, uri)
+    try:
+        saved = json.loads((folder / CACHE_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    if state is None or saved.get("store") != state:
+        return None
+    if not saved.get("model"):
+        return "none"
+    try:
+        return dataclasses.replace(load_local(folder / "piano.keras"), source=uri)
+    except ModelError:
+        return None
+
+
+def _to_cache(store: Store, uri: str, before: dict[str, int] | None, transcriber: Transcriber | None) -> None:
+    """Keep ``transcriber`` (None: no model) as what ``uri`` resolves to, if the store
+    did not change while it was loaded. A cache that cannot be written is skipped."""
+    if before is None or _store_state(store) != before or not uri.startswith(("models:/", "runs:/")):
+        return
+    folder = _cache_folder(store, uri)
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        if transcriber is not None:
+            export(transcriber, folder)
+        write_json_atomic(folder / CACHE_STATE, {"uri": uri, "store": before, "model": transcriber is not None})
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def is_export(meta_path: Path) -> bool:

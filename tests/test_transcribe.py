@@ -138,3 +138,69 @@ def test_without_a_registered_model_the_bundled_one_is_used(tmp_path):
     result = runner.invoke(app, ["transcribe", str(tmp_path / "c4.wav")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c4.mid").is_file()
+
+
+def _register_dense(store, bias: float) -> None:
+    """Log a one-layer model (every output sigmoid(bias)) and register it as `piano`."""
+    import keras
+
+    from pianotx.config import DecodingConfig, FeatureConfig, model_metadata
+    from pianotx.tracking import MODEL_URI_TAG, SearchTracker, register
+
+    inputs = keras.Input((None, 84), name="cqt")
+    dense = keras.layers.Dense(
+        88, activation="sigmoid", name="frames", bias_initializer=keras.initializers.Constant(bias)
+    )
+    model = keras.Model(inputs, dense(inputs))
+    tracker = SearchTracker(store, f"s{bias}")
+    tracker.start_search({}, {}, [])
+    run_id = tracker.start_trial("0", {})
+    x = np.zeros((1, 3, 84), np.float32)
+    tracker.log_model(
+        run_id, model, (x, model.predict_on_batch(x)), model_metadata(FeatureConfig(), DecodingConfig(), 64)
+    )
+    register(store, tracker.client.get_run(run_id).data.tags[MODEL_URI_TAG], "piano")
+
+
+LOAD_AND_SAY = """
+import sys
+import numpy as np
+from pianotx.transcribe import load_transcriber
+t = load_transcriber("models:/piano/Production", sys.argv[1])
+p = t.probabilities(np.zeros((4, 84), np.float32))["frames"]
+print(t.source, round(float(p[0, 0]), 4), "mlflow" in sys.modules)
+"""
+
+
+def test_a_registered_model_is_cached_until_the_registry_changes(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from pianotx.locations import Store
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store = Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
+    _register_dense(store, 0.0)
+
+    def load() -> str:
+        cmd = [sys.executable, "-c", LOAD_AND_SAY, store.tracking_uri]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ).stdout.strip()
+
+    assert load() == "models:/piano/Production 0.5 True"  # resolved through MLflow, then cached
+    assert load() == "models:/piano/Production 0.5 False"  # the cached copy: MLflow not even imported
+    _register_dense(store, 2.0)  # a new Production version: the store changed
+    assert load() == "models:/piano/Production 0.8808 True"
+    assert load() == "models:/piano/Production 0.8808 False"
+
+
+def test_cli_onset_threshold_reaches_the_decoding(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(SR, np.float32), SR)
+    args = ["transcribe", str(tmp_path / "a.wav"), "-o", str(tmp_path / "out"), "--model", str(BUNDLED_MODEL)]
+    result = runner.invoke(app, [*args, "--onset-threshold", "2"])
+    assert result.exit_code == 1
+    assert (
+        result.output.strip().splitlines()[-1]
+        == "error: decoding options: threshold and onset_threshold must be in [0, 1]"
+    )
+    assert runner.invoke(app, [*args, "--onset-threshold", "0.6"]).exit_code == 0

@@ -4,7 +4,8 @@ A roll is (n_frames, n_keys) with key ``k`` = MIDI ``21 + k`` and frame ``i`` ce
 ``i / frame_rate`` seconds. Each run of active frames ``[s, e)`` of one key is a note
 with onset ``s / frame_rate`` and offset ``e / frame_rate`` seconds: exactly the inverse
 of :func:`pianotx.labels.notes_to_rolls`, so notes -> rolls -> notes gives back the
-notes quantised to the frame grid (:func:`pianotx.labels.note_frames`).
+notes quantised to the frame grid (:func:`pianotx.labels.note_frames`), with the
+default ``latency`` of 0.
 
 Notes of one key never overlap: a run is split where an onset re-triggers the key, and
 the earlier note ends where the later one starts.
@@ -119,7 +120,8 @@ def decode(
     of a key into notes, splitting where the onset probability rises through
     ``config.onset_threshold`` (onsets only split runs: they create no note where the
     frame probability is below threshold); drop notes shorter than
-    ``config.min_duration``; set velocities (see :class:`DecodingConfig`).
+    ``config.min_duration``; set velocities; move notes earlier by ``config.latency``
+    (see :class:`DecodingConfig`).
 
     Args:
         frame_probs: (n_frames, n_keys) float in [0, 1]; key ``k`` = MIDI 21 + k.
@@ -128,8 +130,8 @@ def decode(
         onset_probs: optional (n_frames, n_keys) onset probabilities.
 
     Returns:
-        Notes sorted by onset then pitch; onset ``s / frame_rate`` and offset
-        ``e / frame_rate`` seconds for a run of frames ``[s, e)``. No two notes of
+        Notes sorted by onset then pitch; onset ``s / frame_rate - latency`` and offset
+        ``e / frame_rate - latency`` seconds for a run of frames ``[s, e)``. No two notes of
         the same pitch overlap.
     """
     config = config or DecodingConfig()
@@ -151,4 +153,8 @@ def decode(
         mean = (csum[ends, keys] - csum[starts, keys]) / np.maximum(ends - starts, 1)
         velocities = np.clip(np.round(127.0 * mean), 1, 127).astype(np.int64)
     intervals = np.stack([starts, ends], axis=1) / frame_rate
+    if config.latency:
+        intervals = np.maximum(intervals - config.latency, 0.0)
+        kept = intervals[:, 1] > intervals[:, 0]  # a note moved wholly before 0 s is gone
+        intervals, keys, velocities = intervals[kept], keys[kept], velocities[kept]
     return Notes.from_lists(intervals, keys + MIDI_MIN, velocities)

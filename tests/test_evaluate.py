@@ -159,3 +159,41 @@ def test_tune_decoding_picks_the_threshold_of_the_best_note_f1():
     loud[10:30, 39] = 0.9
     best, f1 = tune_decoding([({"frames": loud}, ref)], rate, DecodingConfig())
     assert best == DecodingConfig() and f1 == 1.0  # the defaults win ties
+
+
+def test_tuning_measures_the_median_onset_lag_as_the_latency():
+    from pianotx.config import DecodingConfig
+    from pianotx.evaluate import onset_errors, tune_decoding
+
+    rate = 31.25
+    frames = np.zeros((200, 88), np.float32)
+    ref_onsets = []
+    for i, start in enumerate((10, 50, 90, 130, 170)):
+        frames[start : start + 20, 39 + i] = 0.9
+        ref_onsets.append(start / rate - (0.004, 0.006, 0.008, 0.010, 0.030)[i])  # decoded late by these
+    ref = Notes.from_lists([(t, t + 0.5) for t in ref_onsets], [60 + i for i in range(5)])
+    est = Notes.from_lists([(s / rate, s / rate + 0.64) for s in (10, 50, 90, 130, 170)], [60 + i for i in range(5)])
+    assert np.allclose(onset_errors(ref, est), [0.004, 0.006, 0.008, 0.010, 0.030])
+    best, _ = tune_decoding([({"frames": frames}, ref)], rate, DecodingConfig())
+    assert best.latency == 0.008  # the median, not the mean (0.0116)
+
+
+def test_a_latency_moves_decoded_notes_earlier_and_drops_what_it_moves_before_zero():
+    from pianotx.config import DecodingConfig
+    from pianotx.decoding import decode
+
+    rate = 31.25
+    frames = np.zeros((100, 88), np.float32)
+    frames[0:2, 39] = 0.9  # frames 0-1: 0.0-0.064 s
+    frames[50:70, 43] = 0.9  # 1.6-2.24 s
+    notes = decode(frames, rate, DecodingConfig(latency=0.01))
+    assert notes.pitches.tolist() == [60, 64]
+    assert np.allclose(notes.intervals, [[0.0, 0.054], [1.59, 2.23]])
+    later = decode(frames, rate, DecodingConfig(latency=-0.02))
+    assert np.allclose(later.intervals, [[0.02, 0.084], [1.62, 2.26]])
+    blip = np.zeros((10, 88), np.float32)
+    blip[0, 39] = blip[5, 40] = 0.9  # one frame each: 0-0.032 s and 0.16-0.192 s
+    kept = decode(blip, rate, DecodingConfig(latency=0.05, min_duration=0.0))
+    assert kept.pitches.tolist() == [61] and np.allclose(kept.intervals, [[0.11, 0.142]])
+    with pytest.raises(ValueError, match="latency"):
+        DecodingConfig(latency=0.06)

@@ -9,7 +9,9 @@ not for its decoded original as well, and librosa (with numba) is not imported.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from pianotx.quiet import quiet_native_stderr
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time (1.5 s at 44.1 kHz)
 QUALITY = "soxr_hq"  # librosa.load's default resampler
+T = TypeVar("T")
 
 
 class AudioError(PianotxError, ValueError):
@@ -51,6 +54,21 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         AudioError: missing, unsupported or undecodable file; empty audio; non-finite
             samples.
     """
+    samples = read_audio(path, sample_rate, _collect)
+    if samples.size == 0:
+        raise AudioError("audio is empty")
+    return samples
+
+
+def read_audio(path: str | Path, sample_rate: int, consume: Callable[[AudioBlocks], T]) -> T:
+    """``consume`` the blocks of ``path`` (mono, resampled to ``sample_rate``), with the
+    checks and the one-line errors of :func:`load_audio`.
+
+    Raises:
+        AudioError: as :func:`load_audio` (an empty file is ``consume``'s to refuse).
+    """
+    import soundfile
+
     path = Path(path)
     if not path.is_file():
         raise AudioError("no such file")
@@ -58,16 +76,13 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioError(f"unsupported format {path.suffix or '(none)'}; expected {', '.join(AUDIO_EXTENSIONS)}")
     check_decodable(path)
     try:
-        with quiet_native_stderr():
-            samples = read_resampled(path, sample_rate)
+        with quiet_native_stderr(), soundfile.SoundFile(str(path)) as audio:
+            return consume(AudioBlocks(audio, sample_rate))
     except AudioError:
         raise
     except Exception as exc:  # libsndfile and soxr raise many types on bad files
         detail = str(exc).strip() or "no decoder recognises the file"
         raise AudioError(f"cannot decode audio ({type(exc).__name__}: {detail})") from exc
-    if samples.size == 0:
-        raise AudioError("audio is empty")
-    return samples
 
 
 def read_resampled(path: Path, sample_rate: int) -> np.ndarray:
@@ -81,25 +96,53 @@ def read_resampled(path: Path, sample_rate: int) -> np.ndarray:
         soundfile.LibsndfileError, RuntimeError: the file cannot be decoded.
     """
     import soundfile
-    import soxr
 
     with soundfile.SoundFile(str(path)) as audio:
-        rate = audio.samplerate
+        return _collect(AudioBlocks(audio, sample_rate))
+
+
+def _collect(blocks: AudioBlocks) -> np.ndarray:
+    out = _Buffer(blocks.expected)
+    for block in blocks:
+        out.append(block)
+    assert blocks.length is not None  # every block was read
+    return out.result(blocks.length)
+
+
+class AudioBlocks:
+    """An open sound file's samples, block by block: mixed to mono, resampled.
+
+    Attributes:
+        expected: the length of the result the file's header announces,
+            ``ceil(frames * sample_rate / rate)``.
+        length: the length of the result: known once every block was read (then
+            ``ceil(n * sample_rate / rate)`` for the n frames decoded; the blocks'
+            total may differ by a few samples, to be padded or cut to it).
+    """
+
+    def __init__(self, audio: Any, sample_rate: int) -> None:
+        self.audio, self.sample_rate = audio, sample_rate
+        self.ratio = float(sample_rate) / audio.samplerate
+        self.expected = int(np.ceil(max(audio.frames, 0) * self.ratio))
+        self.length: int | None = None
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import soxr
+
         stream = None
-        if rate != sample_rate:
-            stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality=QUALITY)
-        out = _Buffer(int(np.ceil(max(audio.frames, 0) * (float(sample_rate) / rate))))
+        if self.audio.samplerate != self.sample_rate:
+            stream = soxr.ResampleStream(self.audio.samplerate, self.sample_rate, 1, dtype="float32", quality=QUALITY)
         n_in = 0
         while True:
-            block = to_mono(audio.read(BLOCK_FRAMES, dtype="float32", always_2d=True))
+            block = to_mono(self.audio.read(BLOCK_FRAMES, dtype="float32", always_2d=True))
             if not np.all(np.isfinite(block)):
                 raise AudioError("audio contains non-finite samples")
             n_in += len(block)
             last = len(block) < BLOCK_FRAMES
-            out.append(block if stream is None else stream.resample_chunk(block, last=last))
+            yield block if stream is None else stream.resample_chunk(block, last=last)
             if last:
                 break
-    return out.result(n_in if stream is None else int(np.ceil(n_in * (float(sample_rate) / rate))))
+        self.length = n_in if stream is None else int(np.ceil(n_in * self.ratio))
 
 
 def to_mono(block: np.ndarray) -> np.ndarray:

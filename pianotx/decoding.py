@@ -108,6 +108,17 @@ def roll_to_notes(
     return Notes.from_lists(intervals, keys + MIDI_MIN, np.full(len(keys), velocity))
 
 
+def _velocities(probs: np.ndarray, keys: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``clip(round(127 * mean frame probability), 1, 127)`` of each note, from one
+    float64 running sum per key (not a float64 copy of the whole roll)."""
+    mean = np.zeros(len(keys))
+    for key in np.unique(keys):
+        of_key = keys == key
+        csum = np.concatenate([[0.0], np.cumsum(probs[:, key], dtype=np.float64)])
+        mean[of_key] = (csum[ends[of_key]] - csum[starts[of_key]]) / np.maximum(ends[of_key] - starts[of_key], 1)
+    return np.clip(np.round(127.0 * mean), 1, 127).astype(np.int64)
+
+
 def decode(
     frame_probs: np.ndarray,
     frame_rate: float,
@@ -135,23 +146,21 @@ def decode(
         the same pitch overlap.
     """
     config = config or DecodingConfig()
-    probs = _check_roll(frame_probs, "frame_probs").astype(np.float64)
+    probs = _check_roll(frame_probs, "frame_probs")  # compared and summed in float64, never copied whole
     trigger = None
     if onset_probs is not None:
         onset_probs = _check_roll(onset_probs, "onset_probs")
         if onset_probs.shape != probs.shape:
             raise ValueError(f"onset_probs shape {onset_probs.shape} != {probs.shape}")
         trigger = _rising(onset_probs >= config.onset_threshold)
-    active = _fill_gaps(probs >= config.threshold, config.gap_frames, trigger)
+    active = _fill_gaps(probs >= np.float64(config.threshold), config.gap_frames, trigger)
     keys, starts, ends = _segments(active, trigger)
     keep = (ends - starts) >= config.min_duration * frame_rate - _EPS
     keys, starts, ends = keys[keep], starts[keep], ends[keep]
     if config.velocity:
         velocities = np.full(len(keys), config.velocity, np.int64)
     else:
-        csum = np.concatenate([np.zeros((1, probs.shape[1])), probs.cumsum(0)])
-        mean = (csum[ends, keys] - csum[starts, keys]) / np.maximum(ends - starts, 1)
-        velocities = np.clip(np.round(127.0 * mean), 1, 127).astype(np.int64)
+        velocities = _velocities(probs, keys, starts, ends)
     intervals = np.stack([starts, ends], axis=1) / frame_rate
     if config.latency:
         intervals = np.maximum(intervals - config.latency, 0.0)

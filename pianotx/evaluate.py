@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pianotx.audio import load_audio
 from pianotx.config import DecodingConfig, FeatureConfig
 from pianotx.decoding import decode
-from pianotx.features import compute_features
+from pianotx.features import file_features
 from pianotx.labels import note_frames
 from pianotx.midi import Notes
 
@@ -263,7 +262,7 @@ def split_rolls(
         if features == manifest.features:
             frames, _, _ = arrays.piece(record)
         else:
-            frames = compute_features(load_audio(record["audio"], features.sample_rate), features)
+            frames, _ = file_features(record["audio"], features)
         rolls = predict(frames)
         yield record["name"], rolls if isinstance(rolls, dict) else {"frames": rolls}, arrays.notes(record["name"])
 

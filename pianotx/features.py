@@ -61,6 +61,55 @@ def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return out
 
 
+def file_features(path: str | Path, config: FeatureConfig) -> tuple[np.ndarray, int]:
+    """``compute_features(load_audio(path, config.sample_rate), config)``, equal to the
+    bit, without ever holding the file's samples: each decoded, resampled block goes
+    straight through the transform, so a long file costs little more memory than its
+    features.
+
+    The transform is sized from the length the file's header announces; a file whose
+    decoded length differs (rare: some compressed files) is read again whole.
+
+    Returns:
+        (features, n_samples at ``config.sample_rate``).
+
+    Raises:
+        AudioError: as :func:`pianotx.audio.load_audio`.
+    """
+    from pianotx.audio import AudioError, load_audio, read_audio
+
+    result = read_audio(path, config.sample_rate, lambda blocks: _stream(blocks, config))
+    if result is None:  # the header's length was wrong
+        samples = load_audio(path, config.sample_rate)
+        return compute_features(samples, config), len(samples)
+    if result[1] == 0:
+        raise AudioError("audio is empty")
+    return result
+
+
+def _stream(blocks: Any, config: FeatureConfig) -> tuple[np.ndarray, int] | None:
+    """Features of :class:`pianotx.audio.AudioBlocks` as they are decoded (None: their
+    length is not the announced one). The transform sees exactly the samples
+    :func:`compute_features` would: cut or zero-padded to the length."""
+    n = blocks.expected
+    out = np.zeros((config.n_frames(n), config.n_bins), np.float32)
+    cascade = _Cascade(config, n, out) if n else None
+    sent, heard, held = 0, False, np.zeros(0, np.float32)
+    for block in blocks:
+        block = block[: max(n - sent - len(held), 0)]
+        heard = heard or bool(np.any(block))
+        held = np.concatenate([held, block])
+        while len(held) > CHUNK_SAMPLES:  # keep one chunk back: the last push is `final`
+            if cascade is not None:
+                cascade.push(held[:CHUNK_SAMPLES], final=False)
+            sent, held = sent + CHUNK_SAMPLES, held[CHUNK_SAMPLES:]
+    if blocks.length != n:
+        return None
+    if cascade is not None:
+        cascade.push(np.concatenate([held, np.zeros(n - sent - len(held), np.float32)]), final=True)
+    return (out if heard else np.zeros_like(out)), n
+
+
 def magnitude_to_features(magnitude: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """Map CQT magnitudes (frames, bins) to the [0, ~1] log scale described above."""
     floor = 10.0 ** (-config.top_db / 20.0)

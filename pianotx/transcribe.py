@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from pianotx.audio import AUDIO_EXTENSIONS, AudioError, load_audio
+from pianotx.audio import AUDIO_EXTENSIONS, AudioError
 from pianotx.config import DecodingConfig, FeatureConfig, from_dict, model_metadata, to_dict
 from pianotx.decoding import decode
 from pianotx.errors import PianotxError
-from pianotx.features import compute_features
+from pianotx.features import file_features
 from pianotx.files import OutputError, atomic_path, write_json_atomic
 from pianotx.locations import Store, cache_dir, resolve_store
 from pianotx.midi import Notes, write_midi
@@ -325,8 +325,7 @@ def transcribe_file(transcriber: Transcriber, audio: Path, out_dir: Path | None)
     start = time.perf_counter()
     target = output_path(audio, out_dir)
     try:
-        samples = load_audio(audio, transcriber.features.sample_rate)
-        features = compute_features(samples, transcriber.features)
+        features, n_samples = file_features(audio, transcriber.features)
         notes = transcriber.notes(features)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_midi(notes, target)
@@ -336,7 +335,7 @@ def transcribe_file(transcriber: Transcriber, audio: Path, out_dir: Path | None)
         return FileResult(audio, None, error=f"cannot write {target} ({exc.strerror or exc})")
     except Exception as exc:  # one bad file must not stop the batch
         return FileResult(audio, None, error=f"{type(exc).__name__}: {exc}")
-    seconds = len(samples) / transcriber.features.sample_rate
+    seconds = n_samples / transcriber.features.sample_rate
     return FileResult(audio, target, len(notes), seconds, time.perf_counter() - start)
 
 

@@ -6,7 +6,8 @@ also run ``context`` frames on each side that are computed and discarded (clippe
 the very start and end of the input). The kept ranges tile ``[0, n_frames)``.
 
 Pure helpers: :func:`plan_windows` (where to cut), :func:`batch_windows` (equal-length
-batches for a batched predict), :func:`stitch` (kept parts back into one roll).
+batches for a batched predict), :func:`keep` and :func:`stitch` (kept parts back into
+one roll).
 :func:`predict_frames` runs a model over them with bounded memory. Nothing here loads
 models or imports Keras: training code and transcription share it.
 """
@@ -112,11 +113,20 @@ def stitch(
     """
     roll = np.zeros((n_frames, n_keys), np.float32)
     for i, (w, out) in enumerate(zip(windows, outputs, strict=True)):
-        out = np.asarray(out)
-        if out.ndim != 2 or out.shape[0] < w.stop - w.start or out.shape[1] != n_keys:
-            raise ValueError(f"output {i} has shape {out.shape}, need ({w.stop - w.start}, {n_keys})")
-        roll[w.keep_start : w.keep_stop] = out[w.keep_start - w.start : w.keep_stop - w.start]
+        keep(roll, w, out, i)
     return roll
+
+
+def keep(roll: np.ndarray, w: Window, out: Any, index: int = 0) -> None:
+    """Copy the kept part of one window's output into ``roll`` (see :func:`stitch`).
+
+    Raises:
+        ValueError: ``out`` is too short or has the wrong width (``index`` names it).
+    """
+    out = np.asarray(out)
+    if out.ndim != 2 or out.shape[0] < w.stop - w.start or out.shape[1] != roll.shape[1]:
+        raise ValueError(f"output {index} has shape {out.shape}, need ({w.stop - w.start}, {roll.shape[1]})")
+    roll[w.keep_start : w.keep_stop] = out[w.keep_start - w.start : w.keep_stop - w.start]
 
 
 def predict_rolls(
@@ -146,7 +156,7 @@ def predict_rolls(
         ``{"frames": (n_frames, 88) float32[, "onsets": ...]}`` probabilities.
     """
     windows = plan_windows(len(features), window, context)
-    outputs: list[dict[str, np.ndarray]] = [{} for _ in windows]
+    rolls: dict[str, np.ndarray] = {}
     # Only windows of one length share a batch: padding a shorter one would feed a
     # bidirectional model's backward pass frames that do not exist (0.55 off at the end).
     by_length: dict[int, list[int]] = {}
@@ -156,10 +166,12 @@ def predict_rolls(
         for k in range(0, len(indices), batch_size):
             group = indices[k : k + batch_size]
             heads = _heads(predict_batch(batch_windows(features, [windows[i] for i in group])))
-            for j, i in enumerate(group):
-                outputs[i] = {name: batch[j] for name, batch in heads.items()}
-    names = list(outputs[0]) if outputs else ["frames"]
-    return {name: stitch(windows, [out[name] for out in outputs], len(features)) for name in names}
+            for name, batch in heads.items():
+                if name not in rolls:  # kept parts go straight into the result: no copy per window
+                    rolls[name] = np.zeros((len(features), batch.shape[-1]), np.float32)
+                for j, i in enumerate(group):
+                    keep(rolls[name], windows[i], batch[j], i)
+    return rolls or {"frames": np.zeros((0, N_KEYS), np.float32)}
 
 
 def _heads(outputs: Any) -> dict[str, np.ndarray]:

@@ -138,3 +138,66 @@ def test_an_unusable_cache_is_ignored(tmp_path, monkeypatch):
     features._plan.cache_clear()
     np.testing.assert_array_equal(compute_features(samples, FC), expected)
     features._plan.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "n", "fmt", "chunk", "block"),
+    [
+        (44100, 2, 44100 * 4 + 5, "wav", 1 << 17, 1 << 16),  # resampled stereo, default sizes
+        (16000, 1, 48017, "wav", 4096, 3000),  # no resampling, many small pushes
+        (48000, 2, 144001, "ogg", 5000, 777),  # compressed, chunk and block not aligned
+        (22050, 1, 2 * 4096, "flac", 4096, 4096),  # ends on a chunk boundary
+    ],
+)
+def test_file_features_stream_the_file_and_equal_the_whole_signal_path(
+    tmp_path, monkeypatch, rate, channels, n, fmt, chunk, block
+):
+    import soundfile as sf
+
+    from pianotx import audio
+    from pianotx.audio import load_audio
+    from pianotx.features import file_features
+
+    monkeypatch.setattr(features, "CHUNK_SAMPLES", chunk)
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", block)
+    path = tmp_path / f"x.{fmt}"
+    sf.write(path, (0.3 * np.random.default_rng(n).standard_normal((n, channels))).astype(np.float32), rate)
+    config = FeatureConfig()
+    streamed, n_samples = file_features(path, config)
+    samples = load_audio(path, config.sample_rate)
+    assert n_samples == len(samples) == int(np.ceil(n * config.sample_rate / rate))
+    assert np.array_equal(streamed, compute_features(samples, config))
+
+
+def test_file_features_reread_a_file_whose_header_misstates_its_length(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from pianotx import audio
+    from pianotx.features import file_features
+
+    path = tmp_path / "x.wav"
+    sf.write(path, synth(melody(1, seconds=3)), 16000)
+    right = file_features(path, FeatureConfig())
+    announced = audio.AudioBlocks.__init__
+
+    def wrong_header(self, handle, sample_rate):
+        announced(self, handle, sample_rate)
+        self.expected -= 100
+
+    monkeypatch.setattr(audio.AudioBlocks, "__init__", wrong_header)
+    again, n_samples = file_features(path, FeatureConfig())
+    assert n_samples == right[1] == 52000 and np.array_equal(again, right[0])  # 3 s and the last decay
+
+
+def test_file_features_of_silence_and_of_nothing(tmp_path):
+    import soundfile as sf
+
+    from pianotx.audio import AudioError
+    from pianotx.features import file_features
+
+    sf.write(tmp_path / "quiet.wav", np.zeros(16000, np.float32), 16000)
+    quiet, n_samples = file_features(tmp_path / "quiet.wav", FeatureConfig())
+    assert n_samples == 16000 and quiet.shape == (32, 84) and not quiet.any()
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match="^audio is empty$"):
+        file_features(tmp_path / "empty.wav", FeatureConfig())

@@ -134,11 +134,13 @@ def predict_rolls(
     features: np.ndarray,
     window: int = 2048,
     context: int = 512,
-    batch_size: int = 8,
+    batch_size: int = 4,
 ) -> dict[str, np.ndarray]:
     """Every output roll of a model over a whole piece, computed window by window.
 
-    Working memory is bounded by ``batch_size`` windows whatever the piece's length.
+    Working memory is bounded by ``batch_size`` windows whatever the piece's length
+    (measured with the bundled model on 30 minutes of audio: peak 848 MB with 4, 975 MB
+    with 8 for 3% less time, 767 MB with 2 for 13% more; 566 MB for 15 seconds).
 
     Args:
         predict_batch: maps (batch, frames, n_bins) float32 to (batch, frames, 88), or
@@ -186,7 +188,7 @@ def predict_frames(
     features: np.ndarray,
     window: int = 2048,
     context: int = 512,
-    batch_size: int = 8,
+    batch_size: int = 4,
 ) -> np.ndarray:
     """The frame probabilities of :func:`predict_rolls`: (n_frames, 88) float32."""
     return predict_rolls(predict_batch, features, window, context, batch_size)["frames"]

@@ -108,7 +108,7 @@ def tracked_trial(data: Path, root: Path, name: str, epochs: int) -> float:
 PARTS = [
     ("per-epoch validation counts (val_f1, val_onset_f1)", "pianotx.train", "validation_counts"),
     ("per-epoch MLflow metrics", "pianotx.tuning.tuner", "EpochLogger.on_epoch_end"),
-    ("best checkpoint reload", "pianotx.tuning.tuner", "TrackedTrials.load_model"),
+    ("best checkpoint reload", "pianotx.tuning.tuner", "TrackedRandomSearch.load_model"),
     ("note scoring + threshold tuning", "pianotx.tuning.tuner", "TrackedTrials._tune_and_score"),
     ("piano-roll figure", "pianotx.tracking", "SearchTracker.log_figure"),
     ("listening excerpt (FluidSynth)", "pianotx.tuning.tuner", "TrackedTrials._log_excerpt"),
@@ -141,14 +141,17 @@ def timed_parts() -> Iterator[dict[str, float]]:
         *path, name = attribute.split(".")
         for part in path:
             owner = getattr(owner, part)
-        original = owner.__dict__[name] if name in getattr(owner, "__dict__", {}) else getattr(owner, name)
-        restore.append((owner, name, original))
+        own = owner.__dict__.get(name)  # None: inherited (restored by deleting the wrapper)
+        restore.append((owner, name, own))
         setattr(owner, name, wrap(label, getattr(owner, name)))
     try:
         yield totals
     finally:
-        for owner, name, original in reversed(restore):
-            setattr(owner, name, original)
+        for owner, name, own in reversed(restore):
+            if own is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
 
 
 def memory_per_trial(data: Path, root: Path, trials: int) -> list[float]:

@@ -143,7 +143,7 @@ def build_model(
                 "frames": keras.losses.BinaryCrossentropy(),
                 "onsets": WeightedBinaryCrossentropy(train.onset_pos_weight),
             },
-            loss_weights={"frames": 1.0, "onsets": train.onset_loss_weight},
+            loss_weights=loss_weights(train),
             jit_compile=jit_compile,
         )
         return net
@@ -224,6 +224,11 @@ def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     if train.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=train.learning_rate, momentum=train.momentum)
     return keras.optimizers.Adam(learning_rate=train.learning_rate)
+
+
+def loss_weights(train: TrainConfig) -> dict[str, float]:
+    """Each output's weight in the total loss of a model with an onset head."""
+    return {"frames": 1.0, "onsets": train.onset_loss_weight}
 
 
 def output_heads(outputs: Any) -> dict[str, np.ndarray]:

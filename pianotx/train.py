@@ -33,7 +33,7 @@ from pianotx.config import ModelConfig, TrainConfig
 from pianotx.decoding import DecodingConfig
 from pianotx.evaluate import prf
 from pianotx.files import write_text_atomic
-from pianotx.model import build_model, has_onset_head, output_heads
+from pianotx.model import build_model, has_onset_head, loss_weights, output_heads
 
 Targets = np.ndarray | dict[str, np.ndarray]
 Batch = tuple[np.ndarray, Targets]
@@ -191,16 +191,57 @@ def validation_counts(
         ``{"frames": (tp, fp, fn)}`` (:func:`frame_counts`), plus ``"onsets"``
         (:func:`onset_counts`) when both the model and the data have onsets.
     """
+    return validation_pass(model, data, threshold, onset_threshold, batch_size, onset_tolerance)[0]
+
+
+def validation_pass(
+    model: keras.Model,
+    data: Data,
+    threshold: float = DecodingConfig.threshold,
+    onset_threshold: float = DecodingConfig.onset_threshold,
+    batch_size: int = 8,
+    onset_tolerance: int = ONSET_TOLERANCE,
+    weights: dict[str, float] | None = None,
+) -> tuple[dict[str, Counts], dict[str, float]]:
+    """One pass of ``model`` over ``data``: the counts of :func:`validation_counts` and,
+    with ``weights`` (each output's weight in the total loss), the losses Keras'
+    validation would log: ``loss`` and, for a model with several outputs, ``NAME_loss``
+    per output; each the mean of its batch losses weighted by batch size, computed with
+    the model's own loss functions."""
     totals: dict[str, np.ndarray] = {}
+    sums: dict[str, float] = {}
+    seen = 0
     for x, y in iter_batches(data, batch_size):
         heads = output_heads(model.predict_on_batch(x.astype(np.float32, copy=False)))
         targets = y if isinstance(y, dict) else {"frames": y}
         batch = {"frames": frame_counts(heads["frames"], targets["frames"], threshold)}
         if "onsets" in heads and "onsets" in targets:
             batch["onsets"] = onset_counts(heads["onsets"], targets["onsets"], onset_threshold, onset_tolerance)
-        for key, counts in batch.items():
-            totals[key] = totals.get(key, np.zeros(3, np.int64)) + counts
-    return {key: tuple(int(v) for v in counts) for key, counts in totals.items()}  # type: ignore[misc]
+        for key, found in batch.items():
+            totals[key] = totals.get(key, np.zeros(3, np.int64)) + found
+        if weights is not None:
+            for key, value in batch_losses(model, targets, heads, weights).items():
+                sums[key] = sums.get(key, 0.0) + value * len(x)
+            seen += len(x)
+    counts: dict[str, Counts] = {key: (int(c[0]), int(c[1]), int(c[2])) for key, c in totals.items()}
+    return counts, ({key: total / seen for key, total in sums.items()} if seen else {})
+
+
+def batch_losses(
+    model: keras.Model, targets: dict[str, np.ndarray], heads: dict[str, np.ndarray], weights: dict[str, float]
+) -> dict[str, float]:
+    """The model's compiled losses on one batch: ``loss`` (the weighted sum) and, with
+    several outputs, ``NAME_loss`` per output."""
+    functions = model.loss if isinstance(model.loss, dict) else {"frames": model.loss}
+    per_head = {
+        name: float(keras.ops.convert_to_numpy(fn(targets[name], heads[name])))
+        for name, fn in functions.items()
+        if name in heads and name in targets
+    }
+    losses = {"loss": sum(weights.get(name, 1.0) * value for name, value in per_head.items())}
+    if len(functions) > 1:
+        losses |= {f"{name}_loss": value for name, value in per_head.items()}
+    return losses
 
 
 class FrameMetrics(keras.callbacks.Callback):
@@ -209,6 +250,9 @@ class FrameMetrics(keras.callbacks.Callback):
     Keys: ``val_precision``, ``val_recall``, ``val_f1`` (frames, cell by cell) and, when
     the model and the validation data have onsets, ``val_onset_precision``,
     ``val_onset_recall``, ``val_onset_f1`` (onset events, see :func:`onset_counts`).
+    With ``loss_weights`` it also adds the validation losses from the same pass
+    (``val_loss``, and ``val_NAME_loss`` per output; see :func:`validation_pass`), so
+    ``model.fit`` needs no validation pass of its own.
     Counts are accumulated over the whole validation split before dividing (not averaged
     over batches). Place it before any callback that reads these keys (early stopping,
     a tuner's objective, a tracking logger): callbacks run in list order on one dict.
@@ -221,6 +265,8 @@ class FrameMetrics(keras.callbacks.Callback):
         batch_size: used only when ``validation_data`` is a pair of whole arrays.
         onset_threshold: onset decision threshold (default: DecodingConfig's).
         onset_tolerance: frames between a predicted and a true onset that still match.
+        loss_weights: each output's weight in the model's total loss (see
+            :func:`pianotx.model.loss_weights`); ``None``: no losses.
     """
 
     def __init__(
@@ -230,6 +276,7 @@ class FrameMetrics(keras.callbacks.Callback):
         batch_size: int = 8,
         onset_threshold: float = DecodingConfig.onset_threshold,
         onset_tolerance: int = ONSET_TOLERANCE,
+        loss_weights: dict[str, float] | None = None,
     ):
         super().__init__()
         self.validation_data = validation_data
@@ -237,6 +284,7 @@ class FrameMetrics(keras.callbacks.Callback):
         self.batch_size = batch_size
         self.onset_threshold = onset_threshold
         self.onset_tolerance = onset_tolerance
+        self.loss_weights = loss_weights
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is None:
@@ -245,15 +293,18 @@ class FrameMetrics(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             heads = ("frames", "onsets") if has_onset_head(self.model) else ("frames",)
             counts = {key: (0, 0, 0) for key in heads}
+            losses = {"loss": math.nan} if self.loss_weights is not None else {}
         else:
-            counts = validation_counts(
+            counts, losses = validation_pass(
                 self.model,
                 self.validation_data,
                 self.threshold,
                 self.onset_threshold,
                 self.batch_size,
                 self.onset_tolerance,
+                self.loss_weights,
             )
+        logs.update({f"val_{key}": value for key, value in losses.items()})
         for key, prefix in (("frames", "val_"), ("onsets", "val_onset_")):
             if key in counts:
                 precision, recall, f1 = prf(*counts[key])
@@ -395,13 +446,14 @@ def fit(
             at that batch; the exception carries where and the history so far).
     """
     guard = _DivergenceGuard()
-    metrics = FrameMetrics(val_data, threshold, train.batch_size, onset_threshold)
+    # One validation pass per epoch gives the losses and the counts (Keras' own would
+    # run the model over the validation split a second time).
+    metrics = FrameMetrics(val_data, threshold, train.batch_size, onset_threshold, loss_weights=loss_weights(train))
     x, y = train_data if _is_array_pair(train_data) else (train_data, None)
     history = model.fit(
         x,
         y,
         batch_size=train.batch_size if y is not None else None,
-        validation_data=val_data,
         epochs=train.epochs if epochs is None else epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=train.steps_per_epoch or None,

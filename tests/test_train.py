@@ -370,3 +370,27 @@ def test_backup_interrupted_while_saving_keeps_the_previous_epoch(tmp_path: Path
     assert (backup / "latest.weights.h5").read_bytes() == before
     assert sorted(p.name for p in backup.iterdir()) == ["latest.weights.h5", "training_metadata.json"]
     assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
+
+
+@pytest.mark.parametrize("onsets", [False, True])
+def test_one_validation_pass_gives_the_losses_keras_validation_would(onsets: bool) -> None:
+    from pianotx.model import loss_weights
+    from pianotx.train import validation_pass
+
+    cfg = TrainConfig(batch_size=8, onset_loss_weight=0.5)
+    model = build_model(ModelConfig(lstm_units=8, dense_units=0, onset_head=onsets), cfg, n_bins=88)
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 20, 88)).astype(np.float32)
+    frames = (rng.random((12, 20, 88)) > 0.8).astype(np.float32)
+    y = {"frames": frames, "onsets": (rng.random((12, 20, 88)) > 0.95).astype(np.float32)} if onsets else frames
+    for batch in (12, 8):  # one batch; batches of 8 and 4, whose losses are weighted by size
+        keras_logs = model.evaluate(x, y, batch_size=batch, return_dict=True, verbose=0)
+        _, losses = validation_pass(model, (x, y), batch_size=batch, weights=loss_weights(cfg))
+        assert sorted(losses) == (["frames_loss", "loss", "onsets_loss"] if onsets else ["loss"])
+        assert losses["loss"] == pytest.approx(keras_logs["loss"], rel=1e-6)
+        if onsets:
+            assert losses["loss"] == pytest.approx(losses["frames_loss"] + 0.5 * losses["onsets_loss"], rel=1e-9)
+        if onsets and batch == 12:  # Keras' own per-output means are off for unequal batches
+            assert losses["frames_loss"] == pytest.approx(keras_logs["frames_loss"], rel=1e-6)
+            assert losses["onsets_loss"] == pytest.approx(keras_logs["onsets_loss"], rel=1e-6)
+    release_memory()

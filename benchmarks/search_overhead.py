@@ -1,10 +1,10 @@
 """What pianotx's search costs on top of training, at the default search's trial length.
 
 Throughput: one tracked trial (a whole one-trial ``pianotx search``: its MLflow runs,
-per-epoch validation metrics, the end-of-trial note scoring with tuned thresholds, the
-piano-roll figure, the listening excerpt and the logged model) against a bare
-``model.fit`` of the same model on the same loader for the same steps (no validation,
-no callbacks). The model is quick.yaml's (bidirectional LSTM with the onset head,
+the per-epoch validation pass (losses, frame and onset F1), the end-of-trial note
+scoring with tuned thresholds and latency, the piano-roll figure, the listening excerpt
+and the logged model) against a bare ``model.fit`` of the same model on the same loader
+for the same steps (no validation, no callbacks). The model is quick.yaml's (bidirectional LSTM with the onset head,
 dense 128, batches of 16 chunks, 48 steps per epoch) and an epoch count of its
 Hyperband's longest trial. Pairs run alternately; the ratio is the median of the pairs.
 Where the tracked trial's time goes is printed too (summed over its calls).
@@ -106,7 +106,7 @@ def tracked_trial(data: Path, root: Path, name: str, epochs: int) -> float:
 
 # Where a tracked trial spends its time beyond training: (label, module, attribute).
 PARTS = [
-    ("per-epoch validation counts (val_f1, val_onset_f1)", "pianotx.train", "validation_counts"),
+    ("per-epoch validation pass (val_loss, val_f1, val_onset_f1)", "pianotx.train", "validation_pass"),
     ("per-epoch MLflow metrics", "pianotx.tuning.tuner", "EpochLogger.on_epoch_end"),
     ("best checkpoint reload", "pianotx.tuning.tuner", "TrackedRandomSearch.load_model"),
     ("note scoring + threshold tuning", "pianotx.tuning.tuner", "TrackedTrials._tune_and_score"),

@@ -313,3 +313,30 @@ def test_a_search_run_cut_short_before_its_setup_was_logged_gets_it_on_resume(tm
     assert again.client.get_run(parent).data.params == {"tuner": "random", "objective": "val_f1 (max)"}
     assert [a.path for a in again.client.list_artifacts(parent)] == ["cut.yaml"]
     assert again.start_search({"tuner": "random", "objective": "val_f1 (max)"}, {}, [space]) == parent
+
+
+@pytest.mark.slow
+def test_a_search_goes_on_in_a_fresh_process_after_its_trials_per_process(tiny_dataset, tmp_path):
+    import subprocess
+    import sys
+
+    store, space = _search(
+        tmp_path,
+        "relay",
+        "name: relay\ntuner: {type: random, max_trials: 3, seed: 0}\n"
+        "hyperparameters: {lstm_units: {type: choice, values: [4, 6, 8]}}\n"
+        "fixed: {epochs: 1, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4}\n",
+    )
+    cmd = [sys.executable, "-m", "pianotx.cli", "search", str(space), "--data", str(tiny_dataset)]
+    cmd += ["--tracking-uri", store.tracking_uri, "--no-register", "--overwrite", "--trials-per-process", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    # after 2 trials the process was replaced by the same command without --overwrite: it
+    # resumed the search (had it restarted it, it would have drawn 2 more and never ended)
+    assert lines.count("2 trials in this process: the search goes on in a fresh process (its memory released)") == 1
+    assert lines[-1].startswith("3 trials done, 0 failed; best trial ")
+    client = connect(store)
+    runs = client.search_runs([client.get_experiment_by_name("relay").experiment_id])
+    trials = sorted(r.data.tags["pianotx.trial_id"] for r in runs if "pianotx.trial_id" in r.data.tags)
+    assert trials == ["0", "1", "2"] and all(r.info.status == "FINISHED" for r in runs)

@@ -70,6 +70,7 @@ class SearchResult:
     model_uri: str | None
     registered_version: int | None
     worker: str | None = None  # a distributed worker's tuner id (its counts are its own trials)
+    go_on: bool = False  # stopped after trials_per_process trials: run the same search again
 
 
 def _check_unchanged(spec: SearchSpec, project: Path, fingerprint: str, overwrite: bool) -> None:
@@ -164,6 +165,7 @@ def make_tuner(
     decoding: DecodingConfig,
     note_eval_pieces: int,
     heartbeat: float | None = None,
+    trials_per_process: int = 0,
 ) -> Any:
     """The Keras Tuner tuner of ``spec`` with the whole space declared up front
     (``heartbeat``: seconds between a distributed worker's heartbeats)."""
@@ -182,6 +184,7 @@ def make_tuner(
         decoding=decoding,
         note_eval_pieces=note_eval_pieces,
         heartbeat=heartbeat,
+        trials_per_process=trials_per_process,
         objective=kt.Objective(spec.objective, spec.direction),
         hyperparameters=to_hyperparameters(spec),
         tune_new_entries=False,
@@ -212,6 +215,7 @@ class _Search:
     decoding: DecodingConfig
     note_eval_pieces: int
     verbose: int
+    trials_per_process: int = 0
 
     @property
     def project(self) -> Path:
@@ -223,7 +227,16 @@ class _Search:
         return SearchTracker(self.store, self.spec.name, dataset, source=f"pianotx search {self.spec.path.name}")
 
     def tuner(self, tracker: SearchTracker, heartbeat: float | None = None) -> Any:
-        return make_tuner(self.spec, self.manifest, tracker, self.root, self.decoding, self.note_eval_pieces, heartbeat)
+        return make_tuner(
+            self.spec,
+            self.manifest,
+            tracker,
+            self.root,
+            self.decoding,
+            self.note_eval_pieces,
+            heartbeat,
+            0 if heartbeat is not None else self.trials_per_process,
+        )
 
 
 def retry_unrecorded_trials(oracle: Any) -> list[str]:
@@ -260,6 +273,7 @@ def run_search(
     verbose: int = 2,
     role: Role | None = None,
     state_dir: str | Path | None = None,
+    trials_per_process: int = 0,
 ) -> SearchResult:
     """Run (or resume) the search of ``spec_path`` on the dataset in ``dataset_dir``.
 
@@ -267,6 +281,10 @@ def run_search(
         role: this process's part in a distributed search (default: from Keras Tuner's
             environment variables; none: one process runs the whole search).
         state_dir: where Keras Tuner's state goes (default: derived from ``store``).
+        trials_per_process: stop after this many trials (0: never), the search run left
+            open, with ``go_on`` set in the result: running the same search again (in a
+            fresh process, which frees what TensorFlow kept of each trained model) goes
+            on where this one stopped. One process, not a distributed search.
     """
     spec = load_spec(spec_path)
     manifest = load_manifest(dataset_dir)
@@ -274,7 +292,16 @@ def run_search(
         raise ConfigError(f"{dataset_dir}: the dataset needs train and validation chunks")
     role = role or role_from_env()
     pieces = spec.note_eval_pieces if note_eval_pieces is None else note_eval_pieces
-    search = _Search(spec, manifest, store, state_root(store, state_dir), decoding or DecodingConfig(), pieces, verbose)
+    search = _Search(
+        spec,
+        manifest,
+        store,
+        state_root(store, state_dir),
+        decoding or DecodingConfig(),
+        pieces,
+        verbose,
+        trials_per_process if role is None else 0,
+    )
     with keras_tuner_env(role), search_lock(search.project, spec.name):
         if role is not None and not role.is_chief:
             return _run_worker(search, role)
@@ -316,6 +343,8 @@ def _search_params(search: _Search) -> dict[str, Any]:
 
 def _run_oracle(search: _Search, role: Role | None, register_as: str | None, overwrite: bool) -> SearchResult:
     """The search in one process, or a distributed search's chief."""
+    from pianotx.tuning.tuner import ProcessBudgetReached
+
     spec, project = search.spec, search.project
     tracker = search.tracker()
     if not overwrite:
@@ -335,6 +364,8 @@ def _run_oracle(search: _Search, role: Role | None, register_as: str | None, ove
         else:
             tuner.search(str(search.manifest.root), verbose=search.verbose)
         return _finish(tuner, tracker, spec, search.store, register_as)
+    except ProcessBudgetReached:  # the search run stays open for the next process
+        return SearchResult(sum(tuner.outcomes.values()), 0, None, None, None, None, None, go_on=True)
     except KeyboardInterrupt:
         best_effort(tracker.end_search, None, failure="interrupted", status="KILLED")
         raise

@@ -9,8 +9,9 @@ dense 128, batches of 16 chunks, 48 steps per epoch) and an epoch count of its
 Hyperband's longest trial. Pairs run alternately; the ratio is the median of the pairs.
 Where the tracked trial's time goes is printed too (summed over its calls).
 
-Memory: resident memory of this process after each trial of one 20-trial search (small
-trials: what is measured is what a trial leaves behind, not its training).
+Memory: resident memory after each trial of a 20-trial search (small trials): in this
+process (the library's run_search), and of a `pianotx search --trials-per-process 10`
+command, which replaces itself with a fresh process every 10 trials.
 
 Needs a built dataset (default: data/default, from `make data`); uses temporary stores.
 
@@ -154,19 +155,57 @@ def timed_parts() -> Iterator[dict[str, float]]:
                 setattr(owner, name, own)
 
 
+def memory_space(root: Path, name: str, trials: int) -> Path:
+    """A search of ``trials`` small trials (what is measured is what a trial leaves
+    behind, not its training)."""
+    space = root / f"{name}.yaml"
+    small = {k: v for k, v in MODEL.items() if k != "lstm_units"}
+    space.write_text(
+        f"name: {name}\ntuner: {{type: random, max_trials: {trials}, seed: 0}}\n"
+        "note_eval_pieces: 2\n"
+        "hyperparameters: {lstm_units: {type: int, min_value: 16, max_value: 64, step: 1}}\n"
+        f"fixed: {_yaml_map({**small, **TRAIN, 'steps_per_epoch': 4, 'epochs': 1})}\n"
+    )
+    return space
+
+
+def memory_of_command(data: Path, root: Path, trials: int, per_process: int) -> list[float]:
+    """Resident MiB of a ``pianotx search --trials-per-process per_process`` command
+    (its pid stays when it replaces itself) when each of its trials has ended: the
+    samples taken while the store held that many finished trial runs, the last one."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    store = store_in(root, "command")
+    cmd = [sys.executable, "-m", "pianotx.cli", "search", str(memory_space(root, "command", trials))]
+    cmd += ["--data", str(data), "--tracking-uri", store.tracking_uri, "--no-register"]
+    cmd += ["--trials-per-process", str(per_process)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watched, by_trials = psutil.Process(proc.pid), {}
+    query = (
+        "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE t.key = 'pianotx.trial_id' AND r.status = 'FINISHED'"
+    )
+    while proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            rss = watched.memory_info().rss / 2**20
+            with sqlite3.connect(f"file:{store.local_path}?mode=ro", uri=True, timeout=1) as con:
+                done = con.execute(query).fetchone()[0]
+        except (psutil.Error, sqlite3.Error):
+            continue
+        by_trials[done] = rss  # the last sample before the next trial ended
+    assert proc.returncode == 0, proc.returncode
+    return [by_trials[n] for n in sorted(by_trials) if n > 0]
+
+
 def memory_per_trial(data: Path, root: Path, trials: int) -> list[float]:
     """Resident MiB of this process after each trial of one ``trials``-trial search."""
     from pianotx.tuning.search import run_search
     from pianotx.tuning.tuner import TrackedTrials
 
-    space = root / "memory.yaml"
-    small = {k: v for k, v in MODEL.items() if k != "lstm_units"}
-    space.write_text(
-        "name: memory\ntuner: {type: random, max_trials: " + str(trials) + ", seed: 0}\n"
-        "note_eval_pieces: 2\n"
-        "hyperparameters: {lstm_units: {type: int, min_value: 16, max_value: 64, step: 1}}\n"
-        f"fixed: {_yaml_map({**small, **TRAIN, 'steps_per_epoch': 4, 'epochs': 1})}\n"
-    )
+    space = memory_space(root, "memory", trials)
     process = psutil.Process()
     rss: list[float] = []
     original = TrackedTrials.on_trial_end
@@ -189,7 +228,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/default"))
     parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (quick.yaml's longest: 6)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=20, help="trials of the memory search")
+    parser.add_argument("--trials", type=int, default=20, help="trials of the memory searches")
+    parser.add_argument("--per-process", type=int, default=10, help="the command's --trials-per-process")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -206,9 +246,15 @@ def main() -> None:
         for label, _, _ in PARTS:
             print(f"  {label}: {statistics.median(p.get(label, 0.0) for p in parts):.1f} s")
         rss = memory_per_trial(args.data, root, args.trials)
+        command = memory_of_command(args.data, root, args.trials, args.per_process)
     print(
-        f"resident memory after trial 2: {rss[1]:.0f} MiB; after trial {len(rss)}: {rss[-1]:.0f} MiB "
-        f"(+{rss[-1] - rss[1]:.0f} MiB)"
+        f"resident memory, one process: after trial 2 {rss[1]:.0f} MiB, after trial {len(rss)} {rss[-1]:.0f} MiB "
+        f"(+{rss[-1] - rss[1]:.0f} MiB, {(rss[-1] - rss[1]) / (len(rss) - 2):.0f} MiB per trial)"
+    )
+    print(
+        f"resident memory, `pianotx search --trials-per-process {args.per_process}`: after trial 2 "
+        f"{command[1]:.0f} MiB, after trial {len(command)} {command[-1]:.0f} MiB (+{command[-1] - command[1]:.0f} MiB; "
+        f"highest {max(command):.0f} MiB)"
     )
     print(f"median throughput, tracked trial / bare fit ({args.epochs} epochs): {statistics.median(ratios):.2f}x")
 

@@ -195,7 +195,8 @@ def memory_of_command(data: Path, root: Path, trials: int, per_process: int) -> 
                 done = con.execute(query).fetchone()[0]
         except (psutil.Error, sqlite3.Error):
             continue
-        by_trials[done] = rss  # the last sample before the next trial ended
+        if rss > 0:  # 0: the process has just exited
+            by_trials[done] = rss  # the last sample before the next trial ended
     assert proc.returncode == 0, proc.returncode
     return [by_trials[n] for n in sorted(by_trials) if n > 0]
 

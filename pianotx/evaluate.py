@@ -104,6 +104,16 @@ def frame_scores(ref: Notes, est: Notes, hop: float = FRAME_HOP) -> dict[str, fl
     return _prf(scores["Precision"], scores["Recall"])
 
 
+def _in_hz(ref: Notes, est: Notes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """mir_eval.transcription's note arguments: each side's intervals and pitches in Hz."""
+    import mir_eval
+
+    def hz(notes: Notes) -> np.ndarray:
+        return np.asarray(mir_eval.util.midi_to_hz(notes.pitches.astype(np.float64)))
+
+    return ref.intervals, hz(ref), est.intervals, hz(est)
+
+
 def note_scores(ref: Notes, est: Notes, offset: bool) -> dict[str, float]:
     """Note-level precision, recall and F1 (mir_eval.transcription).
 
@@ -122,10 +132,7 @@ def note_scores(ref: Notes, est: Notes, offset: bool) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         precision, recall, _, _ = mir_eval.transcription.precision_recall_f1_overlap(
-            ref.intervals,
-            mir_eval.util.midi_to_hz(ref.pitches.astype(np.float64)),
-            est.intervals,
-            mir_eval.util.midi_to_hz(est.pitches.astype(np.float64)),
+            *_in_hz(ref, est),
             onset_tolerance=ONSET_TOLERANCE,
             pitch_tolerance=PITCH_TOLERANCE,
             offset_ratio=OFFSET_RATIO if offset else None,
@@ -142,10 +149,7 @@ def onset_errors(ref: Notes, est: Notes) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pairs = mir_eval.transcription.match_notes(
-            ref.intervals,
-            mir_eval.util.midi_to_hz(ref.pitches.astype(np.float64)),
-            est.intervals,
-            mir_eval.util.midi_to_hz(est.pitches.astype(np.float64)),
+            *_in_hz(ref, est),
             onset_tolerance=ONSET_TOLERANCE,
             pitch_tolerance=PITCH_TOLERANCE,
             offset_ratio=None,

@@ -177,23 +177,6 @@ def _is_array_pair(data: Any) -> bool:
     return all(isinstance(a, np.ndarray) and a.ndim == 3 for a in [x, *ys])
 
 
-def validation_counts(
-    model: keras.Model,
-    data: Data,
-    threshold: float = DecodingConfig.threshold,
-    onset_threshold: float = DecodingConfig.onset_threshold,
-    batch_size: int = 8,
-    onset_tolerance: int = ONSET_TOLERANCE,
-) -> dict[str, Counts]:
-    """Run ``model`` over all of ``data`` and sum the counts of every batch.
-
-    Returns:
-        ``{"frames": (tp, fp, fn)}`` (:func:`frame_counts`), plus ``"onsets"``
-        (:func:`onset_counts`) when both the model and the data have onsets.
-    """
-    return validation_pass(model, data, threshold, onset_threshold, batch_size, onset_tolerance)[0]
-
-
 def validation_pass(
     model: keras.Model,
     data: Data,
@@ -203,11 +186,17 @@ def validation_pass(
     onset_tolerance: int = ONSET_TOLERANCE,
     weights: dict[str, float] | None = None,
 ) -> tuple[dict[str, Counts], dict[str, float]]:
-    """One pass of ``model`` over ``data``: the counts of :func:`validation_counts` and,
-    with ``weights`` (each output's weight in the total loss), the losses Keras'
-    validation would log: ``loss`` and, for a model with several outputs, ``NAME_loss``
-    per output; each the mean of its batch losses weighted by batch size, computed with
-    the model's own loss functions."""
+    """One pass of ``model`` over ``data``, summing the counts of every batch and, with
+    ``weights`` (each output's weight in the total loss), the losses Keras' validation
+    would log.
+
+    Returns:
+        (``{"frames": (tp, fp, fn)}`` (:func:`frame_counts`), plus ``"onsets"``
+        (:func:`onset_counts`) when both the model and the data have onsets;
+        ``{"loss": ..., "NAME_loss": ...}``, per output only for a model with several,
+        each the mean of its batch losses weighted by batch size, computed with the
+        model's own loss functions; ``{}`` without ``weights``).
+    """
     totals: dict[str, np.ndarray] = {}
     sums: dict[str, float] = {}
     seen = 0

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from pianotx.midi import Notes
 from pianotx.transcribe import BUNDLED_MODEL
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "versus_basic_pitch.py"
-
 
 @pytest.fixture(scope="module")
 def versus():
-    spec = importlib.util.spec_from_file_location("versus_basic_pitch", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while decorating
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
+    return load_benchmark("versus_basic_pitch")
 
 
 def piece(versus, name: str, seconds: float, reference: Notes | None = None):

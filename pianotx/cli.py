@@ -106,6 +106,17 @@ def data_render(
             help=f"Seed of score choice, transposition, velocities, generated material {_default(RenderOptions, 'seed')}."
         ),
     ] = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="Room-and-sound augmentation preset: off, light, default, strong; each rendering is also written "
+            f"augmented, for the training split {_default(RenderOptions, 'augment')}."
+        ),
+    ] = None,
+    augment_variants: Annotated[
+        int | None,
+        typer.Option(help=f"Augmented copies per rendering {_default(RenderOptions, 'augment_variants')}."),
+    ] = None,
 ) -> None:
     """Render the default corpus: music21 scores and generated material on sampled pianos."""
     from pianotx.render.corpus import render_corpus
@@ -118,6 +129,8 @@ def data_render(
             seconds=seconds,
             generated=generated,
             seed=seed,
+            augment=augment,
+            augment_variants=augment_variants,
             corpus=tuple(corpus) if corpus else None,
             pianos=tuple(piano) if piano else None,
         )

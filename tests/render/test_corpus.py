@@ -104,3 +104,24 @@ def test_augmented_copies_and_a_pedalled_texture(tmp_path: Path) -> None:
     for piece in built["pieces"]:
         if piece["name"].endswith("__aug1"):
             assert piece["split"] == "train" or piece["reason"] == "augmented copies are for training only"
+
+
+@pytest.mark.slow
+def test_cli_render_writes_the_augmented_copies_asked_for(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pianotx.cli import app
+
+    out = tmp_path / "render"
+    args = ["data", "render", str(out), "--pieces", "0", "--generated", "1", "--seconds", "3", "--corpus", "bach/bwv66"]
+    args += ["--piano", "FluidR3_GM", "--augment", "light", "--augment-variants", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "render.json").read_text())
+    assert manifest["options"]["augment"] == "light" and manifest["options"]["augment_variants"] == 2
+    dry = [p["name"] for p in manifest["pieces"] if "augment" not in p]
+    wet = [p["name"] for p in manifest["pieces"] if "augment" in p]
+    assert dry and wet == [f"{name}__aug{k}" for name in dry for k in (1, 2)]
+    bad = CliRunner().invoke(app, ["data", "render", str(tmp_path / "other"), "--augment", "loud"])
+    assert bad.exit_code == 1 and "unknown augmentation preset 'loud'" in bad.output
+    assert not (tmp_path / "other").exists()

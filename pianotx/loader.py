@@ -6,6 +6,7 @@ Imports Keras at module level: import it only where training happens.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import keras
@@ -38,6 +39,21 @@ def widen_onsets(onsets: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def piece_chunks(manifest: Manifest, split: str, pieces: Collection[str]) -> np.ndarray:
+    """Chunk indices (ascending, int64) of the named pieces of a split.
+
+    Raises:
+        ValueError: a name that is not a piece of that split.
+    """
+    wanted = set(pieces)
+    records = [p for p in manifest.data["pieces"] if p.get("split") == split and p["name"] in wanted]
+    missing = sorted(wanted - {p["name"] for p in records})
+    if missing:
+        raise ValueError(f"not pieces of the {split} split: {', '.join(missing[:5])}")
+    spans = [np.arange(p["chunk_start"], p["chunk_start"] + p["n_chunks"]) for p in records]
+    return np.sort(np.concatenate(spans)).astype(np.int64) if spans else np.zeros(0, np.int64)
+
+
 class ChunkDataset(keras.utils.PyDataset):
     """Shuffled batches ``(x, y)`` from a split's memory-mapped shards.
 
@@ -58,6 +74,8 @@ class ChunkDataset(keras.utils.PyDataset):
         workers: PyDataset worker threads.
         onsets: yield the dict with onset targets as well.
         onset_width: frames marked per onset (``TrainConfig.onset_width``).
+        pieces: serve only the chunks of these pieces of the split (names as in the
+            manifest; None: every piece), e.g. to measure what part of a corpus is worth.
     """
 
     def __init__(
@@ -71,6 +89,7 @@ class ChunkDataset(keras.utils.PyDataset):
         workers: int = 1,
         onsets: bool = False,
         onset_width: int = 1,
+        pieces: Collection[str] | None = None,
     ):
         super().__init__(workers=workers, use_multiprocessing=False)
         if onset_width < 1:
@@ -83,11 +102,12 @@ class ChunkDataset(keras.utils.PyDataset):
         self.limit_batches = limit_batches
         self.onsets = onsets
         self.onset_width = onset_width
-        self.order = np.arange(self.arrays.n_chunks)
+        self.order = np.arange(self.arrays.n_chunks) if pieces is None else piece_chunks(manifest, split, pieces)
+        self.n_chunks = len(self.order)
         self.on_epoch_end()
 
     def __len__(self) -> int:
-        n = math.ceil(self.arrays.n_chunks / self.batch_size)
+        n = math.ceil(self.n_chunks / self.batch_size)
         return min(n, self.limit_batches) if self.limit_batches else n
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, Targets]:

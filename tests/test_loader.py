@@ -62,3 +62,21 @@ def test_chunk_dataset_serves_frames_or_frames_and_widened_onsets(pairs_dir: Pat
     assert y2["onsets"].sum() > onsets.sum()
     with pytest.raises(ValueError, match="onset_width"):
         ChunkDataset(tmp_path / "ds", "train", batch_size=4, onsets=True, onset_width=0)
+
+
+@pytest.mark.slow
+def test_chunk_dataset_serves_only_the_pieces_asked_for(pairs_dir: Path, tmp_path: Path) -> None:
+    build_dataset(pairs_dir, tmp_path / "ds", replace(BuildConfig(), chunks=ChunkConfig(chunk_frames=64)), **QUIET)
+    manifest = load_manifest(tmp_path / "ds")
+    train = [p for p in manifest.data["pieces"] if p.get("split") == "train"]
+    assert len(train) >= 2
+    last = train[-1]
+    one = ChunkDataset(manifest, "train", batch_size=2, shuffle=False, pieces=[last["name"]])
+    assert one.n_chunks == last["n_chunks"] and len(one) == -(-last["n_chunks"] // 2)
+    features, _, _ = SplitArrays(manifest, "train").get(np.arange(last["chunk_start"], last["chunk_start"] + 2))
+    np.testing.assert_array_equal(one[0][0], features[: min(2, last["n_chunks"])])
+    everything = ChunkDataset(manifest, "train", batch_size=2, pieces=[p["name"] for p in train])
+    assert everything.n_chunks == ChunkDataset(manifest, "train", batch_size=2).n_chunks
+    assert ChunkDataset(manifest, "train", batch_size=2, pieces=[]).n_chunks == 0
+    with pytest.raises(ValueError, match="not pieces of the validation split"):
+        ChunkDataset(manifest, "validation", batch_size=2, pieces=[last["name"]])

@@ -10,8 +10,9 @@ Hyperband's longest trial. Pairs run alternately; the ratio is the median of the
 Where the tracked trial's time goes is printed too (summed over its calls).
 
 Memory: resident memory after each trial of a 20-trial search (small trials): in this
-process (the library's run_search), and of a `pianotx search --trials-per-process 10`
-command, which replaces itself with a fresh process every 10 trials.
+process (the library's run_search), and of a `pianotx search` command, which replaces
+itself with a fresh process every ``--trials-per-process`` trials (the command's default,
+2), and the wall time the replacements add per trial.
 
 Needs a built dataset (default: data/default, from `make data`); uses temporary stores.
 
@@ -28,6 +29,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from pianotx.cli import TRIALS_PER_PROCESS
 from pathlib import Path
 from typing import Any
 
@@ -169,16 +172,19 @@ def memory_space(root: Path, name: str, trials: int) -> Path:
     return space
 
 
-def memory_of_command(data: Path, root: Path, trials: int, per_process: int) -> list[float]:
+def memory_of_command(data: Path, root: Path, trials: int, per_process: int) -> tuple[list[float], float]:
     """Resident MiB of a ``pianotx search --trials-per-process per_process`` command
     (its pid stays when it replaces itself) when each of its trials has ended: the
-    samples taken while the store held that many finished trial runs, the last one."""
+    samples taken while the store held that many finished trial runs, the last one;
+    and the command's wall seconds."""
     import sqlite3
     import subprocess
     import sys
 
-    store = store_in(root, "command")
-    cmd = [sys.executable, "-m", "pianotx.cli", "search", str(memory_space(root, "command", trials))]
+    name = f"command{per_process}"
+    store = store_in(root, name)
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "pianotx.cli", "search", str(memory_space(root, name, trials))]
     cmd += ["--data", str(data), "--tracking-uri", store.tracking_uri, "--no-register"]
     cmd += ["--trials-per-process", str(per_process)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -198,7 +204,7 @@ def memory_of_command(data: Path, root: Path, trials: int, per_process: int) -> 
         if rss > 0:  # 0: the process has just exited
             by_trials[done] = rss  # the last sample before the next trial ended
     assert proc.returncode == 0, proc.returncode
-    return [by_trials[n] for n in sorted(by_trials) if n > 0]
+    return [by_trials[n] for n in sorted(by_trials) if n > 0], time.perf_counter() - start
 
 
 def memory_per_trial(data: Path, root: Path, trials: int) -> list[float]:
@@ -230,7 +236,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (quick.yaml's longest: 6)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trials", type=int, default=20, help="trials of the memory searches")
-    parser.add_argument("--per-process", type=int, default=10, help="the command's --trials-per-process")
+    parser.add_argument(
+        "--per-process", type=int, default=TRIALS_PER_PROCESS, help="the command's --trials-per-process"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -247,7 +255,8 @@ def main() -> None:
         for label, _, _ in PARTS:
             print(f"  {label}: {statistics.median(p.get(label, 0.0) for p in parts):.1f} s")
         rss = memory_per_trial(args.data, root, args.trials)
-        command = memory_of_command(args.data, root, args.trials, args.per_process)
+        command, wall = memory_of_command(args.data, root, args.trials, args.per_process)
+        _, wall_one = memory_of_command(args.data, root, args.trials, 0)
     print(
         f"resident memory, one process: after trial 2 {rss[1]:.0f} MiB, after trial {len(rss)} {rss[-1]:.0f} MiB "
         f"(+{rss[-1] - rss[1]:.0f} MiB, {(rss[-1] - rss[1]) / (len(rss) - 2):.0f} MiB per trial)"
@@ -255,7 +264,8 @@ def main() -> None:
     print(
         f"resident memory, `pianotx search --trials-per-process {args.per_process}`: after trial 2 "
         f"{command[1]:.0f} MiB, after trial {len(command)} {command[-1]:.0f} MiB (+{command[-1] - command[1]:.0f} MiB; "
-        f"highest {max(command):.0f} MiB)"
+        f"highest {max(command):.0f} MiB); wall {wall:.0f} s against {wall_one:.0f} s in one process "
+        f"({(wall - wall_one) / args.trials:+.1f} s per trial)"
     )
     print(f"median throughput, tracked trial / bare fit ({args.epochs} epochs): {statistics.median(ratios):.2f}x")
 

@@ -31,6 +31,12 @@ from pianotx.render.corpus import RenderOptions
 if TYPE_CHECKING:
     from pianotx.tuning.distributed import Role
 
+# Trials of `pianotx search` per process: TensorFlow keeps the graphs of every model a
+# process trained (20-50 MB each; clear_session does not free them), so a search run as a
+# command replaces itself with the same command, which resumes, after this many trials:
+# its memory after 20 trials is that after 2.
+TRIALS_PER_PROCESS = 2
+
 app = typer.Typer(
     name="pianotx",
     help="Piano transcription research: build datasets, search models, transcribe audio to MIDI.",
@@ -221,6 +227,16 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _from_command_line() -> bool:
+    """``pianotx search`` run as a command, not the app called from Python (tests,
+    notebooks), whose process cannot be replaced."""
+    return sys.argv[1:2] == ["search"]
+
+
+def _trials_per_process(asked: int | None) -> int:
+    return asked if asked is not None else (TRIALS_PER_PROCESS if _from_command_line() else 0)
+
+
 def _go_on_in_a_fresh_process(why: str) -> None:
     """Replace this process with the same command (``--overwrite`` dropped: the search
     is resumed, not restarted); its memory is released, its pid stays."""
@@ -288,13 +304,14 @@ def search(
     ] = 120.0,
     chief_poll: Annotated[float, typer.Option(hidden=True, help="The chief: seconds between its checks.")] = 1.0,
     trials_per_process: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
-            help="Start a fresh process after this many trials (0: never): TensorFlow keeps ~40 MB "
-            "of every model it trained until its process ends. One-process searches only.",
+            help="Start a fresh process after this many trials (0: never): TensorFlow keeps 20-50 MB "
+            f"of every model it trained until its process ends. One-process searches only (default "
+            f"{TRIALS_PER_PROCESS}; 0 when the app is called from Python).",
         ),
-    ] = 10,
+    ] = None,
 ) -> None:
     """Run (or resume) a Keras Tuner search, every trial tracked in MLflow.
 
@@ -325,7 +342,7 @@ def search(
             note_eval_pieces=note_eval_pieces,
             role=role,
             state_dir=state_dir,
-            trials_per_process=trials_per_process,
+            trials_per_process=_trials_per_process(trials_per_process),
         )
     except PianotxError as exc:
         fail(str(exc))
@@ -334,7 +351,7 @@ def search(
     except Exception as exc:  # Keras Tuner, MLflow, the store: one line, not a traceback
         fail(f"search failed: {type(exc).__name__}: {exc}")
     if result.go_on:
-        if sys.argv[1:2] != ["search"]:  # the app called from Python, not a command line
+        if not _from_command_line():
             typer.echo(f"stopped after {result.trials} trials; run the same search again to go on")
             return
         _go_on_in_a_fresh_process(f"{result.trials} trials in this process")

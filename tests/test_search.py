@@ -1,6 +1,7 @@
 """A tiny search end to end: tracking, registry, resume, a diverging trial (training tests are slow)."""
 
 import json
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -328,7 +329,7 @@ def test_a_search_goes_on_in_a_fresh_process_after_its_trials_per_process(tiny_d
         "fixed: {epochs: 1, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4}\n",
     )
     cmd = [sys.executable, "-m", "pianotx.cli", "search", str(space), "--data", str(tiny_dataset)]
-    cmd += ["--tracking-uri", store.tracking_uri, "--no-register", "--overwrite", "--trials-per-process", "2"]
+    cmd += ["--tracking-uri", store.tracking_uri, "--no-register", "--overwrite"]  # the default: 2 per process
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
@@ -340,3 +341,13 @@ def test_a_search_goes_on_in_a_fresh_process_after_its_trials_per_process(tiny_d
     runs = client.search_runs([client.get_experiment_by_name("relay").experiment_id])
     trials = sorted(r.data.tags["pianotx.trial_id"] for r in runs if "pianotx.trial_id" in r.data.tags)
     assert trials == ["0", "1", "2"] and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_trials_per_process_default_replaces_only_a_command(monkeypatch):
+    from pianotx import cli
+
+    assert cli.TRIALS_PER_PROCESS == 2
+    monkeypatch.setattr(sys, "argv", ["pianotx", "search", "space.yaml"])
+    assert cli._trials_per_process(None) == 2 and cli._trials_per_process(5) == 5
+    monkeypatch.setattr(sys, "argv", ["pytest", "tests"])  # the app called from Python: never replaced
+    assert cli._trials_per_process(None) == 0 and cli._trials_per_process(3) == 3

@@ -151,5 +151,65 @@ def test_quick_space_searches_what_the_design_names():
     spec = load_spec(ROOT / "search_spaces" / "quick.yaml")
     assert {"lstm_units", "lstm_layers", "dropout", "learning_rate"} <= set(spec.hyperparameters)
     assert spec.tuner == "hyperband" and spec.tuner_settings["max_epochs"] > 1  # epochs: Hyperband's budget
-    assert spec.hyperparameters["momentum"]["parent_values"] == ["sgd"]
-    assert all(spec.hyperparameters[k]["type"] == "choice" for k in ("lstm_units", "lstm_layers", "dropout"))
+    assert all(spec.hyperparameters[k][0]["type"] == "choice" for k in ("lstm_units", "lstm_layers", "dropout"))
+    assert spec.fixed["optimizer"] == "adam"  # SGD did not learn within this budget
+    full = load_spec(ROOT / "search_spaces" / "full.yaml")
+    assert [e["parent_values"] for e in full.hyperparameters["learning_rate"]] == [["adam"], ["sgd"]]
+    assert full.hyperparameters["momentum"][0]["parent_values"] == ["sgd"]
+
+
+PER_OPTIMIZER = """tuner: {type: random, max_trials: 40, seed: 0}
+hyperparameters:
+  optimizer: {type: choice, values: [adam, sgd]}
+  learning_rate:
+    - {type: float, min_value: 1.0e-3, max_value: 6.0e-3, sampling: log, parent_name: optimizer, parent_values: [adam]}
+    - {type: float, min_value: 3.0e-2, max_value: 0.3, sampling: log, parent_name: optimizer, parent_values: [sgd]}
+"""
+
+
+def test_one_name_can_have_a_range_per_condition(tmp_path):
+    import keras_tuner as kt
+
+    spec = load_spec(_spec(tmp_path, PER_OPTIMIZER))
+    assert [e["parent_values"] for e in spec.hyperparameters["learning_rate"]] == [["adam"], ["sgd"]]
+    hp = to_hyperparameters(spec)
+    assert [h.name for h in hp.space] == ["optimizer", "learning_rate", "learning_rate"]
+    for oracle_type in (kt.oracles.RandomSearchOracle, kt.oracles.BayesianOptimizationOracle):
+        oracle = oracle_type(hyperparameters=hp, max_trials=40, seed=1)
+        draws = [oracle._random_values() for _ in range(40)]
+        adam = [d["learning_rate"] for d in draws if d["optimizer"] == "adam"]
+        sgd = [d["learning_rate"] for d in draws if d["optimizer"] == "sgd"]
+        assert adam and sgd and len(adam) + len(sgd) == 40
+        assert all(1.0e-3 <= v <= 6.0e-3 for v in adam) and all(3.0e-2 <= v <= 0.3 for v in sgd)
+
+
+@pytest.mark.parametrize(
+    "second, message",
+    [
+        ("{type: float, min_value: 0.03, max_value: 0.3}", "each of its entries needs parent_name"),
+        (
+            "{type: float, min_value: 0.03, max_value: 0.3, parent_name: optimizer, parent_values: [adam]}",
+            "overlap: a parent value may select only one",
+        ),
+        (
+            "{type: float, min_value: 0.03, max_value: 0.3, parent_name: bidirectional, parent_values: [true]}",
+            "must all depend on one parent",
+        ),
+    ],
+)
+def test_bad_per_condition_ranges_are_refused(tmp_path, second, message):
+    text = (
+        "tuner: {type: random, max_trials: 3}\nhyperparameters:\n"
+        "  optimizer: {type: choice, values: [adam, sgd]}\n  bidirectional: {type: boolean}\n"
+        "  learning_rate:\n"
+        "    - {type: float, min_value: 1.0e-3, max_value: 6.0e-3, parent_name: optimizer, parent_values: [adam]}\n"
+        f"    - {second}\n"
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_spec(_spec(tmp_path, text))
+
+
+def test_every_end_of_a_range_is_checked_against_the_config(tmp_path):
+    text = "tuner: {type: random, max_trials: 3}\nhyperparameters:\n  dropout: {type: float, min_value: 0.0, max_value: 1.5}\n"
+    with pytest.raises(ConfigError, match=r"dropout and recurrent_dropout must be in \[0, 1\)"):
+        load_spec(_spec(tmp_path, text))

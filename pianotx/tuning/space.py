@@ -16,6 +16,7 @@ Example (every key shown; see ``search_spaces/``)::
       lstm_units: {type: int, min_value: 64, max_value: 256, step: 64}
       learning_rate: {type: float, min_value: 1.0e-4, max_value: 1.0e-2, sampling: log}
       optimizer: {type: choice, values: [adam, sgd]}
+      momentum: {type: float, min_value: 0.8, max_value: 0.95, parent_name: optimizer, parent_values: [sgd]}
       bidirectional: {type: boolean}
     fixed:                           # hp.Fixed: set, not searched
       recurrent_dropout: 0.0
@@ -26,6 +27,15 @@ Sampling: ``choice`` draws each value with equal probability. A stepped ``int`` 
 half the probability of each inner one (64..192 step 64: 1/4, 1/2, 1/4); list the values
 as a ``choice`` to draw them evenly. Keras Tuner reads seed 0 as "pick a random seed";
 pianotx hands it ``seed + 1``, so every seed, 0 included, is reproducible.
+
+Conditions: an entry with ``parent_name`` and ``parent_values`` is drawn only when that
+choice or boolean (searched above it) has one of those values. A name may also be a list
+of such entries with different parent values: one range per condition, as Keras Tuner
+allows (e.g. ``learning_rate`` on one scale for Adam, another for SGD)::
+
+      learning_rate:
+        - {type: float, min_value: 1.0e-3, max_value: 6.0e-3, sampling: log, parent_name: optimizer, parent_values: [adam]}
+        - {type: float, min_value: 2.0e-2, max_value: 0.2, sampling: log, parent_name: optimizer, parent_values: [sgd]}
 
 Every name under ``hyperparameters`` and ``fixed`` must be a field of
 :class:`~pianotx.config.ModelConfig` or :class:`~pianotx.config.TrainConfig`; anything
@@ -74,7 +84,8 @@ class SearchSpec:
     direction: str = "max"
     tuner: str = "random"
     tuner_settings: dict[str, Any] = field(default_factory=dict)
-    hyperparameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # each name's entries: one, or one per condition (different parent values)
+    hyperparameters: dict[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     note_eval_pieces: int = 0  # validation pieces scored with mir_eval per trial (0: all)
@@ -169,20 +180,16 @@ def load_spec(path: str | Path) -> SearchSpec:
             raise ConfigError(
                 f"{where}: tuner.{key} must be {'a number' if wanted is float else 'an integer'}, got {value!r}"
             )
-    hps = {k: _check_hp(f"{where}: hyperparameters", k, v) for k, v in (data.get("hyperparameters") or {}).items()}
+    hps = {k: _check_entries(f"{where}: hyperparameters", k, v) for k, v in (data.get("hyperparameters") or {}).items()}
     fixed = dict(data.get("fixed") or {})
     for name in fixed:
         if name not in TUNABLE:
             raise ConfigError(
                 f"{where}: fixed: {name!r} is not a model or training setting; known: {', '.join(TUNABLE)}"
             )
-    for name, entry in hps.items():
-        parent = hps.get(entry.get("parent_name", ""))
-        if "parent_name" in entry and (parent is None or parent["type"] not in ("choice", "boolean")):
-            raise ConfigError(f"{where}: {name}.parent_name must name a choice or boolean searched before it")
-        allowed = parent.get("values", [True, False]) if parent else []
-        if parent and any(v not in allowed for v in entry["parent_values"]):
-            raise ConfigError(f"{where}: {name}.parent_values must be among {entry['parent_name']}'s values {allowed}")
+    for name, entries in hps.items():
+        for entry in entries:
+            _check_parent(where, name, entry, hps)
     both = sorted(set(hps) & set(fixed))
     if both:
         raise ConfigError(f"{where}: {', '.join(both)} both searched and fixed")
@@ -200,7 +207,11 @@ def load_spec(path: str | Path) -> SearchSpec:
         description=str(data.get("description", "")),
         note_eval_pieces=_note_eval_pieces(where, data.get("note_eval_pieces", 0)),
     )
-    configs_from_values(spec.fixed | {k: _example_value(v) for k, v in hps.items()}, where)
+    base = spec.fixed | {k: _example_values(v[0])[0] for k, v in hps.items()}
+    configs_from_values(base, where)
+    for name, entries in hps.items():  # each end of every range must suit the config
+        for value in (v for entry in entries for v in _example_values(entry)):
+            configs_from_values(base | {name: value}, where)
     return spec
 
 
@@ -210,12 +221,39 @@ def _note_eval_pieces(where: str, value: Any) -> int:
     return value
 
 
-def _example_value(entry: dict[str, Any]) -> Any:
+def _check_entries(where: str, name: str, value: Any) -> tuple[dict[str, Any], ...]:
+    """One entry, or a list of entries of one name, each under its own condition."""
+    if not isinstance(value, list):
+        return (_check_hp(where, name, value),)
+    entries = tuple(_check_hp(where, name, v) for v in value)
+    if not entries or any("parent_name" not in e for e in entries):
+        raise ConfigError(f"{where}: {name} is a list: each of its entries needs parent_name and parent_values")
+    if len({e["parent_name"] for e in entries}) != 1:
+        raise ConfigError(f"{where}: {name}'s entries must all depend on one parent")
+    seen = [repr(v) for e in entries for v in e["parent_values"]]
+    if len(set(seen)) != len(seen):
+        raise ConfigError(f"{where}: {name}'s entries overlap: a parent value may select only one of them")
+    return entries
+
+
+def _check_parent(where: str, name: str, entry: dict[str, Any], hps: dict[str, tuple[dict[str, Any], ...]]) -> None:
+    if "parent_name" not in entry:
+        return
+    parents = hps.get(entry["parent_name"], ())
+    if len(parents) != 1 or parents[0]["type"] not in ("choice", "boolean"):
+        raise ConfigError(f"{where}: {name}.parent_name must name a choice or boolean searched before it")
+    allowed = parents[0].get("values", [True, False])
+    if any(v not in allowed for v in entry["parent_values"]):
+        raise ConfigError(f"{where}: {name}.parent_values must be among {entry['parent_name']}'s values {allowed}")
+
+
+def _example_values(entry: dict[str, Any]) -> list[Any]:
+    """Values at the edges of an entry's range (the config checks each)."""
     if entry["type"] == "choice":
-        return entry["values"][0]
+        return list(entry["values"])
     if entry["type"] == "boolean":
-        return False
-    return entry["min_value"]
+        return [False, True]
+    return [entry["min_value"], entry["max_value"]]
 
 
 def configs_from_values(values: dict[str, Any], where: str = "hyperparameters") -> tuple[ModelConfig, TrainConfig]:
@@ -240,14 +278,8 @@ def to_hyperparameters(spec: SearchSpec) -> Any:
     hp = kt.HyperParameters()
     for name, value in spec.fixed.items():
         hp.Fixed(name, value)
-    for name, entry in spec.hyperparameters.items():
-        args = {k: v for k, v in entry.items() if k != "type"}
-        if entry["type"] == "int":
-            hp.Int(name, **args)
-        elif entry["type"] == "float":
-            hp.Float(name, **args)
-        elif entry["type"] == "choice":
-            hp.Choice(name, **args)
-        else:
-            hp.Boolean(name, **args)
+    kinds = {"int": hp.Int, "float": hp.Float, "choice": hp.Choice, "boolean": hp.Boolean}
+    for name, entries in spec.hyperparameters.items():
+        for entry in entries:
+            kinds[entry["type"]](name, **{k: v for k, v in entry.items() if k != "type"})
     return hp

@@ -29,12 +29,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from pianotx.cli import TRIALS_PER_PROCESS
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from pianotx.cli import TRIALS_PER_PROCESS
 
 MODEL = {
     "lstm_units": 96,

@@ -210,6 +210,7 @@ def test_bad_per_condition_ranges_are_refused(tmp_path, second, message):
 
 
 def test_every_end_of_a_range_is_checked_against_the_config(tmp_path):
-    text = "tuner: {type: random, max_trials: 3}\nhyperparameters:\n  dropout: {type: float, min_value: 0.0, max_value: 1.5}\n"
+    text = "tuner: {type: random, max_trials: 3}\nhyperparameters:\n"
+    text += "  dropout: {type: float, min_value: 0.0, max_value: 1.5}\n"
     with pytest.raises(ConfigError, match=r"dropout and recurrent_dropout must be in \[0, 1\)"):
         load_spec(_spec(tmp_path, text))

@@ -34,8 +34,10 @@ of such entries with different parent values: one range per condition, as Keras 
 allows (e.g. ``learning_rate`` on one scale for Adam, another for SGD)::
 
       learning_rate:
-        - {type: float, min_value: 1.0e-3, max_value: 6.0e-3, sampling: log, parent_name: optimizer, parent_values: [adam]}
-        - {type: float, min_value: 2.0e-2, max_value: 0.2, sampling: log, parent_name: optimizer, parent_values: [sgd]}
+        - {type: float, min_value: 1.0e-3, max_value: 6.0e-3, sampling: log,
+           parent_name: optimizer, parent_values: [adam]}
+        - {type: float, min_value: 2.0e-2, max_value: 0.2, sampling: log,
+           parent_name: optimizer, parent_values: [sgd]}
 
 Every name under ``hyperparameters`` and ``fixed`` must be a field of
 :class:`~pianotx.config.ModelConfig` or :class:`~pianotx.config.TrainConfig`; anything

@@ -114,7 +114,7 @@ class RenderOptions:
     seed: int = 0
     sample_rate: int = 16000
     gain: float = 1.0
-    augment: str = "off"
+    augment: str = "default"
     augment_variants: int = 1
 
     def __post_init__(self) -> None:

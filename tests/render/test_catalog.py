@@ -68,7 +68,9 @@ def test_files_unknown_names_and_duplicates(tmp_path: Path) -> None:
 def test_render_goes_on_without_a_missing_piano(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(salamander, "NPM", "no-such-npm")
-    options = syn.RenderOptions(pieces=1, seconds=3.0, generated=0, pianos=("Salamander", "FreePats-Grand"))
+    options = syn.RenderOptions(
+        pieces=1, seconds=3.0, generated=0, pianos=("Salamander", "FreePats-Grand"), augment="off"
+    )
     lines: list[str] = []
     report = syn.render_corpus(tmp_path / "out", options, lines.append)
     assert report.pianos_skipped == ("Salamander",) and report.pieces == 1

@@ -26,6 +26,7 @@ def test_options_from_dict_and_validation() -> None:
         from_dict(syn.RenderOptions, {"kinds": ["trills:1"]})
     with pytest.raises(ConfigError, match="unknown key"):
         from_dict(syn.RenderOptions, {"piece": 3})
+    assert (syn.RenderOptions().augment, syn.RenderOptions().augment_variants) == ("default", 1)  # on by default
 
 
 # ---------------------------------------------------------------- a real render
@@ -37,7 +38,7 @@ def test_render_small_corpus_on_both_pianos(tmp_path: Path) -> None:
     lines: list[str] = []
     report = syn.render_corpus(
         out,
-        syn.RenderOptions(pieces=2, seconds=4.0, pianos=("FluidR3_GM", "TimGM6mb"), kinds=("notes",)),
+        syn.RenderOptions(pieces=2, seconds=4.0, pianos=("FluidR3_GM", "TimGM6mb"), kinds=("notes",), augment="off"),
         lines.append,
     )
     manifest = json.loads((out / "render.json").read_text())

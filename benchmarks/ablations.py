@@ -11,7 +11,7 @@ playing unseen music) with mir_eval: note F1, note-with-offset F1, frame F1, in 
 The decoding rows reuse the whole model: its thresholds untuned (DecodingConfig's
 defaults) and tuned without the latency correction.
 
-    python benchmarks/ablations.py --data /tmp/aug/default [--epochs 8] [--steps 48]
+    python benchmarks/ablations.py --data /tmp/aug/default [--epochs 6] [--steps 48]
         [--variants all,one-piano,...] [--note-eval-pieces 24]
 
 Brief training ranks what helps early; a long training (the bundled model) can narrow
@@ -143,7 +143,7 @@ def row(name: str, s: dict[str, float], pieces: int, minutes: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a dataset built from an augmented render")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--steps", type=int, default=48, help="training batches per epoch")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=2.5e-3)

@@ -234,7 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/default"))
     parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (quick.yaml's longest: 6)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="throughput pairs (0: memory only)")
     parser.add_argument("--trials", type=int, default=20, help="trials of the memory searches")
     parser.add_argument(
         "--per-process", type=int, default=TRIALS_PER_PROCESS, help="the command's --trials-per-process"
@@ -242,7 +242,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        tracked_trial(args.data, root, "warmup", 1)  # imports, first graph traces
+        if args.repeats:
+            tracked_trial(args.data, root, "warmup", 1)  # imports, first graph traces
         ratios, parts = [], []
         for i in range(args.repeats):
             bare = bare_fit(args.data, args.epochs)
@@ -251,8 +252,9 @@ def main() -> None:
             parts.append(dict(totals))
             ratios.append(bare / tracked)
             print(f"pair {i + 1}: bare fit {bare:.1f} s, tracked trial {tracked:.1f} s ({bare / tracked:.2f}x)")
-        print("where the tracked trial's extra time goes (median seconds per trial):")
-        for label, _, _ in PARTS:
+        if parts:
+            print("where the tracked trial's extra time goes (median seconds per trial):")
+        for label, _, _ in PARTS if parts else ():
             print(f"  {label}: {statistics.median(p.get(label, 0.0) for p in parts):.1f} s")
         rss = memory_per_trial(args.data, root, args.trials)
         command, wall = memory_of_command(args.data, root, args.trials, args.per_process)
@@ -267,7 +269,8 @@ def main() -> None:
         f"highest {max(command):.0f} MiB); wall {wall:.0f} s against {wall_one:.0f} s in one process "
         f"({(wall - wall_one) / args.trials:+.1f} s per trial)"
     )
-    print(f"median throughput, tracked trial / bare fit ({args.epochs} epochs): {statistics.median(ratios):.2f}x")
+    if ratios:
+        print(f"median throughput, tracked trial / bare fit ({args.epochs} epochs): {statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

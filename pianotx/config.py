@@ -302,6 +302,13 @@ class DecodingConfig:
             at 0): the model's systematic onset lag, measured on the validation pieces
             (the median error of matched onsets) when thresholds are tuned. At most
             0.05 s either way (mir_eval's onset tolerance); negative moves notes later.
+        onsetless_min_duration: with an onset output, a run of active frames that no
+            onset starts (the onset probability reaches ``onset_threshold`` within one
+            frame of the run's start) becomes a note only if it lasts at least this many
+            seconds: frame activity without an onset (a harmonic, a resonance) makes no
+            note, while a long note whose onset was missed is kept. 0 (default): every
+            run starts a note; a very large value is Onsets and Frames' rule (onsets
+            start notes, frames only sustain them). Tuned with the thresholds.
     """
 
     threshold: float = 0.5
@@ -310,12 +317,13 @@ class DecodingConfig:
     gap_frames: int = 0
     velocity: int = 0
     latency: float = 0.0
+    onsetless_min_duration: float = 0.0
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.threshold <= 1.0 and 0.0 <= self.onset_threshold <= 1.0):
             raise ValueError("threshold and onset_threshold must be in [0, 1]")
-        if self.min_duration < 0 or self.gap_frames < 0:
-            raise ValueError("min_duration and gap_frames must be >= 0")
+        if self.min_duration < 0 or self.gap_frames < 0 or self.onsetless_min_duration < 0:
+            raise ValueError("min_duration, onsetless_min_duration and gap_frames must be >= 0")
         if not 0 <= self.velocity <= 127:
             raise ValueError("velocity must be 0 (from activations) or 1..127")
         if not -0.05 <= self.latency <= 0.05:

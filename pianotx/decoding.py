@@ -73,6 +73,17 @@ def _fill_gaps(active: np.ndarray, max_gap: int, trigger: np.ndarray | None) -> 
     return filled
 
 
+def _onset_near(on: np.ndarray, keys: np.ndarray, starts: np.ndarray, reach: int = 1) -> np.ndarray:
+    """Per run, whether ``on`` (n_frames, n_keys) bool is set for its key within
+    ``reach`` frames of its start (either side); (m,) bool."""
+    near = np.zeros(len(keys), bool)
+    for d in range(-reach, reach + 1):
+        frames = starts + d
+        inside = (frames >= 0) & (frames < len(on))
+        near[inside] |= on[frames[inside], keys[inside]]
+    return near
+
+
 def _check_roll(roll: np.ndarray, name: str) -> np.ndarray:
     roll = np.asarray(roll)
     if roll.ndim != 2:
@@ -130,7 +141,8 @@ def decode(
     Steps: threshold the frames; fill short gaps (``config.gap_frames``); cut each run
     of a key into notes, splitting where the onset probability rises through
     ``config.onset_threshold`` (onsets only split runs: they create no note where the
-    frame probability is below threshold); drop notes shorter than
+    frame probability is below threshold); drop runs that no onset starts (within a
+    frame) and that are shorter than ``config.onsetless_min_duration``; drop notes shorter than
     ``config.min_duration``; set velocities; move notes earlier by ``config.latency``
     (see :class:`DecodingConfig`).
 
@@ -156,6 +168,9 @@ def decode(
     active = _fill_gaps(probs >= np.float64(config.threshold), config.gap_frames, trigger)
     keys, starts, ends = _segments(active, trigger)
     keep = (ends - starts) >= config.min_duration * frame_rate - _EPS
+    if config.onsetless_min_duration and onset_probs is not None:
+        long_enough = (ends - starts) >= config.onsetless_min_duration * frame_rate - _EPS
+        keep &= long_enough | _onset_near(onset_probs >= config.onset_threshold, keys, starts)
     keys, starts, ends = keys[keep], starts[keep], ends[keep]
     if config.velocity:
         velocities = np.full(len(keys), config.velocity, np.int64)

@@ -93,6 +93,36 @@ def test_onset_threshold() -> None:
     assert len(decode(frames, FR, high, onsets)) == 1
 
 
+def test_runs_no_onset_starts_need_onsetless_min_duration() -> None:
+    frames = probs_with(
+        {
+            10: [0.9, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # short, no onset: a harmonic
+            20: [0.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.0],  # long (0.6 s), no onset: onset missed
+            30: [0.0, 0.0, 0.9, 0.9, 0.0, 0.0, 0.0, 0.0],  # onset one frame before the run
+            40: [0.0, 0.0, 0.0, 0.9, 0.9, 0.0, 0.0, 0.0],  # onset one frame into the run
+            50: [0.0, 0.0, 0.0, 0.0, 0.0, 0.9, 0.9, 0.0],  # onset two frames before: too far
+        },
+        n_frames=8,
+    )
+    onsets = probs_with({30: [0, 0.9, 0, 0, 0, 0, 0, 0], 40: [0, 0, 0, 0, 0.9, 0, 0, 0],
+                         50: [0, 0, 0, 0.9, 0, 0, 0, 0]}, n_frames=8)  # fmt: skip
+    plain = DecodingConfig(min_duration=0.0, velocity=80)
+    assert [int(p) for p in decode(frames, FR, plain, onsets).pitches] == [31, 41, 51, 61, 61, 71]
+    strict = DecodingConfig(min_duration=0.0, velocity=80, onsetless_min_duration=0.5)
+    assert as_tuples(decode(frames, FR, strict, onsets)) == [
+        (0.1, 0.7, 41, 80),  # 6 frames = 0.6 s >= 0.5 s
+        (0.2, 0.4, 51, 80),
+        (0.3, 0.4, 61, 80),  # the onset at frame 4 also splits the run there
+        (0.4, 0.5, 61, 80),
+    ]
+    longer = DecodingConfig(min_duration=0.0, velocity=80, onsetless_min_duration=0.7)
+    assert [int(p) for p in decode(frames, FR, longer, onsets).pitches] == [51, 61, 61]
+    # without an onset output the setting does nothing
+    assert len(decode(frames, FR, strict)) == 5
+    with pytest.raises(ValueError, match="onsetless_min_duration"):
+        DecodingConfig(onsetless_min_duration=-1.0)
+
+
 def test_gap_frames_bridges_short_inner_gaps_only() -> None:
     column = [1, 1, 0, 1, 1, 0, 0, 1]
     probs = probs_with({39: column, 40: [0, 1, 1, 0, 0, 0, 0, 0]}, n_frames=8)

@@ -161,6 +161,23 @@ def test_tune_decoding_picks_the_threshold_of_the_best_note_f1():
     assert best == DecodingConfig() and f1 == 1.0  # the defaults win ties
 
 
+def test_tune_decoding_drops_onsetless_runs_where_that_pays():
+    from pianotx.config import DecodingConfig
+    from pianotx.evaluate import tune_decoding
+
+    rate = 31.25
+    frames = np.zeros((100, 88), np.float32)
+    onsets = np.zeros((100, 88), np.float32)
+    frames[10:30, 39] = onsets[10, 39] = 0.9  # MIDI 60 with its onset
+    frames[10:20, 51] = 0.9  # MIDI 72, its octave: 0.32 s of frames and no onset
+    ref = Notes.from_lists([(10 / rate, 30 / rate)], [60])
+    best, f1 = tune_decoding([({"frames": frames, "onsets": onsets}, ref)], rate, DecodingConfig())
+    assert (best.onsetless_min_duration, f1) == (0.5, 1.0)
+    frames[10:30, 51] = 0.9  # 0.64 s without an onset is kept as a note: nothing to gain
+    best, f1 = tune_decoding([({"frames": frames, "onsets": onsets}, ref)], rate, DecodingConfig())
+    assert (best.onsetless_min_duration, f1) == (0.0, 2 / 3)
+
+
 def test_tuning_measures_the_median_onset_lag_as_the_latency():
     from pianotx.config import DecodingConfig
     from pianotx.evaluate import onset_errors, tune_decoding

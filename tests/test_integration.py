@@ -14,7 +14,21 @@ def test_render_two_pieces_then_build(tmp_path):
     render = tmp_path / "render"
     pianos = ["--piano", "FluidR3_GM", "--piano", "TimGM6mb"]
     result = runner.invoke(
-        app, ["data", "render", str(render), "--pieces", "2", "--seconds", "6", "--generated", "0", "--augment", "off", *pianos]
+        app,
+        [
+            "data",
+            "render",
+            str(render),
+            "--pieces",
+            "2",
+            "--seconds",
+            "6",
+            "--generated",
+            "0",
+            "--augment",
+            "off",
+            *pianos,
+        ],
     )
     assert result.exit_code == 0, result.output
     assert sorted(p.suffix for p in render.iterdir() if p.is_file()) == [".json"] + [".mid"] * 4 + [".wav"] * 4

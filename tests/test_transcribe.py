@@ -55,7 +55,9 @@ def test_rendered_piece_is_transcribed_with_matching_notes(bundled, tmp_path):
 
     render_corpus(
         tmp_path / "r",
-        RenderOptions(corpus=("bach/bwv",), pieces=1, seconds=12, generated=0, pianos=("FluidR3_GM",), seed=7, augment="off"),
+        RenderOptions(
+            corpus=("bach/bwv",), pieces=1, seconds=12, generated=0, pianos=("FluidR3_GM",), seed=7, augment="off"
+        ),
     )
     (wav,) = sorted((tmp_path / "r").glob("*.wav"))
     result = transcribe_file(bundled, wav, tmp_path / "out")

@@ -248,3 +248,28 @@ def _check_invariants(notes: Notes, probs: np.ndarray, config: DecodingConfig, f
         for (on, off), pitch in zip(notes.intervals, notes.pitches, strict=True):
             cells = probs[round(on * fr) : round(off * fr), pitch - 21]
             assert np.all(cells >= config.threshold)
+
+
+def test_decoding_with_onsets_on_stored_activations() -> None:
+    """The bundled model's frame and onset probabilities on the golden clip
+    (tests/test_golden.py: C-E-G at 0.25 s, D, F, then C3 with C5 at 2.0 s), stored as
+    float16. The C3 makes the model hear its twelfth, G4, for 27 frames without any
+    onset; C5's frames flicker after its onset."""
+    from pathlib import Path
+
+    stored = np.load(Path(__file__).parent / "data" / "golden_activations.npz")
+    frames, onsets, rate = stored["frames"].astype(np.float32), stored["onsets"].astype(np.float32), 31.25
+    assert float(stored["frame_rate"]) == rate and frames.shape == onsets.shape == (110, 88)
+
+    def notes(onsetless: float) -> list[tuple[int, int, int]]:
+        config = DecodingConfig(threshold=0.5, onset_threshold=0.8, velocity=80, onsetless_min_duration=onsetless)
+        est = decode(frames, rate, config, onsets)
+        return [(round(a * rate), round(b * rate), int(p)) for (a, b), p in zip(est.intervals, est.pitches)]
+
+    played = [(8, 27, 60), (8, 28, 64), (8, 28, 67), (31, 48, 62), (47, 62, 65), (63, 94, 48), (64, 74, 72)]
+    flickers = [(75, 77, 72), (86, 88, 72)]  # two-frame runs of C5 after its onset, none of their own
+    twelfth = (63, 90, 67)
+    by_onset = {"key": lambda n: (n[0], n[2])}  # decode's order: onset, then pitch
+    assert notes(0.0) == sorted([*played, *flickers, twelfth], **by_onset)
+    assert notes(0.5) == sorted([*played, twelfth], **by_onset)  # 0.86 s: long enough to stay
+    assert notes(1.0) == played

@@ -52,9 +52,10 @@ def register_bundled(store_uri: str) -> str:
     from pianotx.transcribe import BUNDLED_MODEL, load_local
 
     store = resolve_store(store_uri)
-    model = load_local(BUNDLED_MODEL).model
+    bundled = load_local(BUNDLED_MODEL)
+    model = bundled.model
     meta = json.loads(BUNDLED_MODEL.with_suffix(".json").read_text())
-    example = np.zeros((1, 8, 84), np.float32)
+    example = np.zeros((1, 8, bundled.features.n_bins), np.float32)
     tracker = SearchTracker(store, "startup-benchmark")
     tracker.start_search({}, {}, [])
     run = tracker.start_trial("0", {})

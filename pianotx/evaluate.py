@@ -266,6 +266,7 @@ def split_rolls(
         if features == manifest.features:
             frames, _, _ = arrays.piece(record)
         else:
+            arrays.chunk_range(record)  # the manifest is checked whichever features are used
             frames, _ = file_features(record["audio"], features)
         rolls = predict(frames)
         yield record["name"], rolls if isinstance(rolls, dict) else {"frames": rolls}, arrays.notes(record["name"])

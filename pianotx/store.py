@@ -202,6 +202,16 @@ class SplitArrays:
 
     def piece(self, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A whole piece: (n_frames, n_bins) features, (n_frames, 88) frames and onsets."""
+        start, count, n = self.chunk_range(record)
+        arrays = self.get(np.arange(start, start + count))
+        return tuple(a.reshape((-1,) + a.shape[2:])[:n] for a in arrays)  # type: ignore[return-value]
+
+    def chunk_range(self, record: dict[str, Any]) -> tuple[int, int, int]:
+        """A piece's first chunk, chunk count and frame count, checked against the shards.
+
+        Raises:
+            DatasetError: a manifest whose record does not fit this split's shards.
+        """
         where, name = self.manifest.root / MANIFEST, record.get("name")
         values = [record.get(k) for k in ("chunk_start", "n_chunks", "n_frames")]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
@@ -209,8 +219,7 @@ class SplitArrays:
         start, count, n = (int(v) for v in values)  # type: ignore[arg-type]
         if start < 0 or count < 1 or start + count > self.n_chunks or n > count * self.manifest.chunk_frames:
             raise DatasetError(f"{where}: piece {name!r} lies outside the {self.split} shards")
-        arrays = self.get(np.arange(start, start + count))
-        return tuple(a.reshape((-1,) + a.shape[2:])[:n] for a in arrays)  # type: ignore[return-value]
+        return start, count, n
 
     def notes(self, name: str) -> Notes:
         """The aligned reference notes of piece ``name`` (seconds on the audio's clock)."""

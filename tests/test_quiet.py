@@ -17,7 +17,8 @@ def test_keras_works_without_its_optional_packages_which_import_as_usual_afterwa
         "import sys, numpy as np; from pianotx.quiet import import_keras_quietly; import_keras_quietly(); "
         "print(sorted(m for m in ('sklearn', 'matplotlib', 'pandas') if m in sys.modules)); "
         "import keras; from pianotx.transcribe import BUNDLED_MODEL, load_local; "
-        "out = load_local(BUNDLED_MODEL).model.predict_on_batch(np.zeros((1, 5, 84), np.float32)); "
+        "m = load_local(BUNDLED_MODEL); "
+        "out = m.model.predict_on_batch(np.zeros((1, 5, m.features.n_bins), np.float32)); "
         "print(keras.tree.flatten(out)[0].shape); "
         "import pandas, matplotlib.pyplot; print(pandas.__name__, matplotlib.pyplot.__name__)"
     )

@@ -109,7 +109,7 @@ def run_variant(name: str, config: ModelConfig, train_cfg: TrainConfig, data: Pa
     clock = train_clock()
     history = fit(model, train, val, train_cfg, [clock], verbose=0).history
     timed = clock.seconds[1:] or clock.seconds
-    frames = min(len(train) * train.batch_size, train.arrays.n_chunks) * manifest.chunk_frames
+    frames = min(len(train) * train.batch_size, train.n_chunks) * manifest.chunk_frames
     result = {
         "variant": name,
         "params": model.count_params(),

@@ -254,8 +254,8 @@ def main() -> None:
             print(f"pair {i + 1}: bare fit {bare:.1f} s, tracked trial {tracked:.1f} s ({bare / tracked:.2f}x)")
         if parts:
             print("where the tracked trial's extra time goes (median seconds per trial):")
-        for label, _, _ in PARTS if parts else ():
-            print(f"  {label}: {statistics.median(p.get(label, 0.0) for p in parts):.1f} s")
+            for label, _, _ in PARTS:
+                print(f"  {label}: {statistics.median(p.get(label, 0.0) for p in parts):.1f} s")
         rss = memory_per_trial(args.data, root, args.trials)
         command, wall = memory_of_command(args.data, root, args.trials, args.per_process)
         _, wall_one = memory_of_command(args.data, root, args.trials, 0)

@@ -159,18 +159,19 @@ def decode(
     """
     config = config or DecodingConfig()
     probs = _check_roll(frame_probs, "frame_probs")  # compared and summed in float64, never copied whole
-    trigger = None
+    trigger = onset_on = None
     if onset_probs is not None:
         onset_probs = _check_roll(onset_probs, "onset_probs")
         if onset_probs.shape != probs.shape:
             raise ValueError(f"onset_probs shape {onset_probs.shape} != {probs.shape}")
-        trigger = _rising(onset_probs >= config.onset_threshold)
+        onset_on = onset_probs >= config.onset_threshold
+        trigger = _rising(onset_on)
     active = _fill_gaps(probs >= np.float64(config.threshold), config.gap_frames, trigger)
     keys, starts, ends = _segments(active, trigger)
     keep = (ends - starts) >= config.min_duration * frame_rate - _EPS
-    if config.onsetless_min_duration and onset_probs is not None:
+    if config.onsetless_min_duration and onset_on is not None:
         long_enough = (ends - starts) >= config.onsetless_min_duration * frame_rate - _EPS
-        keep &= long_enough | _onset_near(onset_probs >= config.onset_threshold, keys, starts)
+        keep &= long_enough | _onset_near(onset_on, keys, starts)
     keys, starts, ends = keys[keep], starts[keep], ends[keep]
     if config.velocity:
         velocities = np.full(len(keys), config.velocity, np.int64)

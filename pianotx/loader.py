@@ -46,7 +46,7 @@ def piece_chunks(manifest: Manifest, split: str, pieces: Collection[str]) -> np.
         ValueError: a name that is not a piece of that split.
     """
     wanted = set(pieces)
-    records = [p for p in manifest.data["pieces"] if p.get("split") == split and p["name"] in wanted]
+    records = [p for p in manifest.pieces(split) if p["name"] in wanted]
     missing = sorted(wanted - {p["name"] for p in records})
     if missing:
         raise ValueError(f"not pieces of the {split} split: {', '.join(missing[:5])}")

@@ -38,6 +38,9 @@ BASE = ModelConfig(
 )
 CONV = {"conv_layers": 3, "conv_filters": 16, "conv_dense_units": 0}
 FIRST_PIANO = "FluidR3_GM"  # the corpus's one piano before the others were added
+# `data build --validation-piano`'s trial: training without this piano, decoding tuned on
+# its renderings of validation music (unseen sound) or on the other pianos' (heard sound).
+VALIDATION_PIANO = "FreePats-Bright"
 
 Keep = Callable[[dict[str, Any]], bool]  # a render.json entry -> train on it?
 
@@ -54,14 +57,19 @@ VARIANTS: dict[str, tuple[ModelConfig, Keep]] = {
     "scores-only": (BASE, lambda e: e["kind"] not in TEXTURES and e["kind"] not in DRILLS),
     "no-onset-head": (replace(BASE, onset_head=False), everything),
     "conv": (replace(BASE, **CONV), everything),
+    "validation-piano": (BASE, lambda e: not on_validation_piano(e)),
 }
 
 
-def training_pieces(manifest: Any, keep: Keep) -> list[str]:
-    """Names of the training split's pieces whose render.json entry ``keep`` accepts."""
+def split_pieces(manifest: Any, split: str, keep: Keep) -> list[str]:
+    """Names of the split's pieces whose render.json entry ``keep`` accepts."""
     rendered = json.loads((Path(manifest.data["source"]) / "render.json").read_text())
     entries = {e["name"]: e for e in rendered["pieces"]}
-    return [p["name"] for p in manifest.pieces("train") if keep(entries[p["name"]])]
+    return [p["name"] for p in manifest.pieces(split) if keep(entries[p["name"]])]
+
+
+def on_validation_piano(entry: dict[str, Any]) -> bool:
+    return bool(entry["piano"] == VALIDATION_PIANO)
 
 
 def cycled(dataset: Any, batches: int) -> Any:
@@ -107,8 +115,11 @@ def train_variant(config: ModelConfig, train_cfg: TrainConfig, manifest: Any, pi
     return model
 
 
-def scores(model: Any, manifest: Any, note_eval_pieces: int) -> dict[str, dict[str, float]]:
-    """Test-split mean scores (%) with tuned decoding, and the decoding rows' variants."""
+def scores(
+    model: Any, manifest: Any, note_eval_pieces: int, validation: list[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """Test-split mean scores (%) with decoding tuned on the validation pieces (those
+    named in ``validation``, if given), and the decoding rows' variants."""
     import numpy as np
 
     from pianotx.decoding import DecodingConfig
@@ -119,7 +130,9 @@ def scores(model: Any, manifest: Any, note_eval_pieces: int) -> dict[str, dict[s
         return predict_rolls(model.predict_on_batch, x, context=2 * manifest.chunk_frames)
 
     features = manifest.features
-    pieces = [(r, ref) for _, r, ref in split_rolls(predict, manifest, "validation", note_eval_pieces, features)]
+    pieces = [
+        (r, ref) for _, r, ref in split_rolls(predict, manifest, "validation", note_eval_pieces, features, validation)
+    ]
     tuned, _ = tune_decoding(pieces, features.frame_rate, DecodingConfig())
     out = {}
     for name, decoding in (
@@ -172,16 +185,29 @@ def main() -> None:
     lines, results = [head], {}
     for name in names:
         config, keep = VARIANTS[name]
-        pieces = training_pieces(manifest, keep)
+        pieces = split_pieces(manifest, "train", keep)
         start = time.perf_counter()
         model = train_variant(config, train_cfg, manifest, pieces)
-        s = scores(model, manifest, args.note_eval_pieces)
+        unseen = split_pieces(manifest, "validation", on_validation_piano) if name == "validation-piano" else None
+        s = scores(model, manifest, args.note_eval_pieces, unseen)
         minutes = (time.perf_counter() - start) / 60
         results[name] = s | {"train_pieces": len(pieces), "minutes": minutes}
-        new = [row(name, s["tuned"], len(pieces), minutes)]
+        label = f"{name}, tuned on {VALIDATION_PIANO}" if unseen else name
+        new = [row(label, s["tuned"], len(pieces), minutes)]
         if name == "all":
             new.append(row("all, untuned decoding", s["untuned"], len(pieces), 0.0))
             new.append(row("all, no latency correction", s["no-latency"], len(pieces), 0.0))
+        if unseen:
+            heard = split_pieces(manifest, "validation", keep)
+            results[f"{name}, tuned on heard pianos"] = scores(model, manifest, args.note_eval_pieces, heard)
+            new.append(
+                row(
+                    f"{name}, tuned on heard pianos",
+                    results[f"{name}, tuned on heard pianos"]["tuned"],
+                    len(pieces),
+                    0.0,
+                )
+            )
         print("\n".join(new), flush=True)
         lines += new
         if args.json:

@@ -74,8 +74,9 @@ def assign_splits(sources: list[PieceSource], config: BuildConfig) -> tuple[dict
     ``holdout_piano`` is not "none", that piano ("auto": the last name in sorted order)
     is held out: test holds only its renderings of test-group music, train and
     validation never hear it, and its renderings of other music are excluded.
-    Augmented copies of renderings serve training only: validation and test hear the
-    pianos as rendered.
+    ``validation_piano`` (not "none") holds a second piano out in the same way for the
+    validation split. Augmented copies of renderings serve training only: validation
+    and test hear the pianos as rendered.
 
     Returns:
         (split of each included piece by name, exclusion reason by name).
@@ -89,26 +90,49 @@ def assign_splits(sources: list[PieceSource], config: BuildConfig) -> tuple[dict
     n_val = int(round(n * cfg.validation_fraction)) if n < 3 else max(1, int(round(n * cfg.validation_fraction)))
     group_split = {g: "test" for g in groups[:n_test]}
     group_split.update({g: "validation" for g in groups[n_test : n_test + n_val]})
-    pianos = sorted({s.piano for s in sources if s.piano})
-    held = None
-    if cfg.holdout_piano != "none" and len(pianos) >= 2:
-        held = pianos[-1] if cfg.holdout_piano == "auto" else cfg.holdout_piano
-        if held not in pianos:
-            raise BuildError(f"holdout piano {held!r} is not among {', '.join(pianos)}")
+    held = _held_pianos(sources, cfg.holdout_piano, cfg.validation_piano)
     splits, excluded = {}, {}
     for s in sources:
         split = s.split or group_split.get(s.group, "train")
-        if s.augmented and split != "train":
-            excluded[s.name] = "augmented copies are for training only"
-        elif held and s.split is None and (s.piano == held) != (split == "test"):
-            excluded[s.name] = (
-                f"piano {held} is held out for the test split"
-                if s.piano == held
-                else f"test music is played on the held-out piano {held} only"
-            )
+        reason = _held_out_reason(s, split, held)
+        if reason:
+            excluded[s.name] = reason
         else:
             splits[s.name] = split
     return splits, excluded
+
+
+def _held_pianos(sources: list[PieceSource], test: str, validation: str) -> dict[str, str]:
+    """The held-out piano of each split that has one: ``{"test": name, "validation": name}``."""
+    pianos = sorted({s.piano for s in sources if s.piano})
+    held = {}
+    if test != "none" and len(pianos) >= 2:
+        held["test"] = pianos[-1] if test == "auto" else test
+    if validation != "none":
+        held["validation"] = validation
+    for split, piano in held.items():
+        if piano not in pianos:
+            known = ", ".join(pianos) or "no piano (the pieces name none)"
+            raise BuildError(f"{'holdout' if split == 'test' else split} piano {piano!r} is not among {known}")
+    if validation != "none" and validation == held.get("test"):
+        raise BuildError(f"validation piano {validation!r} is already held out for the test split")
+    if held and len(set(held.values())) >= len(pianos):
+        raise BuildError(f"holding out {' and '.join(held.values())} leaves no piano to train on")
+    return held
+
+
+def _held_out_reason(source: PieceSource, split: str, held: dict[str, str]) -> str | None:
+    """Why ``source`` (of music in ``split``) stays out of the dataset, or None."""
+    if source.augmented and split != "train":
+        return "augmented copies are for training only"
+    if source.split is not None:  # a source's own split (MAESTRO) has no held-out pianos
+        return None
+    for held_split, piano in held.items():
+        if source.piano == piano and split != held_split:
+            return f"piano {piano} is held out for the {held_split} split"
+        if source.piano != piano and split == held_split:
+            return f"{held_split} music is played on the held-out piano {piano} only"
+    return None
 
 
 def process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> dict[str, Any]:
@@ -277,6 +301,10 @@ def build_dataset(
         raise BuildError(f"{problems[0].path}: {problems[0].reason} (--strict)")
     if not sources:
         raise BuildError(f"{root}: no (audio, MIDI) pairs found")
+    try:
+        _held_pianos(sources, config.splits.holdout_piano, config.splits.validation_piano)
+    except BuildError as exc:
+        raise BuildError(f"{root}: {exc}") from None
     fp = fingerprint(config, sources)
     clear_stale_siblings(out)  # what a killed build left, even when nothing is to be built
     if (out / MANIFEST).is_file():

@@ -191,6 +191,13 @@ def data_build(
             help=f"Piano kept for the test split: auto, none, or a name {_default(SplitConfig, 'holdout_piano')}."
         ),
     ] = None,
+    validation_piano: Annotated[
+        str | None,
+        typer.Option(
+            help="A second piano kept for the validation split, so that model selection hears unseen sound: "
+            f"none or a name {_default(SplitConfig, 'validation_piano')}."
+        ),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help=f"Seed of the split by piece {_default(SplitConfig, 'seed')}.")
     ] = None,
@@ -206,7 +213,7 @@ def data_build(
             labels=with_values(LabelConfig, sustain_pedal=sustain),
             align=with_values(AlignConfig, method=align_method, max_lag_seconds=max_lag, min_confidence=min_confidence),
             chunks=with_values(ChunkConfig, chunk_frames=chunk_frames),
-            splits=with_values(SplitConfig, seed=seed, holdout_piano=holdout_piano),
+            splits=with_values(SplitConfig, seed=seed, holdout_piano=holdout_piano, validation_piano=validation_piano),
         )
         result = build_dataset(
             input_dir, out_dir, config, strict=strict, workers=workers or None, progress=sys.stderr.isatty()

@@ -167,6 +167,10 @@ class SplitConfig:
     # Piano (render.json's name) held out for the test split; "auto" = the last one
     # rendered, "none" = no held-out piano.
     holdout_piano: str = "auto"
+    # A second piano held out for the validation split, so that model selection and
+    # decoding tuning hear a piano training never did; "none" = validation hears the
+    # training pianos (see the README for what each costs).
+    validation_piano: str = "none"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -252,9 +252,15 @@ def evaluate_split(
 
 
 def split_rolls(
-    predict: Callable[[np.ndarray], Any], manifest: Manifest, split: str, limit: int, features: FeatureConfig
+    predict: Callable[[np.ndarray], Any],
+    manifest: Manifest,
+    split: str,
+    limit: int,
+    features: FeatureConfig,
+    names: Collection[str] | None = None,
 ) -> Iterator[tuple[str, dict[str, np.ndarray], Notes]]:
-    """Each piece of a split: its name, the model's rolls and its reference notes.
+    """Each piece of a split (the first ``limit``, 0: all; of ``names`` only, if given):
+    its name, the model's rolls and its reference notes.
 
     Features come from the dataset's shards when ``features`` is the dataset's config,
     else from the piece's audio with ``features``.
@@ -262,7 +268,8 @@ def split_rolls(
     from pianotx.store import SplitArrays
 
     arrays = SplitArrays(manifest, split)
-    for record in manifest.pieces(split)[: limit or None]:
+    records = [r for r in manifest.pieces(split) if names is None or r["name"] in names]
+    for record in records[: limit or None]:
         if features == manifest.features:
             frames, _, _ = arrays.piece(record)
         else:

@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pianotx.config import BuildConfig, ChunkConfig, SplitConfig, to_dict
 from pianotx.datasets import PieceSource
 from pianotx.loader import ChunkDataset
 from pianotx.midi import Notes, write_midi
-from pianotx.store import SplitArrays, load_manifest
+from pianotx.store import SPLITS, SplitArrays, load_manifest
 
 QUIET = {"workers": 1, "progress": False, "log": lambda m: None}
 
@@ -116,6 +117,41 @@ def test_split_is_by_group_and_holds_out_a_piano():
     assert len(excluded) == 20 - 2 + 2  # Beta outside test, Alpha inside test
     none = replace(BuildConfig(), splits=SplitConfig(holdout_piano="none"))
     assert len(assign_splits(sources, none)[1]) == 0
+
+
+def test_a_second_piano_can_be_held_out_for_validation():
+    sources = [
+        PieceSource(f"s{g}__{piano}", Path("a"), Path("m"), group=f"s{g}", piano=piano)
+        for g in range(20)
+        for piano in ("Alpha", "Beta", "Gamma")
+    ]
+    config = replace(BuildConfig(), splits=SplitConfig(validation_piano="Alpha"))
+    splits, excluded = assign_splits(sources, config)
+    pianos = {split: {n.split("__")[1] for n, s in splits.items() if s == split} for split in SPLITS}
+    assert pianos == {"train": {"Beta"}, "validation": {"Alpha"}, "test": {"Gamma"}}
+    assert sorted(splits.values()).count("validation") == 2 and sorted(splits.values()).count("test") == 2
+    assert len(splits) == 16 + 2 + 2 and len(excluded) == 60 - 20
+    val_group = next(n for n, s in splits.items() if s == "validation").split("__")[0]
+    assert excluded[f"{val_group}__Beta"] == "validation music is played on the held-out piano Alpha only"
+    assert excluded[f"{val_group}__Gamma"] == "piano Gamma is held out for the test split"
+    train_group = next(n for n, s in splits.items() if s == "train").split("__")[0]
+    assert excluded[f"{train_group}__Alpha"] == "piano Alpha is held out for the validation split"
+    assert excluded[f"{train_group}__Gamma"] == "piano Gamma is held out for the test split"
+
+
+@pytest.mark.parametrize(
+    ("validation", "test", "message"),
+    [
+        ("Omega", "auto", "validation piano 'Omega' is not among Alpha, Beta"),
+        ("Beta", "auto", "validation piano 'Beta' is already held out for the test split"),
+        ("Alpha", "Beta", "holding out Beta and Alpha leaves no piano to train on"),
+    ],
+)
+def test_a_validation_piano_must_leave_training_a_piano(validation, test, message):
+    sources = [PieceSource(f"s__{p}", Path("a"), Path("m"), group="s", piano=p) for p in ("Alpha", "Beta")]
+    config = replace(BuildConfig(), splits=SplitConfig(holdout_piano=test, validation_piano=validation))
+    with pytest.raises(BuildError, match=f"^{re.escape(message)}$"):
+        assign_splits(sources, config)
 
 
 def test_augmented_copies_are_for_training_only():

@@ -14,6 +14,7 @@ from pianotx.evaluate import (
     frame_scores,
     mean_scores,
     note_scores,
+    split_rolls,
 )
 from pianotx.midi import Notes
 
@@ -214,3 +215,26 @@ def test_a_latency_moves_decoded_notes_earlier_and_drops_what_it_moves_before_ze
     assert kept.pitches.tolist() == [61] and np.allclose(kept.intervals, [[0.11, 0.142]])
     with pytest.raises(ValueError, match="latency"):
         DecodingConfig(latency=0.06)
+
+
+def test_split_rolls_serves_the_named_pieces_in_manifest_order(pairs_dir, tmp_path) -> None:
+    from pianotx.build import build_dataset
+    from pianotx.store import SplitArrays, load_manifest
+
+    build_dataset(pairs_dir, tmp_path / "ds", workers=1, progress=False, log=lambda _line: None)
+    manifest = load_manifest(tmp_path / "ds")
+    train = [r["name"] for r in manifest.pieces("train")]
+    assert len(train) == 8
+
+    def silent(frames: np.ndarray) -> np.ndarray:
+        return np.zeros((len(frames), 88), np.float32)
+
+    wanted = {train[5], train[2], "not-a-piece"}
+    served = list(split_rolls(silent, manifest, "train", 0, manifest.features, wanted))
+    assert [name for name, _, _ in served] == [train[2], train[5]]
+    name, rolls, ref = served[0]
+    record = next(r for r in manifest.pieces("train") if r["name"] == name)
+    assert rolls["frames"].shape == (record["n_frames"], 88)
+    np.testing.assert_array_equal(ref.pitches, SplitArrays(manifest, "train").notes(name).pitches)
+    assert [n for n, _, _ in split_rolls(silent, manifest, "train", 1, manifest.features, wanted)] == [train[2]]
+    assert len(list(split_rolls(silent, manifest, "train", 3, manifest.features))) == 3

@@ -54,6 +54,14 @@ def test_render_two_pieces_then_build(tmp_path):
 
     again = runner.invoke(app, ["data", "build", str(render), str(out), "--holdout-piano", "none", "--workers", "1"])
     assert "up to date" in again.output
+    # a validation piano besides the held-out test piano would leave nothing to train on
+    refused = runner.invoke(
+        app, ["data", "build", str(render), str(tmp_path / "v"), "--validation-piano", "FluidR3_GM"]
+    )
+    assert refused.exit_code == 1 and not (tmp_path / "v").exists()
+    assert refused.output.strip() == (
+        f"error: {render}: holding out TimGM6mb and FluidR3_GM leaves no piano to train on"
+    )
 
 
 def test_build_of_nothing_usable_exits_non_zero(tmp_path):

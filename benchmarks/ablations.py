@@ -148,7 +148,7 @@ def scores(
 
 def row(name: str, s: dict[str, float], pieces: int, minutes: float) -> str:
     return (
-        f"{name:<30} {s['note_f1']:>6.1f} {s['note_with_offset_f1']:>8.1f} {s['frame_f1']:>6.1f} "
+        f"{name:<44} {s['note_f1']:>6.1f} {s['note_with_offset_f1']:>8.1f} {s['frame_f1']:>6.1f} "
         f"{pieces:>7} {minutes:>6.1f}"
     )
 
@@ -181,7 +181,7 @@ def main() -> None:
         f"Adam {args.learning_rate}; test: {len(manifest.pieces('test'))} pieces",
         flush=True,
     )
-    head = f"{'variant (test split, F1 %)':<30} {'note':>6} {'note+off':>8} {'frame':>6} {'pieces':>7} {'min':>6}"
+    head = f"{'variant (test split, F1 %)':<44} {'note':>6} {'note+off':>8} {'frame':>6} {'pieces':>7} {'min':>6}"
     lines, results = [head], {}
     for name in names:
         config, keep = VARIANTS[name]

@@ -112,8 +112,8 @@ def _held_pianos(sources: list[PieceSource], test: str, validation: str) -> dict
         held["validation"] = validation
     for split, piano in held.items():
         if piano not in pianos:
-            known = ", ".join(pianos) or "no piano (the pieces name none)"
-            raise BuildError(f"{'holdout' if split == 'test' else split} piano {piano!r} is not among {known}")
+            known = f"is not among {', '.join(pianos)}" if pianos else "cannot be held out: the pieces name no piano"
+            raise BuildError(f"{'holdout' if split == 'test' else split} piano {piano!r} {known}")
     if validation != "none" and validation == held.get("test"):
         raise BuildError(f"validation piano {validation!r} is already held out for the test split")
     if held and len(set(held.values())) >= len(pianos):

@@ -154,6 +154,14 @@ def test_a_validation_piano_must_leave_training_a_piano(validation, test, messag
         assign_splits(sources, config)
 
 
+def test_a_validation_piano_needs_pieces_that_name_pianos(pairs_dir, tmp_path):
+    config = replace(BuildConfig(), splits=SplitConfig(validation_piano="Alpha"))
+    message = f"{pairs_dir}: validation piano 'Alpha' cannot be held out: the pieces name no piano"
+    with pytest.raises(BuildError, match=f"^{re.escape(message)}$"):
+        build_dataset(pairs_dir, tmp_path / "ds", config, **QUIET)
+    assert not (tmp_path / "ds").exists()
+
+
 def test_augmented_copies_are_for_training_only():
     sources = [
         PieceSource(f"s{g}__Alpha{suffix}", Path("a"), Path("m"), group=f"s{g}", piano="Alpha", augmented=bool(suffix))

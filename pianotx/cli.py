@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -19,6 +19,7 @@ from pianotx.config import (
     BuildConfig,
     ChunkConfig,
     DecodingConfig,
+    DistributedConfig,
     FeatureConfig,
     LabelConfig,
     SplitConfig,
@@ -26,16 +27,10 @@ from pianotx.config import (
     with_values,
 )
 from pianotx.errors import PianotxError
+from pianotx.locations import MODEL_NAME, UI_PORT
 from pianotx.render.corpus import RenderOptions
-
-if TYPE_CHECKING:
-    from pianotx.tuning.distributed import Role
-
-# Trials of `pianotx search` per process: TensorFlow keeps the graphs of every model a
-# process trained (20-50 MB each; clear_session does not free them), so a search run as a
-# command replaces itself with the same command, which resumes, after this many trials:
-# its memory after 20 trials is that after 2.
-TRIALS_PER_PROCESS = 2
+from pianotx.store import HELD_OUT_SPLIT
+from pianotx.tuning.command import TRIALS_PER_PROCESS
 
 app = typer.Typer(
     name="pianotx",
@@ -97,7 +92,10 @@ def data_render(
     ] = None,
     corpus: Annotated[
         list[str] | None,
-        typer.Option(help="music21 corpus prefix or MIDI folder (repeatable; default bach/bwv and palestrina)."),
+        typer.Option(
+            help="music21 corpus prefix or MIDI folder (repeatable; default "
+            f"{' and '.join(default_of(RenderOptions, 'corpus'))})."
+        ),
     ] = None,
     piano: Annotated[
         list[str] | None,
@@ -164,7 +162,9 @@ def data_build(
     sustain: Annotated[
         bool | None,
         typer.Option(
-            "--sustain/--no-sustain", help="Extend notes while the sustain pedal (CC64) is down (default on)."
+            "--sustain/--no-sustain",
+            help="Extend notes while the sustain pedal (CC64) is down "
+            f"(default {'on' if default_of(LabelConfig, 'sustain_pedal') else 'off'}).",
         ),
     ] = None,
     align_method: Annotated[
@@ -224,55 +224,6 @@ def data_build(
     typer.echo(f"{out_dir}: {result.status} ({summary}; {excluded} excluded)")
 
 
-def _interrupt_on_sigterm() -> None:
-    import signal
-
-    def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the clean-up
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _from_command_line() -> bool:
-    """``pianotx search`` run as a command, not the app called from Python (tests,
-    notebooks), whose process cannot be replaced."""
-    return sys.argv[1:2] == ["search"]
-
-
-def _trials_per_process(asked: int | None) -> int:
-    return asked if asked is not None else (TRIALS_PER_PROCESS if _from_command_line() else 0)
-
-
-def _go_on_in_a_fresh_process(why: str) -> None:
-    """Replace this process with the same command (``--overwrite`` dropped: the search
-    is resumed, not restarted); its memory is released, its pid stays."""
-    import os
-
-    typer.echo(f"{why}: the search goes on in a fresh process (its memory released)")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    argv = [arg for arg in sys.orig_argv[1:] if arg != "--overwrite"]
-    os.execv(sys.executable, [sys.executable, *argv])
-
-
-def _role(
-    chief: bool, worker: str | None, oracle: str | None, port: int, bind: str, timeout: float, poll: float
-) -> Role | None:
-    """The distributed role the options ask for (``None``: one process)."""
-    from pianotx.tuning.distributed import chief_role, worker_role
-
-    if chief and worker is not None:
-        raise PianotxError("--chief and --worker exclude each other: a process is one or the other")
-    if worker is not None:
-        if oracle is None:
-            raise PianotxError("--worker needs --oracle HOST:PORT (the chief's address and --port)")
-        return worker_role(worker, oracle)
-    if oracle is not None:
-        raise PianotxError("--oracle is for a worker: add --worker ID")
-    return chief_role(port, bind, timeout, poll) if chief else None
-
-
 @app.command()
 def search(
     space: Annotated[Path, typer.Argument(help="Search-space YAML file (see search_spaces/).")],
@@ -280,7 +231,7 @@ def search(
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/).")
     ] = None,
-    register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = "piano",
+    register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = MODEL_NAME,
     register: Annotated[
         bool, typer.Option(help="Register the best model (stage Production, alias production).")
     ] = True,
@@ -302,14 +253,25 @@ def search(
         str | None, typer.Option(help="Be worker ID (a number, or a name) of a distributed search.")
     ] = None,
     oracle: Annotated[str | None, typer.Option(help="A worker: the chief's HOST:PORT.")] = None,
-    port: Annotated[int, typer.Option(help="The chief: its oracle's port.")] = 8000,
+    port: Annotated[
+        int | None, typer.Option(help=f"The chief: its oracle's port {_default(DistributedConfig, 'port')}.")
+    ] = None,
     bind: Annotated[
-        str, typer.Option(help="The chief: the address it listens on (0.0.0.0: every network).")
-    ] = "127.0.0.1",
+        str | None,
+        typer.Option(
+            help=f"The chief: the address it listens on (0.0.0.0: every network) {_default(DistributedConfig, 'bind')}."
+        ),
+    ] = None,
     worker_timeout: Annotated[
-        float, typer.Option(help="The chief: seconds without a worker's heartbeat before its trial is retried.")
-    ] = 120.0,
-    chief_poll: Annotated[float, typer.Option(hidden=True, help="The chief: seconds between its checks.")] = 1.0,
+        float | None,
+        typer.Option(
+            help="The chief: seconds without a worker's heartbeat before its trial is retried "
+            f"{_default(DistributedConfig, 'worker_timeout')}."
+        ),
+    ] = None,
+    chief_poll: Annotated[
+        float | None, typer.Option(hidden=True, help="The chief: seconds between its checks.")
+    ] = None,
     trials_per_process: Annotated[
         int | None,
         typer.Option(
@@ -324,118 +286,112 @@ def search(
 
     One process by default; with --chief and --worker, one part of a distributed search.
     """
-    import os
+    from pianotx.tuning.command import SearchOptions, replace_this_process, search_command
 
-    from pianotx.locations import resolve_store
-
-    if not space.is_file():
-        fail(f"{space}: no such search-space file")
-    with user_errors():
-        role = _role(chief, worker, oracle, port, bind, worker_timeout, chief_poll)
-    store = resolve_store(tracking_uri)
-    if chief:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the chief trains nothing: leave the GPUs to the workers
-    _keras()
-    _interrupt_on_sigterm()  # a killed search still closes its MLflow runs
-    try:
-        from pianotx.tuning.search import run_search
-
-        result = run_search(
-            space,
-            data,
-            store,
-            register_as if register else None,
-            overwrite,
-            note_eval_pieces=note_eval_pieces,
-            role=role,
-            state_dir=state_dir,
-            trials_per_process=_trials_per_process(trials_per_process),
-        )
-    except PianotxError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        fail("search interrupted; run the same command again to resume it")
-    except Exception as exc:  # Keras Tuner, MLflow, the store: one line, not a traceback
-        fail(f"search failed: {type(exc).__name__}: {exc}")
-    if result.go_on:
-        if not _from_command_line():
-            typer.echo(f"stopped after {result.trials} trials; run the same search again to go on")
-            return
-        _go_on_in_a_fresh_process(f"{result.trials} trials in this process")
-    if result.worker is not None:
-        typer.echo(
-            f"worker {result.worker}: {result.trials} trials completed, {result.failed} failed; "
-            "the chief registers the best model"
-        )
-        return
-    if result.best_trial_id is None:
-        fail(f"no trial of {space} completed ({result.failed} failed); see the runs in {store.tracking_uri}")
-    typer.echo(
-        f"{result.trials} trials done, {result.failed} failed; best trial {result.best_trial_id} "
-        f"({result.best_value:.4f}), run {result.best_run_id}"
+    options = SearchOptions(
+        space,
+        data,
+        tracking_uri,
+        register_as if register else None,
+        overwrite,
+        note_eval_pieces,
+        state_dir,
+        chief,
+        worker,
+        oracle,
+        with_values(DistributedConfig, port=port, bind=bind, worker_timeout=worker_timeout, chief_poll=chief_poll),
+        trials_per_process,
     )
-    if result.registered_version is not None:
-        typer.echo(
-            f"registered {register_as} version {result.registered_version}: "
-            f"models:/{register_as}/Production and models:/{register_as}@production"
-        )
+    _keras()
+    with user_errors():
+        search_command(options, typer.echo, replace_this_process if sys.argv[1:2] == ["search"] else None)
 
 
 @app.command("search-distributed")
 def search_distributed(
     space: Annotated[Path, typer.Argument(help="Search-space YAML file (see search_spaces/).")],
     data: Annotated[Path, typer.Option(help="Dataset folder built by `pianotx data build`.")] = Path("data/default"),
-    workers: Annotated[int, typer.Option(help="Workers to start (the chief trains nothing).")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(help=f"Workers to start (the chief trains nothing) {_default(DistributedConfig, 'workers')}."),
+    ] = None,
     store_dir: Annotated[
         Path | None, typer.Option(help="Folder of the store the server serves (default: the project's mlruns/).")
     ] = None,
-    port: Annotated[int, typer.Option(help="The chief's port (0: any free one).")] = 8000,
-    mlflow_port: Annotated[int, typer.Option(help="The MLflow server's (and UI's) port (0: any free one).")] = 5001,
+    port: Annotated[
+        int | None, typer.Option(help=f"The chief's port (0: any free one) {_default(DistributedConfig, 'port')}.")
+    ] = None,
+    mlflow_port: Annotated[
+        int | None,
+        typer.Option(
+            help=f"The MLflow server's (and UI's) port (0: any free one) {_default(DistributedConfig, 'mlflow_port')}."
+        ),
+    ] = None,
     logs: Annotated[
         Path | None, typer.Option(help="Folder for each process's log (default: STORE_DIR/logs/NAME-TIME).")
     ] = None,
     worker_timeout: Annotated[
-        float, typer.Option(help="Seconds without a worker's heartbeat before its trial is retried.")
-    ] = 120.0,
-    threads: Annotated[int, typer.Option(help="TensorFlow threads per worker (0: CPU cores / workers).")] = 0,
+        float | None,
+        typer.Option(
+            help="Seconds without a worker's heartbeat before its trial is retried "
+            f"{_default(DistributedConfig, 'worker_timeout')}."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help=f"TensorFlow threads per worker (0: CPU cores / workers) {_default(DistributedConfig, 'threads')}."
+        ),
+    ] = None,
     gpus: Annotated[
         str | None, typer.Option(help="GPU ids, one per worker, e.g. 0,1 (CUDA_VISIBLE_DEVICES of each).")
     ] = None,
     worker_restarts: Annotated[
-        int, typer.Option(help="Times a worker that fails is started again (it resumes its trial).")
-    ] = 2,
-    register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = "piano",
+        int | None,
+        typer.Option(
+            help="Times a worker that fails is started again (it resumes its trial) "
+            f"{_default(DistributedConfig, 'worker_restarts')}."
+        ),
+    ] = None,
+    register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = MODEL_NAME,
     register: Annotated[bool, typer.Option(help="Register the best model.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
     note_eval_pieces: Annotated[
-        int, typer.Option(help="Validation pieces scored with mir_eval per trial (0: all).")
-    ] = 0,
-    chief_poll: Annotated[float, typer.Option(hidden=True, help="The chief: seconds between its checks.")] = 1.0,
+        int | None,
+        typer.Option(
+            help="Validation pieces scored with mir_eval per trial, 0: all (default: the space file's, else all)."
+        ),
+    ] = None,
+    chief_poll: Annotated[
+        float | None, typer.Option(hidden=True, help="The chief: seconds between its checks.")
+    ] = None,
 ) -> None:
     """Run a search on this machine as a distributed one: an MLflow server, a chief and N workers."""
-    from pianotx.locations import find_store_dir
-    from pianotx.tuning.launch import Cluster, launch
+    from pianotx.tuning.launch import launch_cluster
 
-    chief_args = ["--register-as", register_as] if register else ["--no-register"]
-    chief_args += ["--overwrite"] if overwrite else []
-    cluster = Cluster(
-        space=space,
-        data=data,
-        store_dir=(store_dir or find_store_dir()).resolve(),
-        workers=workers,
-        oracle_port=port,
-        mlflow_port=mlflow_port,
-        logs=logs,
+    settings = with_values(
+        DistributedConfig,
+        port=port,
         worker_timeout=worker_timeout,
-        threads=threads,
-        gpus=tuple(g.strip() for g in gpus.split(",")) if gpus else (),
-        chief_args=tuple(chief_args),
-        worker_args=("--note-eval-pieces", str(note_eval_pieces)),
         chief_poll=chief_poll,
+        workers=workers,
+        mlflow_port=mlflow_port,
+        threads=threads,
         worker_restarts=worker_restarts,
     )
     with user_errors():
-        code = launch(cluster, echo=lambda line: typer.echo(line, err=True))
+        code = launch_cluster(
+            space,
+            data,
+            settings,
+            store_dir=store_dir,
+            logs=logs,
+            gpus=tuple(g.strip() for g in gpus.split(",")) if gpus else (),
+            register_as=register_as if register else None,
+            overwrite=overwrite,
+            note_eval_pieces=note_eval_pieces,
+            echo=lambda line: typer.echo(line, err=True),
+        )
     if code:
         raise typer.Exit(code)
 
@@ -443,23 +399,13 @@ def search_distributed(
 @app.command()
 def ui(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store (default: as for search).")] = None,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = UI_PORT,
 ) -> None:
     """Open MLflow's UI over pianotx's store, on 127.0.0.1."""
-    import os
+    from pianotx.tracking import open_ui
 
-    from pianotx.locations import resolve_store
-    from pianotx.tracking import latest_search_url, ui_command
-
-    store = resolve_store(tracking_uri)
-    cmd = ui_command(store, port)
-    typer.echo(" ".join(cmd), err=True)
-    url = latest_search_url(store, port)
-    typer.echo(f"the latest search's trials: {url}" if url else f"open http://127.0.0.1:{port}", err=True)
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    if not mlflow_bin.is_file():
-        fail(f"{mlflow_bin}: MLflow's command is missing; run `make install`")
-    os.execv(str(mlflow_bin), [str(mlflow_bin), *cmd[1:]])
+    with user_errors():
+        open_ui(tracking_uri, port, lambda line: typer.echo(line, err=True))
 
 
 @app.command()
@@ -528,7 +474,7 @@ def transcribe(
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder built by `pianotx data build`.")],
     model: Annotated[str | None, typer.Option(help="Model URI or .keras export (default as for transcribe).")] = None,
-    split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
+    split: Annotated[str | None, typer.Option(help=f"train, validation or test (default {HELD_OUT_SPLIT}).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write per-piece and mean scores here.")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for the evaluation run.")] = None,
     log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow.")] = True,
@@ -548,7 +494,7 @@ def evaluate(
 def export(
     model: Annotated[str, typer.Argument(help="Model URI (models:/..., runs:/...) or .keras export.")],
     out_dir: Annotated[Path, typer.Argument(help="Folder for NAME.keras and NAME.json.")],
-    name: Annotated[str, typer.Option(help="File stem.")] = "piano",
+    name: Annotated[str, typer.Option(help="File stem.")] = MODEL_NAME,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store.")] = None,
 ) -> None:
     """Write a model as a standalone .keras file with its feature and decoding config."""

@@ -283,6 +283,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """A search across processes or machines (:mod:`pianotx.tuning.distributed`), and
+    ``pianotx search-distributed``'s processes on one machine (:mod:`pianotx.tuning.launch`)."""
+
+    port: int = 8000  # the chief's oracle port
+    bind: str = "127.0.0.1"  # the address the chief listens on
+    worker_timeout: float = 120.0  # seconds without a worker's heartbeat before its trial is retried
+    chief_poll: float = 1.0  # seconds between the chief's checks (end of the search, heartbeats)
+    workers: int = 2  # search-distributed: workers started (the chief trains nothing)
+    mlflow_port: int = 5001  # search-distributed: the MLflow server's port
+    threads: int = 0  # search-distributed: TensorFlow threads per worker (0: CPU cores / workers)
+    worker_restarts: int = 2  # search-distributed: times a failed worker is started again
+
+
+@dataclass(frozen=True)
 class DecodingConfig:
     """How probabilities become notes (see :func:`decode`).
 

@@ -370,7 +370,7 @@ def write_report(
 def evaluate_model(
     dataset_dir: str | Path,
     model: str | None,
-    split: str = "test",
+    split: str | None = None,
     json_path: Path | None = None,
     tracking_uri: str | None = None,
     log: bool = True,
@@ -380,7 +380,7 @@ def evaluate_model(
     Args:
         dataset_dir: a dataset built by ``pianotx data build``.
         model: a model URI or ``.keras`` export (``None``: as ``pianotx transcribe``).
-        split: train, validation or test.
+        split: train, validation or test (``None``: the held-out test split).
         json_path: where the report goes as JSON (its folder must exist).
         tracking_uri: the MLflow store for the evaluation run.
         log: log an ``evaluation`` run to MLflow.
@@ -395,9 +395,10 @@ def evaluate_model(
         ModelError, TrackingError: the model cannot be loaded.
     """
     from pianotx.files import OutputError
-    from pianotx.store import DatasetError, load_manifest
+    from pianotx.store import HELD_OUT_SPLIT, DatasetError, load_manifest
     from pianotx.transcribe import load_transcriber
 
+    split = split or HELD_OUT_SPLIT
     manifest = load_manifest(dataset_dir)
     if json_path is not None and not json_path.parent.is_dir():
         raise OutputError(f"{json_path}: its folder does not exist")

@@ -22,6 +22,9 @@ from pathlib import Path
 
 STORE_DIR = "mlruns"
 DB_NAME = "mlflow.db"
+MODEL_NAME = "piano"  # a search's best model is registered under it; an export's file stem
+DEFAULT_URI = f"models:/{MODEL_NAME}/Production"  # what transcribe and evaluate use by default
+UI_PORT = 5000  # `pianotx ui`'s port on 127.0.0.1
 
 
 def cache_dir() -> Path:

@@ -10,19 +10,21 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pianotx.errors import PianotxError
-from pianotx.locations import Store
+from pianotx.locations import UI_PORT, Store, resolve_store
 
 METADATA_KEY = "pianotx"
 TRIAL_TAG = "pianotx.trial_id"
@@ -547,7 +549,7 @@ def log_evaluation(store: Store, report: dict[str, Any], experiment: str = "eval
     return run.info.run_id
 
 
-def latest_search_url(store: Store, port: int = 5000) -> str | None:
+def latest_search_url(store: Store, port: int = UI_PORT) -> str | None:
     """The UI's address of the runs of the most recent search in ``store`` (``None``
     when the store holds none; a store that does not exist is not created)."""
     if not store.exists:
@@ -564,7 +566,26 @@ def latest_search_url(store: Store, port: int = 5000) -> str | None:
     return f"http://127.0.0.1:{port}/#/experiments/{runs[0].info.experiment_id}/runs"
 
 
-def ui_command(store: Store, port: int = 5000) -> list[str]:
+def open_ui(tracking_uri: str | None, port: int, echo: Callable[[str], None]) -> NoReturn:
+    """``pianotx ui``: replace this process with MLflow's UI over the store (as for a
+    search: ``tracking_uri``, else ``MLFLOW_TRACKING_URI``, else ``mlruns/``), after
+    saying its command line and the address of the latest search's trials.
+
+    Raises:
+        TrackingError: MLflow's ``mlflow`` command is not beside this Python.
+    """
+    store = resolve_store(tracking_uri)
+    cmd = ui_command(store, port)
+    echo(" ".join(cmd))
+    url = latest_search_url(store, port)
+    echo(f"the latest search's trials: {url}" if url else f"open http://127.0.0.1:{port}")
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    if not mlflow_bin.is_file():
+        raise TrackingError(f"{mlflow_bin}: MLflow's command is missing; run `make install`")
+    os.execv(str(mlflow_bin), [str(mlflow_bin), *cmd[1:]])
+
+
+def ui_command(store: Store, port: int = UI_PORT) -> list[str]:
     """The ``mlflow ui`` command line over ``store``, bound to 127.0.0.1."""
     cmd = ["mlflow", "ui", "--backend-store-uri", store.tracking_uri, "--host", "127.0.0.1", "--port", str(port)]
     if store.artifact_root:

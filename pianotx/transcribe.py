@@ -24,18 +24,17 @@ from typing import Any
 import numpy as np
 
 from pianotx.audio import AUDIO_EXTENSIONS, AudioError
-from pianotx.config import DecodingConfig, FeatureConfig, from_dict, model_metadata, to_dict
+from pianotx.config import ChunkConfig, DecodingConfig, FeatureConfig, from_dict, model_metadata, to_dict
 from pianotx.decoding import decode
 from pianotx.errors import PianotxError
 from pianotx.features import file_features
 from pianotx.files import OutputError, atomic_path, write_json_atomic
-from pianotx.locations import Store, cache_dir, resolve_store
+from pianotx.locations import DEFAULT_URI, MODEL_NAME, Store, cache_dir, resolve_store
 from pianotx.midi import Notes, write_midi
 from pianotx.windows import predict_rolls
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
-BUNDLED_MODEL = BUNDLED_DIR / "piano.keras"
-DEFAULT_URI = "models:/piano/Production"
+BUNDLED_MODEL = BUNDLED_DIR / f"{MODEL_NAME}.keras"
 
 
 MODEL_SCHEMES = ("models", "runs", "mlflow-artifacts", "file")  # MLflow URIs pianotx loads
@@ -45,7 +44,9 @@ class ModelError(PianotxError, ValueError):
     """A model argument that names no usable model (the message says which and why)."""
 
 
-DEFAULT_CONTEXT = 512  # context frames for models that do not say (the default chunk length)
+# Context frames for models that do not say (saved before they did): the chunk length they
+# were trained on.
+DEFAULT_CONTEXT = ChunkConfig.chunk_frames
 
 
 @dataclass(frozen=True)
@@ -275,13 +276,13 @@ def check_export_target(out_dir: Path, name: str) -> None:
         raise OutputError(f"{taken}: exists and is not a pianotx export; choose another folder or --name")
 
 
-def export_model(model: str | None, out_dir: Path, name: str = "piano", tracking_uri: str | None = None) -> Path:
+def export_model(model: str | None, out_dir: Path, name: str = MODEL_NAME, tracking_uri: str | None = None) -> Path:
     """``pianotx export``: load ``model`` (as :func:`load_transcriber`) and :func:`export` it."""
     check_export_target(out_dir, name)
     return export(load_transcriber(model, tracking_uri), out_dir, name)
 
 
-def export(transcriber: Transcriber, out_dir: Path, name: str = "piano") -> Path:
+def export(transcriber: Transcriber, out_dir: Path, name: str = MODEL_NAME) -> Path:
     """Write ``NAME.keras`` and ``NAME.json`` (feature and decoding config) to ``out_dir``.
 
     Only an earlier export of the same name is replaced (see :func:`check_export_target`).

@@ -182,7 +182,6 @@ def test_search_killed_mid_trial_is_resumed(tiny_dataset, tmp_path):
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     store, space = _search(
@@ -319,7 +318,6 @@ def test_a_search_run_cut_short_before_its_setup_was_logged_gets_it_on_resume(tm
 @pytest.mark.slow
 def test_a_search_goes_on_in_a_fresh_process_after_its_trials_per_process(tiny_dataset, tmp_path):
     import subprocess
-    import sys
 
     store, space = _search(
         tmp_path,
@@ -343,11 +341,10 @@ def test_a_search_goes_on_in_a_fresh_process_after_its_trials_per_process(tiny_d
     assert trials == ["0", "1", "2"] and all(r.info.status == "FINISHED" for r in runs)
 
 
-def test_trials_per_process_default_replaces_only_a_command(monkeypatch):
-    from pianotx import cli
+def test_trials_per_process_default_replaces_only_a_command():
+    from pianotx.tuning.command import TRIALS_PER_PROCESS, trials_per_process
 
-    assert cli.TRIALS_PER_PROCESS == 2
-    monkeypatch.setattr(sys, "argv", ["pianotx", "search", "space.yaml"])
-    assert cli._trials_per_process(None) == 2 and cli._trials_per_process(5) == 5
-    monkeypatch.setattr(sys, "argv", ["pytest", "tests"])  # the app called from Python: never replaced
-    assert cli._trials_per_process(None) == 0 and cli._trials_per_process(3) == 3
+    assert TRIALS_PER_PROCESS == 2
+    assert trials_per_process(None, replaceable=True) == 2 and trials_per_process(5, replaceable=True) == 5
+    # the app called from Python: its process is never replaced unless asked
+    assert trials_per_process(None, replaceable=False) == 0 and trials_per_process(3, replaceable=False) == 3

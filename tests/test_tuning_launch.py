@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pianotx.config import ConfigError
+from pianotx.config import ConfigError, DistributedConfig
 from pianotx.tuning.launch import Cluster, Process, _port, _supervise, search_commands, stop, worker_env
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
@@ -23,7 +23,8 @@ def _cluster(tmp_path, **more) -> Cluster:
 
 
 def test_each_process_gets_its_role_and_the_same_store_and_state(tmp_path):
-    cluster = _cluster(tmp_path, workers=2, gpus=("0", "1"), threads=3, chief_args=("--no-register",))
+    settings = DistributedConfig(workers=2, threads=3)
+    cluster = _cluster(tmp_path, settings=settings, gpus=("0", "1"), register_as=None)
     commands = search_commands(cluster, "http://127.0.0.1:5001", 8123)
     assert list(commands) == ["chief", "tuner0", "tuner1"]
     state = ["--state-dir", str((tmp_path / "mlruns" / "keras-tuner").resolve())]
@@ -34,7 +35,11 @@ def test_each_process_gets_its_role_and_the_same_store_and_state(tmp_path):
     chief = commands["chief"]
     assert chief[chief.index("--chief") :][:5] == ["--chief", "--bind", "127.0.0.1", "--port", "8123"]
     assert chief[-1] == "--no-register"
+    # workers score as many validation pieces as the space file says, unless told
     assert commands["tuner1"][-4:] == ["--worker", "1", "--oracle", "127.0.0.1:8123"]
+    told = search_commands(_cluster(tmp_path, note_eval_pieces=0, overwrite=True), "http://h:1", 8123)
+    assert told["tuner0"][-2:] == ["--note-eval-pieces", "0"] and "--overwrite" not in told["tuner0"]
+    assert told["chief"][-3:] == ["--register-as", "piano", "--overwrite"]
     env = worker_env(cluster, 1)
     assert (env["CUDA_VISIBLE_DEVICES"], env["TF_NUM_INTRAOP_THREADS"]) == ("1", "3")
 
@@ -100,13 +105,14 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
 LAUNCHER = """
 import sys
 from pathlib import Path
+from pianotx.config import DistributedConfig
 from pianotx.tuning import launch
 sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
 launch.server_command = lambda cluster, port: [sys.executable, "-c", {server!r}, str(port)]
 launch.search_commands = lambda cluster, url, port: {{"chief": sleep, "tuner0": sleep, "tuner1": sleep}}
 root = Path({root!r})
-ports = dict(oracle_port=0, mlflow_port=0)
-cluster = launch.Cluster(root / "s.yaml", root / "ds", root / "mlruns", logs=root / "logs", **ports)
+ports = DistributedConfig(port=0, mlflow_port=0)
+cluster = launch.Cluster(root / "s.yaml", root / "ds", root / "mlruns", ports, logs=root / "logs")
 sys.exit(launch.launch(cluster))
 """
 

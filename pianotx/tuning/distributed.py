@@ -30,14 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pianotx.config import ConfigError
+from pianotx.config import ConfigError, DistributedConfig
 
 if TYPE_CHECKING:
     from pianotx.tracking import SearchTracker
 
-WORKER_TIMEOUT = 120.0  # seconds without a heartbeat before a worker counts as gone
+WORKER_TIMEOUT = DistributedConfig.worker_timeout  # seconds without a heartbeat: a worker is gone
 CHIEF_WAIT = 600.0  # seconds a worker waits for the chief to answer
-CHIEF_POLL = 1.0  # seconds between the chief's checks (end of the search, heartbeats)
+CHIEF_POLL = DistributedConfig.chief_poll  # seconds between the chief's checks
 HOLD = 1.0  # seconds a worker waiting for a possible retry waits before asking again
 MAX_LOST_RUNS = 3  # runs of one trial lost with their worker before the trial is FAILED
 ENV_KEYS = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -79,7 +79,10 @@ class Role:
 
 
 def chief_role(
-    port: int, bind: str = "127.0.0.1", worker_timeout: float = WORKER_TIMEOUT, poll: float = CHIEF_POLL
+    port: int = DistributedConfig.port,
+    bind: str = DistributedConfig.bind,
+    worker_timeout: float = WORKER_TIMEOUT,
+    poll: float = CHIEF_POLL,
 ) -> Role:
     """The chief, serving the oracle on ``bind:port``.
 

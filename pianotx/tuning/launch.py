@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pianotx.config import ConfigError
+from pianotx.config import ConfigError, DistributedConfig
 from pianotx.files import write_json_atomic
-from pianotx.tuning.distributed import WORKER_TIMEOUT
+from pianotx.locations import MODEL_NAME, find_store_dir
 
 LOOPBACK = "127.0.0.1"
 SERVER_START = 180.0  # seconds the MLflow server may take to answer
@@ -47,33 +47,24 @@ class Cluster:
         space: the search-space file.
         data: the dataset folder.
         store_dir: folder of the store (``mlflow.db``, ``artifacts/``, ``keras-tuner/``).
-        workers: how many workers (the chief trains nothing).
-        oracle_port: the chief's port (0: any free one).
-        mlflow_port: the MLflow server's port (0: any free one).
+        settings: workers, ports (0: any free one), threads, timeouts, restarts.
         logs: folder for the logs (default: ``STORE_DIR/logs/NAME-YYYYmmdd-HHMMSS``).
-        worker_timeout: seconds without a heartbeat before a trial is retried.
-        threads: TensorFlow threads per worker (0: CPU cores / workers).
         gpus: GPU ids, one per worker (``CUDA_VISIBLE_DEVICES``); empty: as inherited.
-        chief_args: more ``pianotx search`` options for the chief (``--overwrite``, ...).
-        worker_args: more options for each worker (``--note-eval-pieces N``).
-        chief_poll: seconds between the chief's checks.
-        worker_restarts: times a worker that failed is started again.
+        register_as: the registered name of the best model (``None``: register nothing).
+        overwrite: start the search afresh instead of resuming it.
+        note_eval_pieces: validation pieces each worker scores per trial (``None``: the
+            space file's).
     """
 
     space: Path
     data: Path
     store_dir: Path
-    workers: int = 2
-    oracle_port: int = 8000
-    mlflow_port: int = 5001
+    settings: DistributedConfig = field(default_factory=DistributedConfig)
     logs: Path | None = None
-    worker_timeout: float = WORKER_TIMEOUT
-    threads: int = 0
     gpus: tuple[str, ...] = ()
-    chief_args: tuple[str, ...] = ()
-    worker_args: tuple[str, ...] = field(default_factory=tuple)
-    chief_poll: float = 1.0
-    worker_restarts: int = 2
+    register_as: str | None = MODEL_NAME
+    overwrite: bool = False
+    note_eval_pieces: int | None = None
 
 
 @dataclass
@@ -185,19 +176,21 @@ def search_commands(cluster: Cluster, tracking_uri: str, oracle_port: int) -> di
     chief = [
         *common,
         *("--chief", "--bind", LOOPBACK, "--port", str(oracle_port)),
-        *("--worker-timeout", str(cluster.worker_timeout), "--chief-poll", str(cluster.chief_poll)),
-        *cluster.chief_args,
+        *("--worker-timeout", str(cluster.settings.worker_timeout), "--chief-poll", str(cluster.settings.chief_poll)),
+        *(("--register-as", cluster.register_as) if cluster.register_as else ("--no-register",)),
+        *(("--overwrite",) if cluster.overwrite else ()),
     ]
     commands = {"chief": chief}
-    for i in range(cluster.workers):
+    pieces = () if cluster.note_eval_pieces is None else ("--note-eval-pieces", str(cluster.note_eval_pieces))
+    for i in range(cluster.settings.workers):
         oracle = f"{LOOPBACK}:{oracle_port}"
-        commands[f"tuner{i}"] = [*common, "--worker", str(i), "--oracle", oracle, *cluster.worker_args]
+        commands[f"tuner{i}"] = [*common, "--worker", str(i), "--oracle", oracle, *pieces]
     return commands
 
 
 def worker_env(cluster: Cluster, index: int) -> dict[str, str]:
     """A worker's environment: its share of the CPU threads, its GPU."""
-    threads = cluster.threads or max(1, (os.cpu_count() or 1) // cluster.workers)
+    threads = cluster.settings.threads or max(1, (os.cpu_count() or 1) // cluster.settings.workers)
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads)}
     if cluster.gpus:
         env["CUDA_VISIBLE_DEVICES"] = cluster.gpus[index]
@@ -229,13 +222,33 @@ def _check(cluster: Cluster) -> str:
     """The search's name; one-line errors for a bad cluster before anything starts."""
     from pianotx.tuning.space import load_spec
 
-    if cluster.workers < 1:
-        raise ConfigError(f"--workers must be 1 or more, got {cluster.workers}")
-    if cluster.gpus and len(cluster.gpus) < cluster.workers:
-        raise ConfigError(f"--gpus names {len(cluster.gpus)} GPUs for {cluster.workers} workers: one each")
+    if cluster.settings.workers < 1:
+        raise ConfigError(f"--workers must be 1 or more, got {cluster.settings.workers}")
+    if cluster.gpus and len(cluster.gpus) < cluster.settings.workers:
+        raise ConfigError(f"--gpus names {len(cluster.gpus)} GPUs for {cluster.settings.workers} workers: one each")
     if not (cluster.data / "manifest.json").is_file():
         raise ConfigError(f"{cluster.data}: not a dataset (no manifest.json); build one with `pianotx data build`")
     return load_spec(cluster.space).name
+
+
+def launch_cluster(
+    space: Path,
+    data: Path,
+    settings: DistributedConfig,
+    *,
+    store_dir: Path | None = None,
+    logs: Path | None = None,
+    gpus: tuple[str, ...] = (),
+    register_as: str | None = MODEL_NAME,
+    overwrite: bool = False,
+    note_eval_pieces: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> int:
+    """``pianotx search-distributed``: :func:`launch` the cluster these describe, its
+    store the project's ``mlruns/`` unless ``store_dir`` names another (see :class:`Cluster`)."""
+    store = (store_dir or find_store_dir()).resolve()
+    cluster = Cluster(space, data, store, settings, logs, gpus, register_as, overwrite, note_eval_pieces)
+    return launch(cluster, echo)
 
 
 def launch(cluster: Cluster, echo: Callable[[str], None] = print) -> int:
@@ -245,8 +258,8 @@ def launch(cluster: Cluster, echo: Callable[[str], None] = print) -> int:
         ConfigError: a bad setting, a port in use, a server that does not start.
     """
     name = _check(cluster)
-    mlflow_port = _port(cluster.mlflow_port, "the MLflow server's", "--mlflow-port")
-    oracle_port = _port(cluster.oracle_port, "the chief's", "--port")
+    mlflow_port = _port(cluster.settings.mlflow_port, "the MLflow server's", "--mlflow-port")
+    oracle_port = _port(cluster.settings.port, "the chief's", "--port")
     logs = cluster.logs or cluster.store_dir / "logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     logs.mkdir(parents=True, exist_ok=True)
     (cluster.store_dir / "artifacts").mkdir(parents=True, exist_ok=True)
@@ -276,8 +289,8 @@ def launch(cluster: Cluster, echo: Callable[[str], None] = print) -> int:
             )
 
         record()
-        echo(f"chief on {LOOPBACK}:{oracle_port}, {cluster.workers} workers; waiting for the chief")
-        return _supervise(started[1], started[2:], server, cluster.worker_restarts, echo, record)
+        echo(f"chief on {LOOPBACK}:{oracle_port}, {cluster.settings.workers} workers; waiting for the chief")
+        return _supervise(started[1], started[2:], server, cluster.settings.worker_restarts, echo, record)
     except KeyboardInterrupt:
         echo("interrupted: stopping the workers, the chief and the server")
         return 130

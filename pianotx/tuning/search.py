@@ -36,7 +36,7 @@ from typing import Any
 
 from pianotx.config import ConfigError, DecodingConfig
 from pianotx.files import pid_alive
-from pianotx.locations import Store
+from pianotx.locations import MODEL_NAME, Store
 from pianotx.store import MANIFEST, Manifest, load_manifest
 from pianotx.tracking import (
     HOST_TAG,
@@ -266,7 +266,7 @@ def run_search(
     spec_path: str | Path,
     dataset_dir: str | Path,
     store: Store,
-    register_as: str | None = "piano",
+    register_as: str | None = MODEL_NAME,
     overwrite: bool = False,
     decoding: DecodingConfig | None = None,
     note_eval_pieces: int | None = None,

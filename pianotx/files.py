@@ -46,15 +46,15 @@ def _file_mode() -> int:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` on success.
 
-    The temporary file keeps ``path``'s suffix (``.x.mid.tmp-ab12.mid``), so libraries
-    that choose a format by suffix write the right one. On an exception it is removed
-    and ``path`` is left as it was.
+    The temporary file keeps ``path``'s suffixes (``.x.mid.tmp-ab12.mid``,
+    ``.w.weights.h5.tmp-ab12.weights.h5``), so libraries that choose a format by suffix
+    write the right one. On an exception it is removed and ``path`` is left as it was.
 
     Yields:
         The temporary path (it exists, empty).
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix="".join(path.suffixes), dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pianotx.errors import PianotxError
+from pianotx.files import atomic_path
 from pianotx.locations import UI_PORT, Store, resolve_store
 
 METADATA_KEY = "pianotx"
@@ -87,13 +88,8 @@ def _create_store(db: Path) -> None:
     temporary files are what killed processes left."""
     for stale in db.parent.glob(f".{db.name}.tmp-*"):
         stale.unlink(missing_ok=True)
-    tmp = db.parent / f".{db.name}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(db) as tmp:  # SQLite takes the empty file for a new database
         _opened(f"sqlite:///{tmp}")
-        os.replace(tmp, db)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def experiment_id(client: MlflowClient, store: Store, name: str) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 from pianotx.config import ModelConfig, TrainConfig
 from pianotx.decoding import DecodingConfig
 from pianotx.evaluate import prf
-from pianotx.files import write_text_atomic
+from pianotx.files import atomic_path, write_text_atomic
 from pianotx.model import build_model, has_onset_head, loss_weights, output_heads
 
 Targets = np.ndarray | dict[str, np.ndarray]
@@ -332,14 +332,8 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _save_model(self) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
-        tmp = os.path.join(self.backup_dir, f".tmp-{os.getpid()}.weights.h5")  # Keras wants this suffix
-        try:
-            self.model.save_weights(tmp, overwrite=True)
-            os.replace(tmp, self._weights_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(self._weights_path) as tmp:  # it keeps the .weights.h5 Keras wants
+            self.model.save_weights(str(tmp), overwrite=True)
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
         write_text_atomic(self._training_metadata_path, json.dumps(metadata))
 

@@ -51,6 +51,13 @@ def test_atomic_path_renames_on_success_and_follows_the_umask(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["x.mid"]
 
 
+def test_atomic_path_keeps_every_suffix_for_libraries_that_read_them(tmp_path):
+    with atomic_path(tmp_path / "backup.weights.h5") as tmp:  # Keras' save_weights needs .weights.h5
+        assert tmp.name.startswith(".backup.weights.h5.tmp-") and tmp.name.endswith(".weights.h5")
+        tmp.write_bytes(b"w")
+    assert [p.name for p in tmp_path.iterdir()] == ["backup.weights.h5"]
+
+
 def test_atomic_path_keeps_the_old_file_on_failure(tmp_path):
     target = tmp_path / "x.json"
     target.write_text("old")

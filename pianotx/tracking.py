@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import mlflow
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -170,10 +172,10 @@ class SearchTracker:
         self.experiment_id = experiment_id(self.client, store, search_name)
         self.parent_id: str | None = None
 
-    def _runs(self, query: str) -> list:
+    def _runs(self, query: str) -> list[Run]:
         return self.client.search_runs([self.experiment_id], query, max_results=10000)
 
-    def _search_runs(self) -> list:
+    def _search_runs(self) -> list[Run]:
         """The search's current parent runs, earliest first (more than one only while two
         processes race to create it)."""
         found = self._runs(f"tags.{SEARCH_TAG} = '{self.name}' and tags.{KIND_TAG} = 'search'")
@@ -214,7 +216,8 @@ class SearchTracker:
         if found:
             self.parent_id = found[0].info.run_id
             self.client.update_run(self.parent_id, status="RUNNING")
-            if not found[0].inputs.dataset_inputs:  # a kill may have cut the first recording short
+            inputs = found[0].inputs
+            if inputs is None or not inputs.dataset_inputs:  # a kill may have cut the first recording short
                 self._log_dataset(self.parent_id)
             self._record_setup(found[0], params, files)
             return self.parent_id
@@ -261,7 +264,7 @@ class SearchTracker:
             self.client.set_terminated(run_id, "KILLED")
         return run_ids
 
-    def running_trial_runs(self) -> list:
+    def running_trial_runs(self) -> list[Run]:
         """The search's trial runs that are RUNNING."""
         return self._runs(f"tags.mlflow.parentRunId = '{self.parent}' and attributes.status = 'RUNNING'")
 
@@ -306,7 +309,7 @@ class SearchTracker:
             self.client.set_tag(run_id, RESUMED_TAG, f"run {source} at epoch {last}")
         return source
 
-    def trial_runs(self) -> list:
+    def trial_runs(self) -> list[Run]:
         """All trial runs of this search."""
         return self._runs(f"tags.mlflow.parentRunId = '{self.parent_id}'")
 
@@ -445,7 +448,7 @@ def register(store: Store, model_uri: str, name: str, stage: str = "Production",
     return int(version.version)
 
 
-def _versions(client: MlflowClient, name: str) -> list:
+def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     try:
         return list(client.search_model_versions(f"name = '{name}'"))
     except MlflowException:

@@ -151,7 +151,7 @@ def iter_batches(data: Data, batch_size: int = 8) -> Iterator[Batch]:
         ``(x, y)`` with ``y`` an array or a dict of arrays, as served.
     """
     if _is_array_pair(data):
-        x, y = data  # type: ignore[misc]
+        x, y = data
         assert isinstance(x, np.ndarray)
         for start in range(0, len(x), batch_size):
             part = slice(start, start + batch_size)
@@ -160,7 +160,7 @@ def iter_batches(data: Data, batch_size: int = 8) -> Iterator[Batch]:
     if isinstance(data, keras.utils.PyDataset):
         batches: Iterable[Any] = (data[i] for i in range(len(data)))
     else:
-        batches = data  # type: ignore[assignment]
+        batches = data
     for batch in batches:
         yield np.asarray(batch[0]), _map_targets(batch[1], np.asarray)
 

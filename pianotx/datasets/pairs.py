@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pianotx.audio import AUDIO_EXTENSIONS
 from pianotx.datasets.base import PieceSource, Problem
@@ -17,7 +18,7 @@ from pianotx.midi import MIDI_EXTENSIONS
 from pianotx.render.common import RENDER_MANIFEST
 
 
-def _render_info(root: Path) -> dict[str, dict]:
+def _render_info(root: Path) -> dict[str, dict[str, Any]]:
     path = root / RENDER_MANIFEST
     if not path.is_file():
         return {}

@@ -316,7 +316,7 @@ def _servicer(oracle: Any, hold: float = HOLD) -> Any:
     from keras_tuner.engine.trial import TrialStatus
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
-    class HoldingServicer(OracleServicer):  # type: ignore[misc]
+    class HoldingServicer(OracleServicer):
         def CreateTrial(self, request: Any, context: Any) -> Any:
             from keras_tuner.src import protos
 

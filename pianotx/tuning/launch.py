@@ -75,7 +75,7 @@ class Process:
     cmd: list[str]
     env: dict[str, str]
     log: Path
-    popen: subprocess.Popen | None = None
+    popen: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     reported: bool = False
 

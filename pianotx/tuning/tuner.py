@@ -76,7 +76,7 @@ class EpochLogger(keras.callbacks.Callback):
         self.trial_id, self.initial_epoch = trial_id, initial_epoch
         self.first_epoch: int | None = None
 
-    def __deepcopy__(self, memo: dict) -> EpochLogger:  # Keras Tuner deep-copies callbacks
+    def __deepcopy__(self, memo: dict[int, Any]) -> EpochLogger:  # Keras Tuner deep-copies callbacks
         return self
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -103,7 +103,7 @@ class StopWhenSet(keras.callbacks.Callback):
         super().__init__()
         self.event = event
 
-    def __deepcopy__(self, memo: dict) -> StopWhenSet:
+    def __deepcopy__(self, memo: dict[int, Any]) -> StopWhenSet:
         return self
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:

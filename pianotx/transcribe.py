@@ -377,7 +377,7 @@ def transcribe_files(
 ) -> list[FileResult]:
     """``pianotx transcribe``: load ``model`` once (see :func:`load_transcriber`), with
     ``decoding`` settings overriding its own (``None`` values ignored), and
-    :func:`transcribe_batch` the inputs with it.
+    :func:`transcribe_batch` the audio files of ``inputs`` (folders searched) with it.
 
     Raises:
         OutputError: ``out_dir`` is a file or under one; no audio file in ``inputs``.
@@ -385,20 +385,21 @@ def transcribe_files(
             decoding value is refused.
     """
     check_out_dir(out_dir)
-    if not expand_inputs(inputs):
+    files = expand_inputs(inputs)
+    if not files:
         raise OutputError("no audio files found in " + ", ".join(map(str, inputs)))
     transcriber = load_transcriber(model, tracking_uri).with_decoding(**(decoding or {}))
-    return transcribe_batch(transcriber, inputs, out_dir, report, progress)
+    return transcribe_batch(transcriber, files, out_dir, report, progress)
 
 
 def transcribe_batch(
     transcriber: Transcriber,
-    inputs: list[Path],
+    files: list[Path],
     out_dir: Path | None,
     report: Callable[[FileResult], None] = lambda _result: None,
     progress: bool = False,
 ) -> list[FileResult]:
-    """Transcribe every audio file of ``inputs`` (folders searched) with one model.
+    """Transcribe audio ``files`` (see :func:`expand_inputs`) with one model.
 
     Two inputs that would write the same MIDI file are an error for the second (the
     first is kept); each file's outcome goes to ``report`` as soon as it is known. The
@@ -406,23 +407,17 @@ def transcribe_batch(
 
     Args:
         transcriber: the loaded model.
-        inputs: audio files or folders.
-        out_dir: where ``NAME.mid`` goes; ``None``: beside each input.
+        files: audio files.
+        out_dir: where ``NAME.mid`` goes (checked by :func:`check_out_dir`); ``None``:
+            beside each input.
         report: called with each :class:`FileResult`, in order.
         progress: show a progress bar on the terminal.
 
     Returns:
         One result per audio file, in order.
-
-    Raises:
-        OutputError: ``out_dir`` is a file or under one; no audio file in ``inputs``.
     """
     from rich.progress import Progress
 
-    check_out_dir(out_dir)
-    files = expand_inputs(inputs)
-    if not files:
-        raise OutputError("no audio files found in " + ", ".join(map(str, inputs)))
     results, targets = [], set()
     with Progress(transient=True, disable=not progress) as bar:
         task = bar.add_task("transcribing", total=len(files))

@@ -22,9 +22,11 @@ def test_musescore_soundfont_is_refused(tmp_path: Path) -> None:
         fs.check_soundfont(renamed)
 
 
-def test_missing_tools_give_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_tools_give_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(syn.RenderError, match=r"^soundfont /nope/Piano.sf2 not found; run"):
         syn.check_options(syn.RenderOptions(pianos=("/nope/Piano.sf2",)))
+    present = tmp_path / "Piano.sf2"  # a soundfont that is there: the binary is what is missing
+    present.write_bytes(b"RIFF\0\0\0\0sfbkLIST\0\0\0\0INFOINAM\x06\0\0\0Piano\0")
     monkeypatch.setattr(fs, "FLUIDSYNTH", "no-such-fluidsynth-binary")
     with pytest.raises(syn.RenderError, match=r"^no-such-fluidsynth-binary not found; run `make"):
-        syn.check_options(syn.RenderOptions(pianos=("FluidR3_GM",)))
+        syn.check_options(syn.RenderOptions(pianos=(str(present),)))

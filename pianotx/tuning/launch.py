@@ -266,6 +266,9 @@ def launch(cluster: Cluster, echo: Callable[[str], None] = print) -> int:
     url = f"http://{LOOPBACK}:{mlflow_port}"
     started: list[Process] = []
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the cluster even when this process started with SIGINT ignored (a
+    # background job of a non-interactive shell, where Python installs no handler).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server = _start("mlflow", server_command(cluster, mlflow_port), logs, dict(os.environ))
         started.append(server)
@@ -297,6 +300,7 @@ def launch(cluster: Cluster, echo: Callable[[str], None] = print) -> int:
     finally:
         _stop_all(started)
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _interrupt(signum: int, frame: object) -> None:

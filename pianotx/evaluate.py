@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,8 @@ from pianotx.decoding import decode
 from pianotx.features import file_features
 from pianotx.labels import note_frames
 from pianotx.midi import Notes
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from pianotx.store import Manifest
@@ -235,7 +237,8 @@ def evaluate_split(
         manifest: a dataset built by ``pianotx data build`` (:func:`pianotx.store.load_manifest`).
         split: train, validation or test.
         decoding: how probabilities become notes.
-        limit: score only the first ``limit`` pieces (0: all).
+        limit: score only ``limit`` pieces, spread evenly over the split (0: all; see
+            :func:`spread`).
         features: the model's feature config; when it differs from the dataset's, each
             piece's features are recomputed from its audio with the model's config (the
             reference notes are in seconds, so they serve either way).
@@ -251,6 +254,20 @@ def evaluate_split(
     return per_piece, (mean_scores(list(per_piece.values())) if per_piece else {})
 
 
+def spread(items: Sequence[T], limit: int) -> list[T]:
+    """``limit`` items at evenly spaced positions from the first to the last (all when
+    ``limit`` is 0 or covers them), in order.
+
+    A split lists its pieces by name, so the renderings of one piece on each piano and
+    the pieces of one source stand together: the first ``limit`` would hear one kind of
+    music. Spread out, a few pieces sample every kind and every piano, e.g. 3 of
+    ``[a, b, c, d, e, f, g]`` are ``[a, d, g]``.
+    """
+    if limit <= 0 or limit >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+
+
 def split_rolls(
     predict: Callable[[np.ndarray], Any],
     manifest: Manifest,
@@ -259,8 +276,8 @@ def split_rolls(
     features: FeatureConfig,
     names: Collection[str] | None = None,
 ) -> Iterator[tuple[str, dict[str, np.ndarray], Notes]]:
-    """Each piece of a split (the first ``limit``, 0: all; of ``names`` only, if given):
-    its name, the model's rolls and its reference notes.
+    """Each piece of a split (``limit`` of them spread over it, 0: all; of ``names``
+    only, if given): its name, the model's rolls and its reference notes.
 
     Features come from the dataset's shards when ``features`` is the dataset's config,
     else from the piece's audio with ``features``.
@@ -269,7 +286,7 @@ def split_rolls(
 
     arrays = SplitArrays(manifest, split)
     records = [r for r in manifest.pieces(split) if names is None or r["name"] in names]
-    for record in records[: limit or None]:
+    for record in spread(records, limit):
         if features == manifest.features:
             frames, _, _ = arrays.piece(record)
         else:

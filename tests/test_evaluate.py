@@ -15,6 +15,7 @@ from pianotx.evaluate import (
     mean_scores,
     note_scores,
     split_rolls,
+    spread,
 )
 from pianotx.midi import Notes
 
@@ -238,3 +239,13 @@ def test_split_rolls_serves_the_named_pieces_in_manifest_order(pairs_dir, tmp_pa
     np.testing.assert_array_equal(ref.pitches, SplitArrays(manifest, "train").notes(name).pitches)
     assert [n for n, _, _ in split_rolls(silent, manifest, "train", 1, manifest.features, wanted)] == [train[2]]
     assert len(list(split_rolls(silent, manifest, "train", 3, manifest.features))) == 3
+
+
+def test_spread_takes_evenly_spaced_items_from_first_to_last():
+    items = list("abcdefg")
+    assert spread(items, 3) == ["a", "d", "g"]
+    assert spread(items, 2) == ["a", "g"]
+    assert spread(items, 4) == ["a", "c", "e", "g"]  # positions 0, 2, 4, 6
+    assert spread(items, 1) == ["a"]
+    assert spread(items, 0) == items and spread(items, 7) == items and spread(items, 9) == items
+    assert spread([], 3) == []

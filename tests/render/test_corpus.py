@@ -29,6 +29,19 @@ def test_options_from_dict_and_validation() -> None:
     assert (syn.RenderOptions().augment, syn.RenderOptions().augment_variants) == ("default", 1)  # on by default
 
 
+def test_default_corpus_gives_every_generated_kind_four_pieces() -> None:
+    """100 scores and 80 generated pieces: 4 per unit of weight, so a random 80/10/10
+    split by piece leaves no kind of writing out of training (with 30, the repeated
+    notes and block chords had 1-2 pieces and could all land in test)."""
+    from pianotx.render.generated import KINDS, allocate, parse_kinds
+
+    options = syn.RenderOptions()
+    count = int(np.ceil(options.pieces * options.generated))
+    shares = {kind: allocate(count, parse_kinds(options.kinds)).count(kind) for kind in KINDS}
+    assert count == 80
+    assert shares == {kind: {"notes": 8, "piano": 16}.get(kind, 4) for kind in KINDS}
+
+
 # ---------------------------------------------------------------- a real render
 
 

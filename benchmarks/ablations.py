@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pianotx.config import ModelConfig, TrainConfig
-from pianotx.render.generated import DRILLS
+from pianotx.render.corpus import RenderOptions
+from pianotx.render.generated import DRILLS, KINDS, allocate, parse_kinds
 from pianotx.render.textures import KINDS as TEXTURES
 
 BASE = ModelConfig(
@@ -41,6 +42,9 @@ FIRST_PIANO = "FluidR3_GM"  # the corpus's one piano before the others were adde
 # `data build --validation-piano`'s trial: training without this piano, decoding tuned on
 # its renderings of validation music (unseen sound) or on the other pianos' (heard sound).
 VALIDATION_PIANO = "FreePats-Bright"
+
+# The default corpus before every kind had four generated pieces: 30 of them, 1-3 a kind.
+FEW_GENERATED = 30
 
 Keep = Callable[[dict[str, Any]], bool]  # a render.json entry -> train on it?
 
@@ -58,6 +62,7 @@ VARIANTS: dict[str, tuple[ModelConfig, Keep]] = {
     "no-onset-head": (replace(BASE, onset_head=False), everything),
     "conv": (replace(BASE, **CONV), everything),
     "validation-piano": (BASE, lambda e: not on_validation_piano(e)),
+    "fewer-generated": (BASE, lambda e: among_first_generated(e)),
 }
 
 
@@ -66,6 +71,16 @@ def split_pieces(manifest: Any, split: str, keep: Keep) -> list[str]:
     rendered = json.loads((Path(manifest.data["source"]) / "render.json").read_text())
     entries = {e["name"]: e for e in rendered["pieces"]}
     return [p["name"] for p in manifest.pieces(split) if keep(entries[p["name"]])]
+
+
+def among_first_generated(entry: dict[str, Any]) -> bool:
+    """A score, or a generated piece that a corpus of :data:`FEW_GENERATED` generated
+    pieces (at the default weights) also has: ``gen-KIND-NNN`` with NNN below its kind's
+    share of them."""
+    if entry["kind"] not in KINDS:
+        return True
+    shares = allocate(FEW_GENERATED, parse_kinds(RenderOptions().kinds))
+    return int(entry["source"].rsplit("-", 1)[1]) < shares.count(entry["kind"])
 
 
 def on_validation_piano(entry: dict[str, Any]) -> bool:

@@ -30,7 +30,7 @@ def test_bundled_model_is_small_and_carries_its_feature_config(bundled):
     assert sorted(bundled.model.output_names) == ["frames", "onsets"]
     assert [tuple(s) for s in bundled.model.output_shape] == [(None, None, 88)] * 2
     assert bundled.context == 1024  # tuned on validation:
-    assert (bundled.decoding.threshold, bundled.decoding.onset_threshold) == (0.6, 0.8)
+    assert (bundled.decoding.threshold, bundled.decoding.onset_threshold) == (0.3, 0.9)
     assert bundled.decoding.onsetless_min_duration == 0.5
 
 

@@ -51,7 +51,9 @@ def test_render_small_corpus_on_both_pianos(tmp_path: Path) -> None:
     lines: list[str] = []
     report = syn.render_corpus(
         out,
-        syn.RenderOptions(pieces=2, seconds=4.0, pianos=("FluidR3_GM", "TimGM6mb"), kinds=("notes",), augment="off"),
+        syn.RenderOptions(
+            pieces=2, seconds=4.0, generated=0.5, pianos=("FluidR3_GM", "TimGM6mb"), kinds=("notes",), augment="off"
+        ),
         lines.append,
     )
     manifest = json.loads((out / "render.json").read_text())

@@ -1,6 +1,6 @@
 """What each addition is worth on the held-out piano: the pianos, the augmentation, the
-piano textures, the onset head, the conv front-end and the tuned decoding, measured
-one at a time against the whole.
+piano textures and how many of them, the onset head, the conv front-end and the tuned
+decoding, measured one at a time against the whole.
 
 Every variant trains from the same seed for the same number of steps (batches of the
 same size) on the training split of one built dataset, rendered with augmentation

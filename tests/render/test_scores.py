@@ -66,10 +66,10 @@ def test_reserved_composers_are_never_selected() -> None:
 
 
 def test_scores_are_seeded_in_range_and_written_exactly(tmp_path: Path) -> None:
-    options = syn.RenderOptions(pieces=2, seconds=4.0, kinds=("notes",))
+    options = syn.RenderOptions(pieces=2, seconds=4.0, generated=0.5, kinds=("notes",))
     first, skipped = syn.plan_pieces(options)
     again, _ = syn.plan_pieces(options)
-    other, _ = syn.plan_pieces(syn.RenderOptions(pieces=2, seconds=4.0, seed=1, kinds=("notes",)))
+    other, _ = syn.plan_pieces(syn.RenderOptions(pieces=2, seconds=4.0, generated=0.5, seed=1, kinds=("notes",)))
     assert skipped == []
     assert [p.kind for p in first] == ["score", "score", "notes"]
     assert first[0].source.startswith("bach-bwv") and first[1].source.startswith("palestrina-")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -79,8 +80,13 @@ def among_first_generated(entry: dict[str, Any]) -> bool:
     share of them."""
     if entry["kind"] not in KINDS:
         return True
-    shares = allocate(FEW_GENERATED, parse_kinds(RenderOptions().kinds))
-    return int(entry["source"].rsplit("-", 1)[1]) < shares.count(entry["kind"])
+    return int(entry["source"].rsplit("-", 1)[1]) < few_generated_shares().count(entry["kind"])
+
+
+@functools.cache
+def few_generated_shares() -> tuple[str, ...]:
+    """The kinds of :data:`FEW_GENERATED` generated pieces at the default weights, once."""
+    return tuple(allocate(FEW_GENERATED, parse_kinds(RenderOptions().kinds)))
 
 
 def on_validation_piano(entry: dict[str, Any]) -> bool:

@@ -66,7 +66,7 @@ class RenderOptions:
     each) plus 80 generated 45-s pieces, each on every piano that can be had: about 126
     minutes of audio per piano, ~half of it generated. 80 pieces give every kind at least
     four (4 per unit of weight), so a random 80/10/10 split by piece leaves no kind out
-    of training: with 30 (1-2 per kind) both repeated-note pieces and the one block-chord
+    of training: with 30 (1-3 per kind) both repeated-note pieces and the one block-chord
     piece landed in the test split, and the model never trained on such writing.
 
     Attributes:

@@ -67,7 +67,10 @@ class EpochLogger(keras.callbacks.Callback):
     """Logs loss, val_loss, validation P/R/F1 and the learning rate at every epoch.
 
     A fit that starts later than ``initial_epoch`` (restored from a backup) first
-    copies the trial's earlier epochs from its earlier runs.
+    copies the trial's earlier epochs from its earlier runs. It goes after the backup
+    callback, so an epoch shown in MLflow is always one a resumed trial goes on from;
+    the learning rate logged is the one the epoch trained at (read at its beginning,
+    before ReduceLROnPlateau can lower it at its end).
     """
 
     def __init__(self, tracker: SearchTracker, run_id: str, trial_id: str = "", initial_epoch: int = 0):
@@ -75,6 +78,7 @@ class EpochLogger(keras.callbacks.Callback):
         self.tracker, self.run_id = tracker, run_id
         self.trial_id, self.initial_epoch = trial_id, initial_epoch
         self.first_epoch: int | None = None
+        self.epoch_rate = 0.0
 
     def __deepcopy__(self, memo: dict[int, Any]) -> EpochLogger:  # Keras Tuner deep-copies callbacks
         return self
@@ -83,6 +87,7 @@ class EpochLogger(keras.callbacks.Callback):
         self.first_epoch = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         if self.first_epoch is None:
             self.first_epoch = epoch
             if epoch > self.initial_epoch and self.trial_id:
@@ -92,7 +97,7 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         metrics = {k: float(logs[k]) for k in EPOCH_KEYS if k in logs}
-        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        metrics["learning_rate"] = self.epoch_rate
         self.tracker.log_metrics(self.run_id, metrics, step=epoch + 1)
 
 
@@ -308,11 +313,11 @@ class TrackedTrials(_TunerBase):
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         initial_epoch = int(trial.hyperparameters.values.get("tuner/initial_epoch", 0))
         callbacks = [
-            EpochLogger(self.tracker, run_id, trial.trial_id, initial_epoch),
             *standard_callbacks(train_cfg, trial_dir / "checkpoint.keras"),
             # an interrupted trial, retried on resume, goes on from its last epoch
             SafeBackupAndRestore(str(trial_dir / "backup")),
             StopWhenSet(abandoned),
+            EpochLogger(self.tracker, run_id, trial.trial_id, initial_epoch),  # last: logs backed-up epochs
         ]
         results = super().run_trial(trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose)
         self._check_kept(trial, run_id, abandoned)

@@ -496,14 +496,27 @@ def export(
     out_dir: Annotated[Path, typer.Argument(help="Folder for NAME.keras and NAME.json.")],
     name: Annotated[str, typer.Option(help="File stem.")] = MODEL_NAME,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store.")] = None,
+    tune_on: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset whose validation pieces the decoding is tuned on afresh first, as a "
+            "search trial does (for a model trained before the decoding rules it will use)."
+        ),
+    ] = None,
+    tune_pieces: Annotated[
+        int, typer.Option(min=0, help="Validation pieces, spread over the split, for --tune-on (0: all).")
+    ] = 24,
 ) -> None:
     """Write a model as a standalone .keras file with its feature and decoding config."""
+    import json
+
     from pianotx.transcribe import export_model
 
     _keras()
     with user_errors(out_dir):
-        path = export_model(model, out_dir, name, tracking_uri)
-    typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB")
+        path = export_model(model, out_dir, name, tracking_uri, tune_on, tune_pieces)
+    decoding = json.loads(path.with_suffix(".json").read_text())["decoding"]
+    typer.echo(f"{path}: {path.stat().st_size / 1e6:.2f} MB; decoding {decoding}")
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m pianotx.cli`

@@ -328,6 +328,11 @@ class DecodingConfig:
             note, while a long note whose onset was missed is kept. 0 (default): every
             run starts a note; a very large value is Onsets and Frames' rule (onsets
             start notes, frames only sustain them). Tuned with the thresholds.
+        onsetless_threshold: the onset probability that counts, within one frame of a
+            run's start, as the onset starting it (for ``onsetless_min_duration``);
+            ``None`` (default): ``onset_threshold``. Keeping a run that begins from
+            silence needs less evidence than cutting a sounding note in two, so the
+            tuned value is usually lower than ``onset_threshold``.
     """
 
     threshold: float = 0.5
@@ -337,10 +342,13 @@ class DecodingConfig:
     velocity: int = 0
     latency: float = 0.0
     onsetless_min_duration: float = 0.0
+    onsetless_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.threshold <= 1.0 and 0.0 <= self.onset_threshold <= 1.0):
             raise ValueError("threshold and onset_threshold must be in [0, 1]")
+        if self.onsetless_threshold is not None and not 0.0 <= self.onsetless_threshold <= 1.0:
+            raise ValueError("onsetless_threshold must be in [0, 1] or None")
         if self.min_duration < 0 or self.gap_frames < 0 or self.onsetless_min_duration < 0:
             raise ValueError("min_duration, onsetless_min_duration and gap_frames must be >= 0")
         if not 0 <= self.velocity <= 127:

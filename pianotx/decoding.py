@@ -141,8 +141,9 @@ def decode(
     Steps: threshold the frames; fill short gaps (``config.gap_frames``); cut each run
     of a key into notes, splitting where the onset probability rises through
     ``config.onset_threshold`` (onsets only split runs: they create no note where the
-    frame probability is below threshold); drop runs that no onset starts (within a
-    frame) and that are shorter than ``config.onsetless_min_duration``; drop notes shorter than
+    frame probability is below threshold); drop runs that no onset starts (the onset
+    probability reaching ``config.onsetless_threshold`` within a frame of the run's start)
+    and that are shorter than ``config.onsetless_min_duration``; drop notes shorter than
     ``config.min_duration``; set velocities; move notes earlier by ``config.latency``
     (see :class:`DecodingConfig`).
 
@@ -159,19 +160,19 @@ def decode(
     """
     config = config or DecodingConfig()
     probs = _check_roll(frame_probs, "frame_probs")  # compared and summed in float64, never copied whole
-    trigger = onset_on = None
+    trigger: np.ndarray | None = None
     if onset_probs is not None:
         onset_probs = _check_roll(onset_probs, "onset_probs")
         if onset_probs.shape != probs.shape:
             raise ValueError(f"onset_probs shape {onset_probs.shape} != {probs.shape}")
-        onset_on = onset_probs >= config.onset_threshold
-        trigger = _rising(onset_on)
+        trigger = _rising(onset_probs >= config.onset_threshold)
     active = _fill_gaps(probs >= np.float64(config.threshold), config.gap_frames, trigger)
     keys, starts, ends = _segments(active, trigger)
     keep = (ends - starts) >= config.min_duration * frame_rate - _EPS
-    if config.onsetless_min_duration and onset_on is not None:
+    if config.onsetless_min_duration and onset_probs is not None:
         long_enough = (ends - starts) >= config.onsetless_min_duration * frame_rate - _EPS
-        keep &= long_enough | _onset_near(onset_on, keys, starts)
+        started = config.onset_threshold if config.onsetless_threshold is None else config.onsetless_threshold
+        keep &= long_enough | _onset_near(onset_probs >= started, keys, starts)
     keys, starts, ends = keys[keep], starts[keep], ends[keep]
     if config.velocity:
         velocities = np.full(len(keys), config.velocity, np.int64)

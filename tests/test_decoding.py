@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -121,6 +123,25 @@ def test_runs_no_onset_starts_need_onsetless_min_duration() -> None:
     assert len(decode(frames, FR, strict)) == 5
     with pytest.raises(ValueError, match="onsetless_min_duration"):
         DecodingConfig(onsetless_min_duration=-1.0)
+
+
+def test_a_weaker_onset_starts_a_run_than_cuts_one_with_onsetless_threshold() -> None:
+    frames = probs_with(
+        {
+            10: [0.9, 0.9, 0.9, 0.9, 0.9, 0.9],  # sounding throughout, an onset bump of 0.5 mid-way
+            20: [0.0, 0.0, 0.9, 0.9, 0.0, 0.0],  # short, an onset of 0.5 at its start
+            30: [0.0, 0.0, 0.9, 0.9, 0.0, 0.0],  # short, an onset of 0.3: a harmonic
+        }
+    )
+    onsets = probs_with({10: [0.9, 0, 0, 0.5, 0, 0], 20: [0, 0, 0.5, 0, 0, 0], 30: [0, 0, 0.3, 0, 0, 0]})
+    one = DecodingConfig(onset_threshold=0.8, min_duration=0.0, velocity=80, onsetless_min_duration=0.5)
+    assert as_tuples(decode(frames, FR, one, onsets)) == [(0.0, 0.6, 31, 80)]  # both short runs dropped
+    apart = dataclasses.replace(one, onsetless_threshold=0.5)
+    assert as_tuples(decode(frames, FR, apart, onsets)) == [(0.0, 0.6, 31, 80), (0.2, 0.4, 41, 80)]
+    lower = dataclasses.replace(one, onset_threshold=0.5)  # one threshold low enough also cuts MIDI 31
+    assert as_tuples(decode(frames, FR, lower, onsets)) == [(0.0, 0.3, 31, 80), (0.2, 0.4, 41, 80), (0.3, 0.6, 31, 80)]
+    with pytest.raises(ValueError, match="onsetless_threshold"):
+        DecodingConfig(onsetless_threshold=1.5)
 
 
 def test_gap_frames_bridges_short_inner_gaps_only() -> None:

@@ -175,9 +175,26 @@ def test_tune_decoding_drops_onsetless_runs_where_that_pays():
     ref = Notes.from_lists([(10 / rate, 30 / rate)], [60])
     best, f1 = tune_decoding([({"frames": frames, "onsets": onsets}, ref)], rate, DecodingConfig())
     assert (best.onsetless_min_duration, f1) == (0.5, 1.0)
-    frames[10:30, 51] = 0.9  # 0.64 s without an onset is kept as a note: nothing to gain
+    ref = Notes.from_lists([(10 / rate, 30 / rate), (10 / rate, 20 / rate)], [60, 72])  # a note, its onset missed
     best, f1 = tune_decoding([({"frames": frames, "onsets": onsets}, ref)], rate, DecodingConfig())
-    assert (best.onsetless_min_duration, f1) == (0.0, 2 / 3)
+    assert (best.onsetless_min_duration, f1) == (0.0, 1.0)  # nothing to gain: every run is kept
+
+
+def test_tune_decoding_lets_a_weaker_onset_start_a_note_than_cut_one():
+    from pianotx.config import DecodingConfig
+    from pianotx.evaluate import tune_decoding
+
+    rate = 31.25
+    frames = np.zeros((100, 88), np.float32)
+    onsets = np.zeros((100, 88), np.float32)
+    frames[10:30, 39] = onsets[10, 39] = 0.9  # MIDI 60, struck once; its onset output
+    onsets[20, 39] = 0.5  # bumps to 0.5 mid-note: a threshold up to 0.5 cuts it in two
+    frames[40:50, 41], onsets[40, 41] = 0.9, 0.5  # MIDI 62, 0.32 s, a weak onset
+    frames[10:20, 51] = 0.9  # MIDI 72, an octave of MIDI 60: 0.32 s of frames, no onset
+    ref = Notes.from_lists([(10 / rate, 30 / rate), (40 / rate, 50 / rate)], [60, 62])
+    best, f1 = tune_decoding([({"frames": frames, "onsets": onsets}, ref)], rate, DecodingConfig())
+    # one onset threshold cannot do it: above 0.5 the short MIDI 62 goes with the octave
+    assert (best.onset_threshold, best.onsetless_min_duration, best.onsetless_threshold, f1) == (0.6, 0.5, 0.3, 1.0)
 
 
 def test_tuning_measures_the_median_onset_lag_as_the_latency():

@@ -17,11 +17,14 @@ MUSIC = [
     (0.25, 0.75, 60), (0.25, 0.75, 64), (0.25, 0.75, 67), (1.0, 1.5, 62), (1.5, 2.0, 65),
     (2.0, 3.0, 48), (2.0, 3.0, 72),
 ]  # fmt: skip
-# (first frame, end frame, pitch, velocity) at 31.25 frames/s: all seven notes, the C5 of
-# the wide dyad five frames late, and two notes on harmonics of its C3 (C4, G4)
+# (first frame, end frame, pitch, velocity) at 31.25 frames/s: six of the seven notes and
+# two on harmonics of the C3 (C4, G4). The C5 of the wide dyad is missed: its onset output
+# fires on time (0.96-0.99 at frames 63-65) but its frame output reaches the 0.4 threshold
+# only at frame 68, too far from the onset for the run to count as started by it, and the
+# run (0.83 s) is shorter than the 2 s an onset-less run needs (decoding tuned on validation)
 EXPECTED = [
-    (8, 28, 60, 121), (8, 29, 64, 124), (8, 28, 67, 122), (31, 52, 62, 123), (47, 62, 65, 126),
-    (63, 94, 48, 126), (63, 87, 60, 109), (63, 92, 67, 95), (68, 94, 72, 83),
+    (8, 27, 60, 125), (8, 28, 67, 122), (9, 29, 64, 124), (31, 52, 62, 123), (47, 62, 65, 126),
+    (63, 94, 48, 126), (63, 86, 60, 112), (63, 90, 67, 99),
 ]  # fmt: skip
 
 

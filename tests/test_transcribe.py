@@ -1,5 +1,6 @@
 """Transcription with real models: windowing without seams, the CLI, bad input."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,8 @@ def test_bundled_model_is_small_and_carries_its_feature_config(bundled):
     assert sorted(bundled.model.output_names) == ["frames", "onsets"]
     assert [tuple(s) for s in bundled.model.output_shape] == [(None, None, 88)] * 2
     assert bundled.context == 1024  # tuned on validation:
-    assert (bundled.decoding.threshold, bundled.decoding.onset_threshold) == (0.3, 0.9)
-    assert bundled.decoding.onsetless_min_duration == 0.5
+    assert (bundled.decoding.threshold, bundled.decoding.onset_threshold) == (0.4, 0.95)
+    assert (bundled.decoding.onsetless_min_duration, bundled.decoding.onsetless_threshold) == (2.0, 0.6)
 
 
 def test_overlapping_windows_match_one_pass(bundled):
@@ -209,3 +210,37 @@ def test_cli_onset_threshold_reaches_the_decoding(tmp_path):
         == "error: decoding options: threshold and onset_threshold must be in [0, 1]"
     )
     assert runner.invoke(app, [*args, "--onset-threshold", "0.6"]).exit_code == 0
+
+
+def test_export_tune_on_tunes_the_decoding_afresh_on_the_validation_pieces(tmp_path):
+    import json
+
+    from conftest import write_pair
+
+    from pianotx.build import build_dataset
+    from pianotx.config import BuildConfig, ChunkConfig, DecodingConfig
+    from pianotx.evaluate import split_rolls, tune_decoding
+    from pianotx.store import load_manifest
+
+    for i in range(10):
+        write_pair(tmp_path / "pairs", f"p{i}", melody(i, seconds=4))
+    config = BuildConfig(chunks=ChunkConfig(chunk_frames=64))
+    build_dataset(tmp_path / "pairs", tmp_path / "ds", config, workers=1, progress=False, log=lambda _: None)
+
+    export = ["export", str(BUNDLED_MODEL), str(tmp_path / "out"), "--tune-on"]
+    missing = runner.invoke(app, [*export, str(tmp_path)])
+    assert missing.exit_code == 1 and str(tmp_path) in missing.output
+    assert not (tmp_path / "out").exists()  # nothing written for a dataset that is not there
+
+    result = runner.invoke(app, [*export, str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    decoding = json.loads((tmp_path / "out" / "piano.json").read_text())["decoding"]
+    # what a search trial's tuning gives on the same pieces, from the default settings
+    bundled = load_local(BUNDLED_MODEL)
+    rolls = split_rolls(bundled.probabilities, load_manifest(tmp_path / "ds"), "validation", 24, bundled.features)
+    expected, _ = tune_decoding([(r, ref) for _, r, ref in rolls], bundled.features.frame_rate, DecodingConfig())
+    assert decoding == dataclasses.asdict(dataclasses.replace(expected, min_duration=bundled.decoding.min_duration))
+    assert decoding != dataclasses.asdict(bundled.decoding)  # the tiny sine melodies call for other settings
+    exported = load_local(tmp_path / "out" / "piano.keras")
+    for a, b in zip(exported.model.get_weights(), bundled.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

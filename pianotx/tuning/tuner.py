@@ -371,9 +371,10 @@ class TrackedTrials(_TunerBase):
 
         decoding, mean = self._tune_and_score(predict)
         self.tracker.log_metrics(run_id, {f"val_{k}": v for k, v in mean.items()})
-        self.tracker.log_metrics(
-            run_id, {"tuned_threshold": decoding.threshold, "tuned_onset_threshold": decoding.onset_threshold}
-        )
+        tuned = {"tuned_threshold": decoding.threshold, "tuned_onset_threshold": decoding.onset_threshold}
+        if decoding.onsetless_threshold is not None:
+            tuned["tuned_onsetless_threshold"] = decoding.onsetless_threshold
+        self.tracker.log_metrics(run_id, tuned)
         pieces = self.manifest.pieces("validation")
         if pieces:
             x, frames, _ = SplitArrays(self.manifest, "validation").piece(pieces[0])

@@ -307,7 +307,7 @@ ONSET_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 ONSETLESS_MIN_DURATIONS = (0.0, 0.5, 1.0, 2.0)
 # The onset probability that lets a shorter run count as started (None: onset_threshold).
 # With the bundled model, tuning it apart from the threshold that splits a sounding key
-# took test note F1 from 82.5 to 84.8 (benchmarks/decoding_rules.py).
+# took test note F1 from 82.5 to 84.9 (benchmarks/decoding_rules.py).
 ONSETLESS_THRESHOLDS = (None, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 TUNING_SWEEPS = 2
 # The settings tune_decoding chooses (and the latency it measures); the others are kept.

@@ -160,3 +160,44 @@ def test_keras_tuner_state_survives_a_kill_in_the_middle_of_a_write(tmp_path, da
     monkeypatch.undo()
     assert json.loads((tmp_path / "kt" / "s" / "oracle.json").read_text())["ongoing_trials"] == {"tuner0": "0"}
     assert _tuner(tmp_path, dataset, text).oracle.create_trial("tuner0").trial_id == "0"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the finaliser's lost raise
+def test_a_sigterm_swallowed_by_a_finaliser_still_stops_training():
+    import signal
+
+    import keras
+    import numpy as np
+
+    from pianotx.tuning.interrupt import INTERRUPTED, interrupt_on_sigterm
+    from pianotx.tuning.tuner import InterruptWhenSignalled
+
+    class Finalised:
+        def __del__(self):  # where the handler's own raise is lost: "Exception ignored"
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    class DropsASignal(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                Finalised()
+
+    batches = []
+
+    class Counts(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            batches.append(batch)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt_on_sigterm()
+    try:
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        x, y = np.zeros((40, 2), "float32"), np.zeros((40, 1), "float32")
+        with pytest.raises(KeyboardInterrupt):
+            callbacks = [DropsASignal(), InterruptWhenSignalled(), Counts()]
+            model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks)
+        assert INTERRUPTED.is_set()
+        assert batches == [0]  # batch 1 ended in the interrupt, not the ten batches of the epoch
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        INTERRUPTED.clear()

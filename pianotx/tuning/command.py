@@ -2,7 +2,8 @@
 (or resumed) by :func:`pianotx.tuning.search.run_search`, its outcome said in a line or two.
 
 What belongs to the command rather than to ``run_search``: a SIGTERM becomes an
-interrupt (so that a killed search still closes its MLflow runs), a chief hides the GPUs
+interrupt (so that a killed search still closes its MLflow runs; see
+:mod:`pianotx.tuning.interrupt`), a chief hides the GPUs
 (it trains nothing), every failure becomes one :class:`SearchError` line, and a search
 run as a command replaces its process every few trials: TensorFlow keeps the graphs of
 every model a process trained (20-50 MB each; ``clear_session`` does not free them), so
@@ -12,7 +13,6 @@ a fresh process, which resumes the search, keeps a long search's memory flat.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from pianotx.config import ConfigError, DistributedConfig
 from pianotx.errors import PianotxError
 from pianotx.locations import MODEL_NAME, Store, resolve_store
+from pianotx.tuning.interrupt import interrupt_on_sigterm, raise_if_interrupted
 
 if TYPE_CHECKING:
     from pianotx.tuning.distributed import Role
@@ -91,7 +92,7 @@ def search_command(options: SearchOptions, echo: Echo, replace_process: Callable
     store = resolve_store(options.tracking_uri)
     if options.chief:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the chief trains nothing: leave the GPUs to the workers
-    _interrupt_on_sigterm()  # a killed search still closes its MLflow runs
+    interrupt_on_sigterm()  # a killed search still closes its MLflow runs
     per_process = trials_per_process(options.trials_per_process, replaceable=replace_process is not None)
     try:
         from pianotx.tuning.search import run_search
@@ -107,6 +108,8 @@ def search_command(options: SearchOptions, echo: Echo, replace_process: Callable
             state_dir=options.state_dir,
             trials_per_process=per_process,
         )
+        if result.go_on:  # a signal lost during this process's last trial: no fresh process
+            raise_if_interrupted()
     except PianotxError:
         raise
     except KeyboardInterrupt:
@@ -144,14 +147,6 @@ def _role(options: SearchOptions) -> Role | None:
         raise ConfigError("--oracle is for a worker: add --worker ID")
     d = options.distributed
     return chief_role(d.port, d.bind, d.worker_timeout, d.chief_poll) if options.chief else None
-
-
-def _interrupt_on_sigterm() -> None:
-    def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the clean-up
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _report(result: SearchResult, options: SearchOptions, store: Store, echo: Echo) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pianotx.config import ConfigError, DistributedConfig
+from pianotx.tuning.interrupt import raise_if_interrupted
 
 if TYPE_CHECKING:
     from pianotx.tracking import SearchTracker
@@ -374,6 +375,7 @@ def serve_oracle(tuner: Any, tracker: SearchTracker, role: Role) -> None:
     try:
         while True:
             time.sleep(role.poll)
+            raise_if_interrupted()  # the handler's own raise may have been lost
             monitor.check_safely()
             if not servicer.stop_triggered:
                 continue

@@ -52,6 +52,7 @@ from pianotx.train import (
     standard_callbacks,
 )
 from pianotx.tuning.distributed import Heartbeat
+from pianotx.tuning.interrupt import raise_if_interrupted
 from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
 from pianotx.windows import predict_rolls
 
@@ -114,6 +115,20 @@ class StopWhenSet(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.event.is_set():
             self.model.stop_training = True
+
+
+class InterruptWhenSignalled(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt at the next batch once a SIGTERM came (its own raise may
+    have landed in a finaliser and been ignored)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> InterruptWhenSignalled:
+        return self
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        raise_if_interrupted()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        raise_if_interrupted()
 
 
 class ProcessBudgetReached(Exception):
@@ -257,6 +272,7 @@ class TrackedTrials(_TunerBase):
         super().__init__(hypermodel=PianoHyperModel(manifest, decoding), **tuner_args)
 
     def run_trial(self, trial: kt.engine.trial.Trial, dataset_dir: str, verbose: int = 2) -> Any:
+        raise_if_interrupted()  # a signal lost after the last trial's training: no new trial
         done = self.tracker.complete_trial_run(trial.trial_id)
         if done is not None:  # finished and logged before a kill kept Keras Tuner from recording it
             return {self.oracle.objective.name: done.data.metrics[OBJECTIVE_METRIC]}
@@ -317,7 +333,8 @@ class TrackedTrials(_TunerBase):
             # an interrupted trial, retried on resume, goes on from its last epoch
             SafeBackupAndRestore(str(trial_dir / "backup")),
             StopWhenSet(abandoned),
-            EpochLogger(self.tracker, run_id, trial.trial_id, initial_epoch),  # last: logs backed-up epochs
+            EpochLogger(self.tracker, run_id, trial.trial_id, initial_epoch),  # after the backup: logs backed-up epochs
+            InterruptWhenSignalled(),  # after the logger: an epoch backed up is an epoch logged
         ]
         results = super().run_trial(trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose)
         self._check_kept(trial, run_id, abandoned)

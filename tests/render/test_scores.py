@@ -106,3 +106,14 @@ def test_a_folder_of_midi_is_a_corpus(tmp_path: Path) -> None:
     assert (piece.source, piece.kind, piece.transpose) == ("mine-tune", "score", 0)
     np.testing.assert_allclose(piece.notes.intervals, notes.intervals - 0.75, atol=1e-9)
     assert piece.notes.pitches.tolist() == [60, 64, 108]
+
+
+def test_a_score_by_a_reserved_composer_is_read_only_for_outside_evaluation(tmp_path: Path) -> None:
+    from music21 import metadata, note, stream
+
+    score = stream.Score([stream.Part([note.Note("C4", quarterLength=1), note.Note("E4", quarterLength=2)])])
+    score.metadata = metadata.Metadata(composer="Ludwig van Beethoven")
+    path = Path(score.write("musicxml", fp=tmp_path / "op.musicxml"))
+    with pytest.raises(ValueError, match="beethoven is reserved for outside evaluation"):
+        sc.score_events(path)
+    np.testing.assert_array_equal(sc.score_events(path, refuse_reserved=False), [[0, 1, 60], [1, 2, 64]])

@@ -20,7 +20,8 @@ seconds over the sum of the audio's seconds.
     python benchmarks/versus_basic_pitch.py [--data data/default] [--split test]
         [--model URI-or-.keras ...] [--limit N] [--skip-basic-pitch] [--json OUT]
 
-Prints a Markdown table last: one row per system.
+Prints note recall by register and velocity (where each system misses notes), then a
+Markdown table last: one row per system.
 """
 
 from __future__ import annotations
@@ -123,12 +124,53 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# Where the missed notes are: reference notes by register and by MIDI velocity.
+BANDS = (
+    ("pitch", 21, 47, "A0-B2"), ("pitch", 48, 59, "C3-B3"), ("pitch", 60, 71, "C4-B4"),
+    ("pitch", 72, 83, "C5-B5"), ("pitch", 84, 95, "C6-B6"), ("pitch", 96, 108, "C7-C8"),
+    ("velocity", 1, 49, "vel 1-49"), ("velocity", 50, 69, "vel 50-69"),
+    ("velocity", 70, 89, "vel 70-89"), ("velocity", 90, 127, "vel 90-127"),
+)  # fmt: skip
+
+
+def found_by_band(pieces: list[Piece], estimates: dict[str, Notes]) -> dict[str, list[int]]:
+    """``{band label: [reference notes found, reference notes]}`` over all pieces, for
+    each of :data:`BANDS` (found: matched on onset and pitch, as note recall counts)."""
+    from pianotx.evaluate import found_references
+
+    found = np.concatenate([found_references(p.reference, estimates[p.name]) for p in pieces])
+    values = {
+        "pitch": np.concatenate([p.reference.pitches for p in pieces]),
+        "velocity": np.concatenate([p.reference.velocities for p in pieces]),
+    }
+    counts = {}
+    for key, low, high, label in BANDS:
+        inside = (values[key] >= low) & (values[key] <= high)
+        counts[label] = [int(found[inside].sum()), int(inside.sum())]
+    return counts
+
+
+def recall_table(results: list[dict[str, Any]]) -> str:
+    """Note recall (%) by register and velocity, one row per system (at least one), over
+    all notes of the split (not per piece); the first row counts the reference notes."""
+    labels = [label for *_, label in BANDS]
+    lines = ["| note recall % | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    totals = results[0]["found_by_band"]
+    lines.append("| reference notes | " + " | ".join(str(totals[label][1]) for label in labels) + " |")
+    for r in results:
+        cells = [r["found_by_band"][label] for label in labels]
+        lines.append(f"| {r['system']} | " + " | ".join(f"{100 * f / n:.1f}" if n else "-" for f, n in cells) + " |")
+    return "\n".join(lines)
+
+
 def score_run(run: SystemRun, pieces: list[Piece]) -> dict[str, Any]:
-    """A system's per-piece and mean scores, real-time factor and start-up, as plain data."""
+    """A system's per-piece and mean scores, recall by band, real-time factor and
+    start-up, as plain data."""
     from pianotx.evaluate import evaluate_piece, mean_scores
 
     per_piece = {p.name: evaluate_piece(p.reference, run.estimates[p.name]) for p in pieces}
     return {
+        "found_by_band": found_by_band(pieces, run.estimates),
         "system": run.name,
         "startup_seconds": run.startup_seconds,
         "processing_seconds": sum(run.seconds.values()),
@@ -380,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {exc}")
     if args.json is not None:
         write_json(args.json, args, results)
+    print(recall_table(results) + "\n")
     print(markdown_table([table_row(r) for r in results]))
 
 

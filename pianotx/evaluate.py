@@ -144,20 +144,35 @@ def note_scores(ref: Notes, est: Notes, offset: bool) -> dict[str, float]:
     return _prf(precision, recall)
 
 
-def onset_errors(ref: Notes, est: Notes) -> np.ndarray:
-    """Estimated minus reference onset, seconds, of each note pair mir_eval matches on
-    onset (50 ms) and pitch (50 cents)."""
+def _onset_pairs(ref: Notes, est: Notes) -> list[tuple[int, int]]:
+    """(reference index, estimate index) of the notes mir_eval matches on onset (50 ms)
+    and pitch (50 cents), as its note scores count them."""
     import mir_eval
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pairs = mir_eval.transcription.match_notes(
-            *_in_hz(ref, est),
-            onset_tolerance=ONSET_TOLERANCE,
-            pitch_tolerance=PITCH_TOLERANCE,
-            offset_ratio=None,
+        return list(
+            mir_eval.transcription.match_notes(
+                *_in_hz(ref, est),
+                onset_tolerance=ONSET_TOLERANCE,
+                pitch_tolerance=PITCH_TOLERANCE,
+                offset_ratio=None,
+            )
         )
-    return np.array([est.intervals[j, 0] - ref.intervals[i, 0] for i, j in pairs], np.float64)
+
+
+def onset_errors(ref: Notes, est: Notes) -> np.ndarray:
+    """Estimated minus reference onset, seconds, of each note pair mir_eval matches on
+    onset (50 ms) and pitch (50 cents)."""
+    return np.array([est.intervals[j, 0] - ref.intervals[i, 0] for i, j in _onset_pairs(ref, est)], np.float64)
+
+
+def found_references(ref: Notes, est: Notes) -> np.ndarray:
+    """(n,) bool: which reference notes an estimate matches on onset and pitch (the
+    notes note recall counts as found)."""
+    found = np.zeros(len(ref), bool)
+    found[[i for i, _ in _onset_pairs(ref, est)]] = True
+    return found
 
 
 def evaluate_piece(ref: Notes, est: Notes) -> dict[str, float]:

@@ -90,6 +90,25 @@ def test_score_run_scores_each_piece_against_its_reference(versus):
     row = versus.table_row(scored)
     assert (row["system"], row["startup_seconds"], row["pieces"]) == ("s", 2.0, 2)
     assert row["note_f1"] == scored["mean"]["note_f1"]
+    assert scored["found_by_band"]["C4-B4"] == [3, 4]  # 60 found twice, 64 once
+    assert scored["found_by_band"]["C3-B3"] == [0, 0]
+
+
+def test_recall_table_counts_reference_notes_by_register_and_velocity(versus):
+    reference = Notes.from_lists([(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)], [30, 100, 100], [40, 40, 100])
+    pieces = [piece(versus, "a", 4.0, reference)]
+    found = Notes.from_lists([(0.0, 1.0), (2.0, 3.0)], [30, 100])  # the soft C7 missed
+    runs = [versus.SystemRun(name, 0.0, {"a": est}, {"a": 0.1}) for name, est in (("x", found), ("y", Notes.empty()))]
+    table = versus.recall_table([versus.score_run(run, pieces) for run in runs]).splitlines()
+    assert table[0] == (
+        "| note recall % | A0-B2 | C3-B3 | C4-B4 | C5-B5 | C6-B6 | C7-C8 "
+        "| vel 1-49 | vel 50-69 | vel 70-89 | vel 90-127 |"
+    )
+    assert table[2:] == [
+        "| reference notes | 1 | 0 | 0 | 0 | 0 | 2 | 2 | 0 | 0 | 1 |",
+        "| x | 100.0 | - | - | - | - | 50.0 | 50.0 | - | - | 100.0 |",
+        "| y | 0.0 | - | - | - | - | 0.0 | 0.0 | - | - | 0.0 |",
+    ]
 
 
 def test_run_basic_pitch_reads_the_runners_result(versus, monkeypatch):

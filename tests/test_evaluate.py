@@ -11,6 +11,7 @@ from pianotx.evaluate import (
     METRIC_KEYS,
     evaluate_piece,
     format_table,
+    found_references,
     frame_scores,
     mean_scores,
     note_scores,
@@ -35,6 +36,12 @@ def test_note_scores_onsets_by_hand() -> None:
     assert scores["precision"] == pytest.approx(3 / 5)
     assert scores["recall"] == pytest.approx(3 / 4)
     assert scores["f1"] == pytest.approx(2 / 3)
+
+
+def test_found_references_are_those_note_recall_counts() -> None:
+    assert found_references(REF, EST).tolist() == [True, True, True, False]
+    assert found_references(REF, Notes.empty()).tolist() == [False] * 4
+    assert found_references(Notes.empty(), EST).tolist() == []
 
 
 def test_note_scores_with_offsets_by_hand() -> None:

@@ -272,7 +272,7 @@ def _check_invariants(notes: Notes, probs: np.ndarray, config: DecodingConfig, f
 
 
 def test_decoding_with_onsets_on_stored_activations() -> None:
-    """The bundled model's frame and onset probabilities on the golden clip
+    """An earlier bundled model's frame and onset probabilities on the golden clip
     (tests/test_golden.py: C-E-G at 0.25 s, D, F, then C3 with C5 at 2.0 s), stored as
     float16. The C3 makes the model hear its twelfth, G4, for 27 frames without any
     onset; C5's frames flicker after its onset."""

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -279,11 +279,24 @@ class SearchTracker:
         self.client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.3f}")
         return str(self.client.get_run(run_id).info.status)
 
-    def copy_history(self, trial_id: str, run_id: str, keys: tuple[str, ...], first: int, last: int) -> str | None:
+    def copy_history(
+        self,
+        trial_id: str,
+        run_id: str,
+        keys: tuple[str, ...],
+        first: int,
+        last: int,
+        fill: Mapping[int, Mapping[str, float]] | None = None,
+    ) -> str | None:
         """Copy the epochs ``first..last`` (steps) of ``keys`` into ``run_id`` from the
         trial's earlier runs (the latest run holding a step wins), so the run that goes
         on from an interrupted run's last epoch holds the trial's whole history; the id
-        of the run it went on from (``None`` when none had those epochs)."""
+        of the run it went on from (``None`` when none had those epochs).
+
+        ``fill`` (``{step: {key: value}}``, the trial's own record of its epochs) gives
+        the values of steps no earlier run logged: a process killed after an epoch's
+        backup but before its logging leaves such a step.
+        """
         from mlflow.entities import Metric
 
         earlier = sorted(
@@ -302,10 +315,15 @@ class SearchTracker:
                     if first <= m.step <= last:
                         merged[(key, m.step)] = Metric(key, m.value, m.timestamp, m.step)
                         source = run.info.run_id
+        now = int(time.time() * 1000)
+        for step, values in sorted((fill or {}).items()):
+            if first <= step <= last and not any((key, step) in merged for key in keys):
+                merged.update({(k, step): Metric(k, float(v), now, step) for k, v in values.items() if k in keys})
         metrics = list(merged.values())
         for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 per batch
             self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
-        if source is not None:
+        if earlier and (source is not None or metrics):
+            source = source or earlier[-1].info.run_id
             self.client.set_tag(run_id, RESUMED_TAG, f"run {source} at epoch {last}")
         return source
 

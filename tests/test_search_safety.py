@@ -201,3 +201,51 @@ def test_a_sigterm_swallowed_by_a_finaliser_still_stops_training():
     finally:
         signal.signal(signal.SIGTERM, previous)
         INTERRUPTED.clear()
+
+
+class _KilledAfterBackup(Exception):
+    """What a SIGKILL between an epoch's backup and its logging amounts to, here."""
+
+
+def test_an_epoch_backed_up_but_never_logged_is_in_the_resumed_runs_history(tmp_path):
+    import keras
+    import numpy as np
+
+    from pianotx.tracking import SearchTracker
+    from pianotx.train import SafeBackupAndRestore
+    from pianotx.tuning.tuner import EpochLogger, EpochRecord
+
+    tracker = SearchTracker(Store(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri()), "k")
+    tracker.start_search({}, {}, [], settle=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((16, 4), dtype=np.float32), rng.random((16, 1), dtype=np.float32)
+
+    class KillAfterBackupAt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:  # epoch 3's backup is written, MLflow never hears of it
+                raise _KilledAfterBackup
+
+    def fit(run_id: str, epochs: int, *extra: keras.callbacks.Callback) -> keras.callbacks.History:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        record = EpochRecord(tmp_path / "trial" / "epochs.json")
+        callbacks = [record, SafeBackupAndRestore(str(tmp_path / "trial" / "backup")), *extra]
+        callbacks.append(EpochLogger(tracker, run_id, record, "0"))
+        return model.fit(x, y, validation_data=(x, y), epochs=epochs, callbacks=callbacks, verbose=0)
+
+    first = tracker.start_trial("0", {})
+    with pytest.raises(_KilledAfterBackup):
+        fit(first, 5, KillAfterBackupAt())
+    assert [m.step for m in tracker.client.get_metric_history(first, "loss")] == [1, 2]
+    recorded = json.loads((tmp_path / "trial" / "epochs.json").read_text())
+    assert sorted(recorded) == ["1", "2", "3"] and recorded["3"]["learning_rate"] == pytest.approx(0.1)
+    tracker.kill_runs([first], "interrupted")
+
+    second = tracker.start_trial("0", {})
+    history = fit(second, 5)
+    assert len(history.history["loss"]) == 2  # went on from epoch 3's backup
+    logged = sorted(tracker.client.get_metric_history(second, "loss"), key=lambda m: m.step)
+    assert [m.step for m in logged] == [1, 2, 3, 4, 5]  # epoch 3 came from the record
+    assert logged[2].value == pytest.approx(recorded["3"]["loss"])
+    assert tracker.client.get_run(second).data.tags["pianotx.resumed_from"] == f"run {first} at epoch 3"

@@ -64,22 +64,62 @@ EPOCH_KEYS = (
 FIGURE_SECONDS = 12.0
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs loss, val_loss, validation P/R/F1 and the learning rate at every epoch.
+class EpochRecord(keras.callbacks.Callback):
+    """Each epoch's metrics (loss, val_loss, validation P/R/F1 and the learning rate the
+    epoch trained at, read at its beginning, before ReduceLROnPlateau can lower it at its
+    end), kept in :attr:`latest` and written to a JSON file of ``{step: metrics}``.
 
-    A fit that starts later than ``initial_epoch`` (restored from a backup) first
-    copies the trial's earlier epochs from its earlier runs. It goes after the backup
-    callback, so an epoch shown in MLflow is always one a resumed trial goes on from;
-    the learning rate logged is the one the epoch trained at (read at its beginning,
-    before ReduceLROnPlateau can lower it at its end).
+    It goes before the backup callback: every epoch a resumed trial goes on from is in the
+    file, even when the process was killed after the backup and before MLflow heard of
+    the epoch, so :class:`EpochLogger` can give the resumed run the trial's whole history.
     """
 
-    def __init__(self, tracker: SearchTracker, run_id: str, trial_id: str = "", initial_epoch: int = 0):
+    def __init__(self, path: Path):
         super().__init__()
-        self.tracker, self.run_id = tracker, run_id
+        self.path = path
+        self.latest: dict[str, float] = {}
+        self.epoch_rate = 0.0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EpochRecord:  # Keras Tuner deep-copies callbacks
+        return self
+
+    def read(self) -> dict[int, dict[str, float]]:
+        """The recorded epochs by step (1-based); empty when none was recorded."""
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {int(step): metrics for step, metrics in data.items()}
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        self.latest = {k: float(logs[k]) for k in EPOCH_KEYS if k in logs}
+        self.latest["learning_rate"] = self.epoch_rate
+        recorded = self.read()
+        recorded[epoch + 1] = self.latest
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path, json.dumps({str(k): v for k, v in sorted(recorded.items())}))
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Logs each epoch's metrics, as :class:`EpochRecord` took them, to the trial's run.
+
+    A fit that starts later than ``initial_epoch`` (restored from a backup) first
+    copies the trial's earlier epochs from its earlier runs, and from the record those
+    runs never logged. It goes after the backup callback, so an epoch shown in MLflow is
+    always one a resumed trial goes on from.
+    """
+
+    def __init__(
+        self, tracker: SearchTracker, run_id: str, record: EpochRecord, trial_id: str = "", initial_epoch: int = 0
+    ):
+        super().__init__()
+        self.tracker, self.run_id, self.record = tracker, run_id, record
         self.trial_id, self.initial_epoch = trial_id, initial_epoch
         self.first_epoch: int | None = None
-        self.epoch_rate = 0.0
 
     def __deepcopy__(self, memo: dict[int, Any]) -> EpochLogger:  # Keras Tuner deep-copies callbacks
         return self
@@ -88,18 +128,15 @@ class EpochLogger(keras.callbacks.Callback):
         self.first_epoch = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         if self.first_epoch is None:
             self.first_epoch = epoch
             if epoch > self.initial_epoch and self.trial_id:
                 keys = (*EPOCH_KEYS, "learning_rate")
-                self.tracker.copy_history(self.trial_id, self.run_id, keys, self.initial_epoch + 1, epoch)
+                first, last = self.initial_epoch + 1, epoch
+                self.tracker.copy_history(self.trial_id, self.run_id, keys, first, last, fill=self.record.read())
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        metrics = {k: float(logs[k]) for k in EPOCH_KEYS if k in logs}
-        metrics["learning_rate"] = self.epoch_rate
-        self.tracker.log_metrics(self.run_id, metrics, step=epoch + 1)
+        self.tracker.log_metrics(self.run_id, self.record.latest, step=epoch + 1)
 
 
 class StopWhenSet(keras.callbacks.Callback):
@@ -328,12 +365,14 @@ class TrackedTrials(_TunerBase):
         """
         trial_dir = Path(self.get_trial_dir(trial.trial_id))
         initial_epoch = int(trial.hyperparameters.values.get("tuner/initial_epoch", 0))
+        record = EpochRecord(trial_dir / "epochs.json")
         callbacks = [
             *standard_callbacks(train_cfg, trial_dir / "checkpoint.keras"),
+            record,  # before the backup: every backed-up epoch is recorded
             # an interrupted trial, retried on resume, goes on from its last epoch
             SafeBackupAndRestore(str(trial_dir / "backup")),
             StopWhenSet(abandoned),
-            EpochLogger(self.tracker, run_id, trial.trial_id, initial_epoch),  # after the backup: logs backed-up epochs
+            EpochLogger(self.tracker, run_id, record, trial.trial_id, initial_epoch),  # after the backup
             InterruptWhenSignalled(),  # after the logger: an epoch backed up is an epoch logged
         ]
         results = super().run_trial(trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose)

@@ -59,7 +59,7 @@ search-distributed: data ## The same search on this machine: an MLflow server, a
 ui: install ## Open MLflow's UI on 127.0.0.1 over pianotx's store
 	$(BIN)/pianotx ui
 
-test: install ## Run the test suite (slow tests included)
+test: install pianos ## Run the test suite (slow tests included; the Salamander piano built first, so that its renders are tested)
 	$(BIN)/python -m pytest -q
 
 lint: install ## Ruff over the package, tests and benchmarks; mypy over the package

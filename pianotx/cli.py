@@ -233,8 +233,22 @@ def search(
     ] = None,
     register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = MODEL_NAME,
     register: Annotated[
-        bool, typer.Option(help="Register the best model (stage Production, alias production).")
+        bool, typer.Option(help="Register the best model (alias challenger; champion if --promote says so).")
     ] = True,
+    promote: Annotated[
+        str,
+        typer.Option(
+            help="When the best model becomes champion (stage Production, the model transcribe uses): "
+            "if-better (it beats the champion on the dataset's validation split), always, never."
+        ),
+    ] = "if-better",
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune: every trial starts from this model (bundled, champion, models:/..., runs:/..., "
+            "a .keras export) instead of from nothing; replaces the space file's init_from."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
     note_eval_pieces: Annotated[
         int | None,
@@ -301,6 +315,8 @@ def search(
         oracle,
         with_values(DistributedConfig, port=port, bind=bind, worker_timeout=worker_timeout, chief_poll=chief_poll),
         trials_per_process,
+        promote,
+        init_from,
     )
     _keras()
     with user_errors():
@@ -355,6 +371,12 @@ def search_distributed(
     ] = None,
     register_as: Annotated[str, typer.Option(help="Registered model name for the best trial.")] = MODEL_NAME,
     register: Annotated[bool, typer.Option(help="Register the best model.")] = True,
+    promote: Annotated[
+        str, typer.Option(help="When the best model becomes champion: if-better, always, never.")
+    ] = "if-better",
+    init_from: Annotated[
+        str | None, typer.Option(help="Fine-tune: every trial starts from this model (see `pianotx search`).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Start the search afresh instead of resuming it.")] = False,
     note_eval_pieces: Annotated[
         int | None,
@@ -390,6 +412,8 @@ def search_distributed(
             register_as=register_as if register else None,
             overwrite=overwrite,
             note_eval_pieces=note_eval_pieces,
+            promote=promote,
+            init_from=init_from,
             echo=lambda line: typer.echo(line, err=True),
         )
     if code:

@@ -19,6 +19,7 @@ from pianotx.errors import PianotxError
 MIDI_MIN = 21
 MIDI_MAX = 108
 N_KEYS = MIDI_MAX - MIDI_MIN + 1  # 88
+TRAIN_LAYERS = ("all", "frames", "heads")  # TrainConfig.train_layers
 A0_HZ = 440.0 * 2.0 ** ((MIDI_MIN - 69) / 12.0)  # 27.5 Hz
 
 T = TypeVar("T")
@@ -272,6 +273,16 @@ class TrainConfig:
     # TensorFlow's op determinism: two runs with one seed then train identically, at
     # some cost in speed (some kernels have no deterministic version).
     deterministic: bool = False
+    # Fine-tuning: the model a trial starts from instead of random weights ("none": from
+    # scratch; "bundled": the model shipped with pianotx; "champion": the registered
+    # model's champion, else the bundled one; or a model URI, ``models:/...``,
+    # ``runs:/...``, a ``.keras`` export). It brings its architecture and feature config;
+    # see :mod:`pianotx.tuning.initial`.
+    init_from: str = "none"
+    # Which layers a trial trains: "all"; "frames" (the onset head and any conv front-end
+    # are frozen: the frame stack learns to use onsets it already trusts); "heads" (only
+    # the output Dense layers, ``hidden``, ``frames`` and ``onsets``).
+    train_layers: str = "all"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
@@ -280,6 +291,10 @@ class TrainConfig:
             raise ValueError("learning_rate, batch_size and epochs must be positive")
         if self.onset_width < 1 or self.onset_pos_weight <= 0 or self.onset_loss_weight < 0:
             raise ValueError("onset_width must be >= 1, onset_pos_weight > 0, onset_loss_weight >= 0")
+        if self.train_layers not in TRAIN_LAYERS:
+            raise ValueError(f"train_layers must be one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
+        if not isinstance(self.init_from, str) or not self.init_from:
+            raise ValueError(f"init_from must be none, bundled, champion or a model URI, got {self.init_from!r}")
 
 
 @dataclass(frozen=True)

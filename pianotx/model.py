@@ -137,6 +137,7 @@ def build_model(
     frames = _frame_head(x, model)
     if model.onset_head:
         net = keras.Model(inputs, {"frames": frames, "onsets": onsets}, name="pianotx_onsets_frames")
+        freeze(net, train.train_layers)
         net.compile(
             optimizer=make_optimizer(train),
             loss={
@@ -148,8 +149,31 @@ def build_model(
         )
         return net
     net = keras.Model(inputs, frames, name="pianotx_lstm")
+    freeze(net, train.train_layers)
     net.compile(optimizer=make_optimizer(train), loss=keras.losses.BinaryCrossentropy(), jit_compile=jit_compile)
     return net
+
+
+OUTPUT_LAYERS = ("hidden", "frames", "onsets")  # what train_layers="heads" trains
+
+
+def trains_layer(name: str, train_layers: str) -> bool:
+    """Whether the layer ``name`` trains under ``train_layers`` (see
+    :attr:`pianotx.config.TrainConfig.train_layers`): "all" trains every layer, "frames"
+    all but the onset head and the conv front-end, "heads" only the output Dense layers."""
+    if train_layers == "heads":
+        return name in OUTPUT_LAYERS
+    if train_layers == "frames":
+        return not name.startswith(("onset", "conv_"))
+    return True
+
+
+def freeze(net: keras.Model, train_layers: str) -> list[str]:
+    """Mark the layers ``train_layers`` leaves out non-trainable (before compiling); their names."""
+    frozen = [layer.name for layer in net.layers if layer.weights and not trains_layer(layer.name, train_layers)]
+    for name in frozen:
+        net.get_layer(name).trainable = False
+    return frozen
 
 
 def conv_plan(model: ModelConfig, n_bins: int) -> list[tuple[int, bool]]:

@@ -394,6 +394,13 @@ class SearchTracker:
 
     def log_model(self, run_id: str, model: Any, example: tuple[Any, Any], metadata: dict[str, Any]) -> str:
         """Log a Keras model (MLflow's Keras flavor) carrying ``metadata``; its URI."""
+        return self.log_model_to(self.client, run_id, model, example, metadata)
+
+    @staticmethod
+    def log_model_to(
+        client: MlflowClient, run_id: str, model: Any, example: tuple[Any, Any], metadata: dict[str, Any]
+    ) -> str:
+        """:meth:`log_model` with ``client``, for runs outside a search."""
         import mlflow.keras
         from mlflow.models import infer_signature
 
@@ -412,8 +419,8 @@ class SearchTracker:
             # FINISHED before its objective is logged, and a kill then would leave a
             # FINISHED run that no resume closes: it stays RUNNING until end_trial.
             mlflow.end_run(status="RUNNING")
-        self.client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
-        return info.model_uri
+        client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
+        return str(info.model_uri)
 
     def end_trial(self, run_id: str, failure: str | None = None, status: str | None = None) -> None:
         """FINISHED, or ``status`` (default FAILED) with the reason as tag ``pianotx.failure``."""
@@ -452,18 +459,175 @@ class SearchTracker:
         self.client.set_terminated(self.parent, status or ("FAILED" if failure else "FINISHED"))
 
 
-def register(store: Store, model_uri: str, name: str, stage: str = "Production", alias: str = "production") -> int:
+CHAMPION_ALIAS = "champion"  # the version `pianotx transcribe` uses (stage Production, alias production too)
+CHALLENGER_ALIAS = "challenger"  # the latest search's best model, promoted or not
+PRODUCTION_ALIAS = "production"
+BUNDLED_TAG = "pianotx.bundled"  # on a version holding the bundled model: its file's digest
+BUNDLED_EXPERIMENT = "bundled"  # the runs that logged the bundled model for the registry
+COMPARISON_TAG = "pianotx.comparison_run"  # on a search run: its champion-challenger evaluation run
+DECISION_TAG = "pianotx.decision"  # promoted | kept
+
+
+def register_version(
+    store: Store, model_uri: str, name: str, tags: Mapping[str, str] | None = None, description: str | None = None
+) -> int:
     """Register ``model_uri`` as a version of ``name`` (reusing the version that already
-    holds it: a resumed search does not register twice), move it to ``stage`` (archiving
-    the previous one) and point ``alias`` at it; the version number."""
+    holds it: a resumed search does not register twice), with ``tags`` and
+    ``description``; no stage or alias is moved. The version number."""
     client = connect(store)
     same = [v for v in _versions(client, name) if v.source == model_uri]
     version = same[0] if same else mlflow.register_model(model_uri, name)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, version.version, key, str(value))
+    if description:
+        client.update_model_version(name, version.version, description=description)
+    return int(version.version)
+
+
+def set_alias(store: Store, name: str, alias: str, version: int) -> None:
+    connect(store).set_registered_model_alias(name, alias, str(version))
+
+
+def promote(store: Store, name: str, version: int, stage: str = "Production") -> None:
+    """Make ``version`` the one ``models:/NAME/Production`` serves: stage ``stage`` (the
+    previous version archived) and aliases ``champion`` and ``production``."""
+    client = connect(store)
     with warnings.catch_warnings():  # stages are deprecated but still serve models:/NAME/Production
         warnings.simplefilter("ignore")
-        client.transition_model_version_stage(name, version.version, stage, archive_existing_versions=True)
-    client.set_registered_model_alias(name, alias, version.version)
-    return int(version.version)
+        client.transition_model_version_stage(name, str(version), stage, archive_existing_versions=True)
+    for alias in (CHAMPION_ALIAS, PRODUCTION_ALIAS):
+        client.set_registered_model_alias(name, alias, str(version))
+
+
+def register(store: Store, model_uri: str, name: str, stage: str = "Production") -> int:
+    """Register ``model_uri`` as a version of ``name`` and :func:`promote` it, whatever
+    it scores; the version number."""
+    version = register_version(store, model_uri, name)
+    promote(store, name, version, stage)
+    return version
+
+
+def champion_version(store: Store, name: str) -> int | None:
+    """The version of ``name`` that serves: alias ``champion``, else the latest in stage
+    Production; ``None`` when there is none (a store not created yet has none)."""
+    if not store.exists:
+        return None
+    client = connect(store)
+    try:
+        return int(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version)
+    except MlflowException:
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            latest = client.get_latest_versions(name, stages=["Production"])
+        except MlflowException:
+            return None
+    return int(latest[0].version) if latest else None
+
+
+def version_with_tag(store: Store, name: str, key: str, value: str) -> int | None:
+    """The first version of ``name`` tagged ``key=value`` (``None``: none)."""
+    found = [v for v in _versions(connect(store), name) if v.tags.get(key) == value]
+    return min(int(v.version) for v in found) if found else None
+
+
+def log_bundled(store: Store, model: Any, metadata: dict[str, Any], digest: str, n_bins: int) -> str:
+    """Log the bundled model as an MLflow model (a run of experiment ``bundled``), so that
+    it can be registered like a search's; its model URI."""
+    import numpy as np
+
+    client = connect(store)
+    run = client.create_run(
+        experiment_id(client, store, BUNDLED_EXPERIMENT),
+        run_name="pianotx bundled model",
+        tags={BUNDLED_TAG: digest, "mlflow.source.name": "pianotx/bundled/piano.keras", "mlflow.source.type": "LOCAL"},
+    )
+    example = np.zeros((1, 32, n_bins), np.float32)
+    try:
+        uri = SearchTracker.log_model_to(
+            client, run.info.run_id, model, (example, model.predict_on_batch(example)), metadata
+        )
+    except BaseException:
+        best_effort(client.set_terminated, run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return uri
+
+
+def log_comparison(store: Store, comparison: dict[str, Any], search_run_id: str | None) -> str:
+    """One run of experiment ``evaluation`` recording a champion-challenger comparison
+    (see :func:`pianotx.tuning.champion.compare`): both versions' scores per split as
+    metrics (``challenger_validation_note_f1``, ...), the decision as tag
+    ``pianotx.decision`` and as the run's note, the search run it closes linked both
+    ways (tag ``pianotx.search_run`` here, ``pianotx.comparison_run`` there)."""
+    client = connect(store)
+    tags = {
+        DECISION_TAG: comparison["decision"],
+        "mlflow.note.content": comparison["summary"],
+        "model_name": comparison["model_name"],
+    }
+    if search_run_id:
+        tags["pianotx.search_run"] = search_run_id
+    run = client.create_run(
+        experiment_id(client, store, "evaluation"),
+        tags=tags,
+        run_name=f"{comparison['model_name']} v{comparison['challenger']['version']} "
+        f"vs v{comparison['champion']['version']}",
+    )
+    from mlflow.entities import Metric, Param
+
+    params = {
+        "challenger_version": comparison["challenger"]["version"],
+        "champion_version": comparison["champion"]["version"],
+        "challenger_uri": comparison["challenger"]["uri"],
+        "champion_uri": comparison["champion"]["uri"],
+        "objective": comparison["objective"],
+        "metric": comparison["metric"],
+        "promote": comparison["policy"],
+        "dataset": comparison["dataset"],
+        "dataset_fingerprint": comparison["dataset_fingerprint"],
+    }
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{role}_{split}_{key}", float(value), now, 0)
+        for role in ("challenger", "champion")
+        for split, scores in comparison[role]["scores"].items()
+        for key, value in scores.items()
+    ]
+    client.log_batch(
+        run.info.run_id, metrics=metrics, params=[Param(k, str(clean_value(v))) for k, v in params.items()]
+    )
+    client.log_dict(run.info.run_id, comparison, "comparison.json")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    if search_run_id:
+        client.set_tag(search_run_id, COMPARISON_TAG, run.info.run_id)
+    return run.info.run_id
+
+
+def run_tags(store: Store, run_id: str) -> dict[str, str]:
+    return dict(connect(store).get_run(run_id).data.tags)
+
+
+def set_run_tags(store: Store, run_id: str, tags: Mapping[str, str]) -> None:
+    client = connect(store)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
+def set_version_tags(store: Store, name: str, version: int, tags: Mapping[str, Any]) -> None:
+    client = connect(store)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(clean_value(value)))
+
+
+def comparison_of(store: Store, run_id: str) -> dict[str, Any] | None:
+    """The comparison recorded by evaluation run ``run_id`` (``None``: none there)."""
+    connect(store)
+    try:
+        return dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/comparison.json"))
+    except (MlflowException, OSError, ValueError):
+        return None
 
 
 def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:

@@ -61,6 +61,9 @@ class Transcriber:
         context: warm-up frames run and discarded on each side of a window: its training
             chunk length, since a bidirectional model trained on chunks of that length
             draws on up to that much context either way.
+        architecture: the :class:`~pianotx.config.ModelConfig` it was built from, as a
+            dict (``None`` for a model saved without it): what a search fine-tuning it
+            keeps (:mod:`pianotx.tuning.initial`).
     """
 
     model: Any
@@ -68,6 +71,7 @@ class Transcriber:
     decoding: DecodingConfig
     source: str
     context: int = DEFAULT_CONTEXT
+    architecture: dict[str, Any] | None = None
 
     def probabilities(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """(n_frames, n_bins) features -> ``{"frames": (n_frames, 88)[, "onsets": ...]}``
@@ -100,7 +104,8 @@ def from_metadata(model: Any, meta: dict[str, Any], source: str) -> Transcriber:
     features = from_dict(FeatureConfig, meta["features"], f"{source} features")
     decoding = from_dict(DecodingConfig, meta.get("decoding"), f"{source} decoding")
     context = int(meta.get("context_frames", DEFAULT_CONTEXT))
-    return Transcriber(model, features, decoding, source, context)
+    architecture = meta.get("model") if isinstance(meta.get("model"), dict) else None
+    return Transcriber(model, features, decoding, source, context, architecture)
 
 
 def load_local(path: str | Path) -> Transcriber:
@@ -308,7 +313,10 @@ def export(transcriber: Transcriber, out_dir: Path, name: str = MODEL_NAME) -> P
     target = out_dir / f"{name}.keras"
     plain = keras.Model.from_config(transcriber.model.get_config())  # uncompiled: no optimizer state
     plain.set_weights(transcriber.model.get_weights())
-    meta = model_metadata(transcriber.features, transcriber.decoding, transcriber.context, source=transcriber.source)
+    extra = {"model": transcriber.architecture} if transcriber.architecture else {}
+    meta = model_metadata(
+        transcriber.features, transcriber.decoding, transcriber.context, source=transcriber.source, **extra
+    )
     with atomic_path(target) as tmp:
         plain.save(tmp)
         write_json_atomic(out_dir / f"{name}.json", meta)

@@ -15,6 +15,7 @@ from pianotx.locations import Store
 from pianotx.store import load_manifest
 from pianotx.tracking import SearchTracker, connect, latest_search_url, load_model
 
+ALIASES = ("champion", "production", "challenger")
 TINY = """
 name: {name}
 tuner: {{type: random, max_trials: 2, seed: 1}}
@@ -66,7 +67,8 @@ def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path)
     (tmp_path / "mlruns").mkdir()
     store, space = _store(tmp_path), _space(tmp_path, "tiny")
     result = run_search(space, tiny_dataset, store, "piano", verbose=0)
-    assert result.trials == 2 and result.failed == 0 and result.registered_version == 1
+    # the store had no champion: the bundled model became version 1, the search's best version 2
+    assert result.trials == 2 and result.failed == 0 and result.registered_version == 2
 
     client = connect(store)
     exp = client.get_experiment_by_name("tiny")
@@ -111,17 +113,40 @@ def test_tiny_search_is_tracked_registered_and_resumable(tiny_dataset, tmp_path)
         ]
         assert run.data.tags["pianotx.model_uri"].startswith("models:/m-")
 
-    version = client.get_model_version("piano", "1")
-    assert version.current_stage == "Production"
-    assert str(client.get_model_version_by_alias("piano", "production").version) == "1"
-    for uri in ("models:/piano/Production", "models:/piano@production"):
-        model, meta = load_model(store, uri)
-        assert model.predict(np.zeros((1, 100, 84), np.float32), verbose=0).shape == (1, 100, 88)
-        assert meta["features"]["n_bins"] == 84 and meta["features"]["hop_length"] == 512
+    # a two-epoch model is far worse than the bundled one: the champion stays, the challenger is kept
+    bundled, challenger = client.get_model_version("piano", "1"), client.get_model_version("piano", "2")
+    assert bundled.current_stage == "Production" and "pianotx.bundled" in bundled.tags
+    assert challenger.current_stage == "None" and challenger.source == parent[0].data.tags["best_model_uri"]
+    aliases = {a: str(client.get_model_version_by_alias("piano", a).version) for a in ALIASES}
+    assert aliases == {"champion": "1", "production": "1", "challenger": "2"}
+    outcome = result.outcome
+    assert (outcome.challenger, outcome.champion, outcome.promoted) == (2, 1, False)
+    assert outcome.summary.startswith("kept piano version 1 as champion (not better): validation frame F1 ")
+    comparison = client.get_run(outcome.comparison_run)
+    assert parent[0].data.tags["pianotx.comparison_run"] == outcome.comparison_run
+    assert parent[0].data.tags["pianotx.decision"] == "kept"
+    assert comparison.data.tags["pianotx.search_run"] == parent[0].info.run_id
+    assert comparison.data.params["challenger_version"] == "2" and comparison.data.params["champion_version"] == "1"
+    metrics = comparison.data.metrics
+    assert metrics["champion_validation_frame_f1"] > metrics["challenger_validation_frame_f1"]
+    assert {f"{r}_test_note_f1" for r in ("champion", "challenger")} <= set(metrics)
+    assert f"F1 {metrics['champion_validation_frame_f1']:.4f} against" in outcome.summary
+    assert f"; test {metrics['champion_test_frame_f1']:.4f} against {metrics['challenger_test_frame_f1']:.4f};" in (
+        outcome.summary
+    )
+    assert challenger.tags["ds.validation_note_f1"] == str(round(metrics["challenger_validation_note_f1"], 10))
+    for uri in ("models:/piano/Production", "models:/piano@champion"):  # the bundled model, 36 bins a semitone
+        _, meta = load_model(store, uri)
+        assert meta["features"]["n_bins"] == 252 and meta["model"]["lstm_units"] == 160
+    model, meta = load_model(store, "models:/piano@challenger")
+    assert model.predict(np.zeros((1, 100, 84), np.float32), verbose=0).shape == (1, 100, 88)
+    assert meta["features"]["n_bins"] == 84 and meta["features"]["hop_length"] == 512
 
-    again = run_search(space, tiny_dataset, store, "piano", verbose=0)
-    assert again.best_trial_id == result.best_trial_id and again.registered_version == 1
+    again = run_search(space, tiny_dataset, store, "piano", verbose=0)  # resumed: nothing registered or compared again
+    assert again.best_trial_id == result.best_trial_id and again.registered_version == 2
+    assert again.outcome.summary == outcome.summary and again.outcome.comparison_run == outcome.comparison_run
     assert len(client.search_runs([exp.experiment_id])) == 3
+    assert len(client.search_model_versions("name = 'piano'")) == 2
 
 
 @pytest.mark.slow
@@ -285,7 +310,8 @@ def test_a_conv_and_onset_model_is_searched_logged_and_transcribes(tiny_dataset,
         " onset_head: true, conv_layers: 1, conv_filters: 4, conv_dense_units: 16}\n"
     )
     store, space = _search(tmp_path, "onset", text)
-    result = run_search(space, tiny_dataset, store, "piano", verbose=0)
+    result = run_search(space, tiny_dataset, store, "piano", verbose=0, promote="always")
+    assert result.outcome.promoted and result.outcome.summary.startswith("promoted piano version 2 to champion (")
     run = connect(store).get_run(result.best_run_id)
     for key in ("val_onset_f1", "onsets_loss", "val_frames_loss"):
         assert key in run.data.metrics

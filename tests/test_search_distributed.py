@@ -109,9 +109,11 @@ def _steps(store: Store, run_id: str) -> list[int]:
 def test_chief_and_two_workers_started_together_on_a_fresh_store(dataset, tmp_path, monkeypatch):
     store_dir = tmp_path / "mlruns"
     space = _space(tmp_path, "dist", trials=4, epochs=2)
-    out = _finish(_launch(space, dataset, store_dir))
+    out = _finish(_launch(space, dataset, store_dir, "--promote", "always"))
     assert "tuner0 stopped (exit code 0)" in out and "tuner1 stopped (exit code 0)" in out, out
-    assert "chief: registered piano version 1" in out, out
+    # the fresh store had no champion: the bundled model is version 1, the search's best version 2
+    assert "chief: registered piano version 2 as models:/piano@challenger" in out, out
+    assert "chief: promoted piano version 2 to champion (--promote always): validation note F1 " in out, out
     for worker in ("tuner0", "tuner1"):
         last = (store_dir / "logs" / f"{worker}.log").read_text().strip().splitlines()[-1]
         assert last.startswith(f"worker {worker}: ") and "trials completed, 0 failed" in last
@@ -127,7 +129,8 @@ def test_chief_and_two_workers_started_together_on_a_fresh_store(dataset, tmp_pa
     best = max(trials, key=lambda r: r.data.metrics["trial_objective"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
     client = connect(store)
-    (version,) = client.search_model_versions("name = 'piano'")
+    bundled, version = sorted(client.search_model_versions("name = 'piano'"), key=lambda v: int(v.version))
+    assert bundled.current_stage == "Archived" and "pianotx.bundled" in bundled.tags
     assert version.current_stage == "Production" and version.source == best.data.tags["pianotx.model_uri"]
     model, _ = load_model(store, "models:/piano/Production")  # readable without the server
     assert model.predict(np.zeros((1, 10, 84), np.float32), verbose=0).shape == (1, 10, 88)
@@ -139,7 +142,7 @@ def test_chief_and_two_workers_started_together_on_a_fresh_store(dataset, tmp_pa
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     again = run_search(space, dataset, store, "piano", verbose=0)
-    assert again.best_run_id == best.info.run_id and again.registered_version == 1
+    assert again.best_run_id == best.info.run_id and again.registered_version == 2 and again.outcome.promoted
     assert len(_runs(store, "dist")[2]) == 5 and not (elsewhere / "keras-tuner").exists()
     # ... and with its state somewhere else: refused, naming where the state is.
     with pytest.raises(ConfigError, match=f"keeps its Keras Tuner state in .*{store_dir / 'keras-tuner' / 'dist'}"):

@@ -183,6 +183,35 @@ def test_one_name_can_have_a_range_per_condition(tmp_path):
         assert all(1.0e-3 <= v <= 6.0e-3 for v in adam) and all(3.0e-2 <= v <= 0.3 for v in sgd)
 
 
+def test_a_trial_keeps_the_value_of_its_active_entry_whichever_entry_comes_first(tmp_path):
+    """Keras Tuner's own ensure_active_values dropped the value of an active entry declared
+    before an inactive one of the same name: Adam's (and scratch trials') learning rate
+    then fell back to the default. pianotx keeps it."""
+    import keras_tuner as kt
+
+    from pianotx.tuning.tuner import keep_values_of_conditional_names
+
+    keep_values_of_conditional_names()
+    for text, parent, low in ((PER_OPTIMIZER, "optimizer", {"adam": 1.0e-3, "sgd": 3.0e-2}),):
+        hp = to_hyperparameters(load_spec(_spec(tmp_path, text)))
+        for oracle_type in (kt.oracles.RandomSearchOracle, kt.oracles.HyperbandOracle):
+            settings = {"max_trials": 12} if oracle_type is kt.oracles.RandomSearchOracle else {"max_epochs": 50}
+            oracle = oracle_type(objective=kt.Objective("x", "max"), hyperparameters=hp, seed=1, **settings)
+            oracle._set_project_dir(str(tmp_path / "kt"), oracle_type.__name__)
+            values = [oracle.create_trial(f"t{i}").hyperparameters.values for i in range(12)]
+            assert {v[parent] for v in values} == set(low)
+            for v in values:
+                assert low[v[parent]] <= v["learning_rate"] <= 10 * low[v[parent]], v
+    quick = to_hyperparameters(load_spec(ROOT / "search_spaces" / "quick.yaml"))
+    oracle = kt.oracles.HyperbandOracle(objective=kt.Objective("x", "max"), hyperparameters=quick, max_epochs=6, seed=1)
+    oracle._set_project_dir(str(tmp_path / "kt"), "quick")
+    values = [oracle.create_trial(f"q{i}").hyperparameters.values for i in range(5)]
+    assert {v["init_from"] for v in values} == {"none", "champion"}
+    for v in values:  # from scratch 1e-3..6e-3; fine-tuning a tenth of that
+        assert (1.0e-3 <= v["learning_rate"] <= 6.0e-3) if v["init_from"] == "none" else (v["learning_rate"] <= 6.0e-4)
+        assert ("lstm_units" in v) == (v["init_from"] == "none") and ("train_layers" in v) == (v["init_from"] != "none")
+
+
 @pytest.mark.parametrize(
     "second, message",
     [

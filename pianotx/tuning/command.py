@@ -57,6 +57,9 @@ class SearchOptions:
         distributed: the chief's port, address, worker timeout and poll interval.
         trials_per_process: replace the process after this many trials (0: never;
             ``None``: :data:`TRIALS_PER_PROCESS` when the process can be replaced, else 0).
+        promote: when the best model becomes champion: ``if-better`` (it beats the
+            champion on the validation split), ``always``, ``never``.
+        init_from: the model every trial starts from (``None``: the space file's).
     """
 
     space: Path
@@ -71,6 +74,8 @@ class SearchOptions:
     oracle: str | None = None
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     trials_per_process: int | None = None
+    promote: str = "if-better"
+    init_from: str | None = None
 
 
 def search_command(options: SearchOptions, echo: Echo, replace_process: Callable[[], None] | None = None) -> None:
@@ -88,6 +93,9 @@ def search_command(options: SearchOptions, echo: Echo, replace_process: Callable
     """
     if not options.space.is_file():
         raise ConfigError(f"{options.space}: no such search-space file")
+    from pianotx.tuning.champion import check_policy
+
+    check_policy(options.promote)
     role = _role(options)
     store = resolve_store(options.tracking_uri)
     if options.chief:
@@ -107,6 +115,8 @@ def search_command(options: SearchOptions, echo: Echo, replace_process: Callable
             role=role,
             state_dir=options.state_dir,
             trials_per_process=per_process,
+            promote=options.promote,
+            init_from=options.init_from,
         )
         if result.go_on:  # a signal lost during this process's last trial: no fresh process
             raise_if_interrupted()
@@ -166,8 +176,10 @@ def _report(result: SearchResult, options: SearchOptions, store: Store, echo: Ec
     )
     if result.registered_version is not None:
         name = options.register_as
-        uris = f"models:/{name}/Production and models:/{name}@production"
-        echo(f"registered {name} version {result.registered_version}: {uris}")
+        echo(f"registered {name} version {result.registered_version} as models:/{name}@challenger")
+        if result.outcome is not None:
+            echo(result.outcome.summary)
+            echo(f"pianotx transcribe uses models:/{name}/Production: version {result.outcome.champion}")
 
 
 def replace_this_process() -> None:

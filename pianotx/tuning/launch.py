@@ -54,6 +54,8 @@ class Cluster:
         overwrite: start the search afresh instead of resuming it.
         note_eval_pieces: validation pieces each worker scores per trial (``None``: the
             space file's).
+        promote: when the chief promotes the best model (``if-better``, ``always``, ``never``).
+        init_from: the model every trial starts from (``None``: as the space file says).
     """
 
     space: Path
@@ -65,6 +67,8 @@ class Cluster:
     register_as: str | None = MODEL_NAME
     overwrite: bool = False
     note_eval_pieces: int | None = None
+    promote: str = "if-better"
+    init_from: str | None = None
 
 
 @dataclass
@@ -172,12 +176,14 @@ def search_commands(cluster: Cluster, tracking_uri: str, oracle_port: int) -> di
         *(sys.executable, "-m", "pianotx.cli", "search", str(cluster.space.resolve())),
         *("--data", str(cluster.data.resolve()), "--tracking-uri", tracking_uri),
         *("--state-dir", str(cluster.store_dir.resolve() / "keras-tuner")),
+        *(("--init-from", cluster.init_from) if cluster.init_from else ()),
     ]
     chief = [
         *common,
         *("--chief", "--bind", LOOPBACK, "--port", str(oracle_port)),
         *("--worker-timeout", str(cluster.settings.worker_timeout), "--chief-poll", str(cluster.settings.chief_poll)),
         *(("--register-as", cluster.register_as) if cluster.register_as else ("--no-register",)),
+        *(("--promote", cluster.promote) if cluster.promote != "if-better" else ()),
         *(("--overwrite",) if cluster.overwrite else ()),
     ]
     commands = {"chief": chief}
@@ -242,12 +248,16 @@ def launch_cluster(
     register_as: str | None = MODEL_NAME,
     overwrite: bool = False,
     note_eval_pieces: int | None = None,
+    promote: str = "if-better",
+    init_from: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> int:
     """``pianotx search-distributed``: :func:`launch` the cluster these describe, its
     store the project's ``mlruns/`` unless ``store_dir`` names another (see :class:`Cluster`)."""
     store = (store_dir or find_store_dir()).resolve()
-    cluster = Cluster(space, data, store, settings, logs, gpus, register_as, overwrite, note_eval_pieces)
+    cluster = Cluster(
+        space, data, store, settings, logs, gpus, register_as, overwrite, note_eval_pieces, promote, init_from
+    )
     return launch(cluster, echo)
 
 

@@ -20,6 +20,7 @@ once the chief has no trial left for them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -49,9 +50,10 @@ from pianotx.tracking import (
     DatasetRef,
     SearchTracker,
     best_effort,
-    register,
 )
+from pianotx.tuning.champion import Outcome, check_policy, settle
 from pianotx.tuning.distributed import Role, keras_tuner_env, role_from_env, serve_oracle, wait_for_chief
+from pianotx.tuning.initial import InitialModel, check_initial, init_names, resolve_initial
 from pianotx.tuning.space import SearchSpec, load_spec, to_hyperparameters
 from pianotx.tuning.state import bind, check_state, location, prepare_worker_state, state_root
 
@@ -71,6 +73,7 @@ class SearchResult:
     registered_version: int | None
     worker: str | None = None  # a distributed worker's tuner id (its counts are its own trials)
     go_on: bool = False  # stopped after trials_per_process trials: run the same search again
+    outcome: Outcome | None = None  # champion and challenger, when the best model was registered
 
 
 def _check_unchanged(spec: SearchSpec, project: Path, fingerprint: str, overwrite: bool) -> None:
@@ -166,14 +169,17 @@ def make_tuner(
     note_eval_pieces: int,
     heartbeat: float | None = None,
     trials_per_process: int = 0,
+    initial: dict[str, InitialModel] | None = None,
 ) -> Any:
     """The Keras Tuner tuner of ``spec`` with the whole space declared up front
-    (``heartbeat``: seconds between a distributed worker's heartbeats)."""
+    (``heartbeat``: seconds between a distributed worker's heartbeats; ``initial``: the
+    models fine-tuning trials start from, by the name ``init_from`` gives)."""
     import keras_tuner as kt
 
-    from pianotx.tuning.tuner import TUNERS, write_state_atomically
+    from pianotx.tuning.tuner import TUNERS, keep_values_of_conditional_names, write_state_atomically
 
     write_state_atomically()
+    keep_values_of_conditional_names()
     settings = dict(spec.tuner_settings)
     # Keras Tuner reads seed 0 as "no seed" (a random one): shift it so that every seed
     # in a space file, 0 included, draws the same trials every time.
@@ -185,6 +191,7 @@ def make_tuner(
         note_eval_pieces=note_eval_pieces,
         heartbeat=heartbeat,
         trials_per_process=trials_per_process,
+        initial=initial,
         objective=kt.Objective(spec.objective, spec.direction),
         hyperparameters=to_hyperparameters(spec),
         tune_new_entries=False,
@@ -216,17 +223,39 @@ class _Search:
     note_eval_pieces: int
     verbose: int
     trials_per_process: int = 0
+    register_as: str | None = MODEL_NAME
+    promote: str = "if-better"
 
     @property
     def project(self) -> Path:
         return self.root / self.spec.name
+
+    def initial_models(self) -> dict[str, InitialModel]:
+        """The models the space's fine-tuning trials start from, resolved (once per
+        search: kept in its folder) and checked against the space and the dataset."""
+        initial = {}
+        for name in init_names(self.spec.fixed, self.spec.hyperparameters):
+            model = resolve_initial(name, self.project, self.store, self.register_as)
+            where = str(self.spec.path)
+            check_initial(
+                where,
+                model,
+                self.spec.fixed,
+                self.spec.hyperparameters,
+                self.manifest.features,
+                str(self.manifest.root),
+            )
+            initial[name] = model
+        return initial
 
     def tracker(self) -> SearchTracker:
         dataset_dir = self.manifest.root
         dataset = DatasetRef(dataset_dir.resolve().name, dataset_dir, self.manifest.data["fingerprint"])
         return SearchTracker(self.store, self.spec.name, dataset, source=f"pianotx search {self.spec.path.name}")
 
-    def tuner(self, tracker: SearchTracker, heartbeat: float | None = None) -> Any:
+    def tuner(
+        self, tracker: SearchTracker, heartbeat: float | None = None, initial: dict[str, InitialModel] | None = None
+    ) -> Any:
         return make_tuner(
             self.spec,
             self.manifest,
@@ -236,6 +265,7 @@ class _Search:
             self.note_eval_pieces,
             heartbeat,
             0 if heartbeat is not None else self.trials_per_process,
+            initial,
         )
 
 
@@ -274,10 +304,19 @@ def run_search(
     role: Role | None = None,
     state_dir: str | Path | None = None,
     trials_per_process: int = 0,
+    promote: str = "if-better",
+    init_from: str | None = None,
 ) -> SearchResult:
     """Run (or resume) the search of ``spec_path`` on the dataset in ``dataset_dir``.
 
+    The best model is registered as ``register_as``'s challenger and promoted to
+    champion as ``promote`` says (:mod:`pianotx.tuning.champion`).
+
     Args:
+        promote: ``if-better`` (the default: only when it beats the champion on the
+            dataset's validation split), ``always`` or ``never``.
+        init_from: the model every trial starts from (``--init-from``), replacing the
+            space file's ``init_from``; see :mod:`pianotx.tuning.initial`.
         role: this process's part in a distributed search (default: from Keras Tuner's
             environment variables; none: one process runs the whole search).
         state_dir: where Keras Tuner's state goes (default: derived from ``store``).
@@ -286,7 +325,12 @@ def run_search(
             fresh process, which frees what TensorFlow kept of each trained model) goes
             on where this one stopped. One process, not a distributed search.
     """
+    check_policy(promote)
     spec = load_spec(spec_path)
+    if init_from is not None:
+        if "init_from" in spec.hyperparameters:
+            raise ConfigError(f"{spec.path}: searches init_from; --init-from would replace the whole choice")
+        spec = dataclasses.replace(spec, fixed=spec.fixed | {"init_from": init_from})
     manifest = load_manifest(dataset_dir)
     if not manifest.data["splits"]["validation"]["chunks"] or not manifest.data["splits"]["train"]["chunks"]:
         raise ConfigError(f"{dataset_dir}: the dataset needs train and validation chunks")
@@ -301,11 +345,13 @@ def run_search(
         pieces,
         verbose,
         trials_per_process if role is None else 0,
+        register_as,
+        promote,
     )
     with keras_tuner_env(role), search_lock(search.project, spec.name):
         if role is not None and not role.is_chief:
             return _run_worker(search, role)
-        return _run_oracle(search, role, register_as, overwrite)
+        return _run_oracle(search, role, overwrite)
 
 
 def _identity_tags(search: _Search, role: Role | None) -> dict[str, str]:
@@ -341,7 +387,7 @@ def _search_params(search: _Search) -> dict[str, Any]:
     }
 
 
-def _run_oracle(search: _Search, role: Role | None, register_as: str | None, overwrite: bool) -> SearchResult:
+def _run_oracle(search: _Search, role: Role | None, overwrite: bool) -> SearchResult:
     """The search in one process, or a distributed search's chief."""
     from pianotx.tuning.tuner import ProcessBudgetReached
 
@@ -350,6 +396,7 @@ def _run_oracle(search: _Search, role: Role | None, register_as: str | None, ove
     if not overwrite:
         _check_state_here(search, tracker)
     _check_unchanged(spec, project, search.manifest.data["fingerprint"], overwrite)
+    initial = search.initial_models()  # before anything trains: a space that does not fit is refused
     files = [spec.path, search.manifest.root / MANIFEST]
     identity = _identity_tags(search, role)
     tracker.start_search(_search_params(search), _environment_tags() | identity, files, fresh=overwrite)
@@ -357,13 +404,13 @@ def _run_oracle(search: _Search, role: Role | None, register_as: str | None, ove
         tracker.set_tags(tracker.parent, identity)
         bind(project, tracker.parent, search.store.tracking_uri)
         tracker.kill_stale_trials()
-        tuner = search.tuner(tracker)
+        tuner = search.tuner(tracker, initial=initial)
         if role is not None:
             tuner.oracle.verbose = search.verbose
             serve_oracle(tuner, tracker, role)
         else:
             tuner.search(str(search.manifest.root), verbose=search.verbose)
-        return _finish(tuner, tracker, spec, search.store, register_as)
+        return _finish(tuner, tracker, search)
     except ProcessBudgetReached:  # the search run stays open for the next process
         return SearchResult(sum(tuner.outcomes.values()), 0, None, None, None, None, None, go_on=True)
     except KeyboardInterrupt:
@@ -387,18 +434,17 @@ def _run_worker(search: _Search, role: Role) -> SearchResult:
         )
     prepare_worker_state(search.project, tracker.parent, search.store.tracking_uri)
     timeout = float(parent.data.tags.get(WORKER_TIMEOUT_TAG, role.worker_timeout))
-    tuner = search.tuner(tracker, heartbeat=timeout / 4)
+    tuner = search.tuner(tracker, heartbeat=timeout / 4, initial=search.initial_models())
     tuner.search(str(search.manifest.root), verbose=search.verbose)
     done = tuner.outcomes["COMPLETED"]
     failed = tuner.outcomes["FAILED"] + tuner.outcomes["INVALID"]
     return SearchResult(done, failed, None, None, None, None, None, worker=role.tuner_id)
 
 
-def _finish(
-    tuner: Any, tracker: SearchTracker, spec: SearchSpec, store: Store, register_as: str | None
-) -> SearchResult:
+def _finish(tuner: Any, tracker: SearchTracker, search: _Search) -> SearchResult:
     from keras_tuner.engine.trial import TrialStatus
 
+    spec, store = search.spec, search.store
     trials = list(tuner.oracle.trials.values())
     done = [t for t in trials if t.status == TrialStatus.COMPLETED]
     failed = sum(t.status in (TrialStatus.FAILED, TrialStatus.INVALID) for t in trials)
@@ -423,8 +469,23 @@ def _finish(
         }
     )
     best_effort(tracker.log_summary, *_summary(trials, spec, tracker))
-    version = register(store, model_uri, register_as) if register_as else None
-    return SearchResult(len(done), failed, trial.trial_id, value, run.info.run_id, model_uri, version)
+    if not search.register_as:
+        return SearchResult(len(done), failed, trial.trial_id, value, run.info.run_id, model_uri, None)
+    outcome = settle(
+        store,
+        search.register_as,
+        model_uri,
+        search.manifest,
+        spec.objective,
+        search.promote,
+        search_run=tracker.parent,
+        version_tags={"search": spec.name, "trial": trial.trial_id, "run_id": run.info.run_id, spec.objective: value},
+        description=f"Best trial ({trial.trial_id}) of search {spec.name!r} ({spec.path.name}), "
+        f"{spec.objective} {value:.4f}; dataset {search.manifest.root.resolve().name}.",
+    )
+    return SearchResult(
+        len(done), failed, trial.trial_id, value, run.info.run_id, model_uri, outcome.challenger, outcome=outcome
+    )
 
 
 def _summary(trials: list[Any], spec: SearchSpec, tracker: SearchTracker) -> tuple[list[dict[str, Any]], Any]:

@@ -21,6 +21,15 @@ Example (every key shown; see ``search_spaces/``)::
     fixed:                           # hp.Fixed: set, not searched
       recurrent_dropout: 0.0
       epochs: 6
+    init_from: champion              # fine-tune: every trial starts from this model
+                                     # (none | bundled | champion | a model URI), as
+                                     # `fixed: {init_from: ...}`; search it as a choice
+                                     # to mix fine-tuned trials with trials from scratch
+
+Fine-tuning (:mod:`pianotx.tuning.initial`): a trial whose ``init_from`` names a model
+starts from its weights and keeps its architecture and features; it may change only
+dropout and training settings (``learning_rate``, ``epochs``, ``train_layers``, ...).
+Architecture settings searched next to it must be conditioned on ``init_from: [none]``.
 
 Sampling: ``choice`` draws each value with equal probability. A stepped ``int`` or
 ``float`` draws a continuous value and rounds it to the grid, so its two end values get
@@ -55,7 +64,7 @@ import yaml
 
 from pianotx.config import ConfigError, ModelConfig, TrainConfig
 
-TOP_KEYS = {"name", "description", "objective", "tuner", "hyperparameters", "fixed", "note_eval_pieces"}
+TOP_KEYS = {"name", "description", "objective", "tuner", "hyperparameters", "fixed", "note_eval_pieces", "init_from"}
 TUNER_KEYS = {
     "random": {"max_trials", "seed", "max_consecutive_failed_trials"},
     "bayesian": {"max_trials", "seed", "max_consecutive_failed_trials", "num_initial_points", "alpha", "beta"},
@@ -184,6 +193,10 @@ def load_spec(path: str | Path) -> SearchSpec:
             )
     hps = {k: _check_entries(f"{where}: hyperparameters", k, v) for k, v in (data.get("hyperparameters") or {}).items()}
     fixed = dict(data.get("fixed") or {})
+    if "init_from" in data:  # the model every trial starts from: as `fixed: {init_from: ...}`
+        if "init_from" in fixed or "init_from" in hps:
+            raise ConfigError(f"{where}: init_from is given at the top and under fixed or hyperparameters")
+        fixed["init_from"] = data["init_from"]
     for name in fixed:
         if name not in TUNABLE:
             raise ConfigError(

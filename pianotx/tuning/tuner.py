@@ -52,6 +52,7 @@ from pianotx.train import (
     standard_callbacks,
 )
 from pianotx.tuning.distributed import Heartbeat
+from pianotx.tuning.initial import FROM_SCRATCH, InitialModel
 from pianotx.tuning.interrupt import raise_if_interrupted
 from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
 from pianotx.windows import predict_rolls
@@ -207,22 +208,51 @@ def worker_tags(tuner_id: str) -> dict[str, str]:
     return {WORKER_TAG: tuner_id, HOST_TAG: socket.gethostname()}
 
 
+INIT_MODEL_PARAM = "init_model_uri"  # a fine-tuning trial's param: the model it started from
+INIT_MODEL_TAG = "pianotx.init_model"
+
+
 class PianoHyperModel(kt.HyperModel):
     """Builds and fits the LSTM transcriber from hyperparameter values.
 
     ``fit`` receives the dataset folder and makes its streaming loaders itself, since
-    the batch size may be one of the hyperparameters.
+    the batch size may be one of the hyperparameters. A trial whose ``init_from`` names
+    one of ``initial`` starts from that model's weights, architecture and input
+    standardisation (:mod:`pianotx.tuning.initial`).
     """
 
-    def __init__(self, manifest: Manifest, decoding: DecodingConfig):
+    def __init__(self, manifest: Manifest, decoding: DecodingConfig, initial: dict[str, InitialModel] | None = None):
         super().__init__(name="pianotx")
         self.manifest = manifest
         self.decoding = decoding
+        self.initial = initial or {}
+
+    def initial_model(self, train_cfg: TrainConfig) -> InitialModel | None:
+        """The model a trial starts from (``None``: from scratch)."""
+        if train_cfg.init_from == FROM_SCRATCH:
+            return None
+        if train_cfg.init_from not in self.initial:
+            raise KeyError(f"init_from {train_cfg.init_from!r} was not resolved before the search")
+        return self.initial[train_cfg.init_from]
+
+    def configs(self, hp: kt.HyperParameters) -> tuple[ModelConfig, TrainConfig]:
+        """The trial's model and training configs; a fine-tuning trial's architecture
+        is its initial model's."""
+        model_cfg, train_cfg = trial_configs(hp)
+        initial = self.initial_model(train_cfg)
+        if initial is not None:
+            model_cfg = initial.architecture(model_cfg, hp.values)
+        return model_cfg, train_cfg
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        model_cfg, train_cfg = trial_configs(hp)
+        model_cfg, train_cfg = self.configs(hp)
         seed_everything(train_cfg)
-        return build_model(model_cfg, train_cfg, self.manifest.features.n_bins, input_stats=self.manifest.feature_stats)
+        initial = self.initial_model(train_cfg)
+        stats = initial.input_stats if initial is not None else self.manifest.feature_stats
+        model = build_model(model_cfg, train_cfg, self.manifest.features.n_bins, input_stats=stats)
+        if initial is not None:  # Hyperband's continued trials then load their own weights over these
+            model.set_weights(initial.weights)
+        return model
 
     def fit(
         self,
@@ -234,7 +264,7 @@ class PianoHyperModel(kt.HyperModel):
         initial_epoch: int = 0,
         verbose: int = 2,
     ) -> keras.callbacks.History:
-        model_cfg, train_cfg = trial_configs(hp)
+        model_cfg, train_cfg = self.configs(hp)
         onsets, width = model_cfg.onset_head, train_cfg.onset_width
         train_data = ChunkDataset(
             self.manifest,
@@ -296,6 +326,7 @@ class TrackedTrials(_TunerBase):
         note_eval_pieces: int = 0,
         heartbeat: float | None = None,
         trials_per_process: int = 0,
+        initial: dict[str, InitialModel] | None = None,
         **tuner_args: Any,
     ) -> None:
         self.tracker = tracker
@@ -306,7 +337,8 @@ class TrackedTrials(_TunerBase):
         self.trials_per_process = trials_per_process
         self.outcomes: Counter[str] = Counter()
         self.abandoned: set[str] = set()
-        super().__init__(hypermodel=PianoHyperModel(manifest, decoding), **tuner_args)
+        self.piano = PianoHyperModel(manifest, decoding, initial)
+        super().__init__(hypermodel=self.piano, **tuner_args)
 
     def run_trial(self, trial: kt.engine.trial.Trial, dataset_dir: str, verbose: int = 2) -> Any:
         raise_if_interrupted()  # a signal lost after the last trial's training: no new trial
@@ -314,11 +346,15 @@ class TrackedTrials(_TunerBase):
         if done is not None:  # finished and logged before a kill kept Keras Tuner from recording it
             return {self.oracle.objective.name: done.data.metrics[OBJECTIVE_METRIC]}
         hp = trial.hyperparameters
-        model_cfg, train_cfg = trial_configs(hp)
+        model_cfg, train_cfg = self.piano.configs(hp)
         self.tracker.kill_trial_runs(trial.trial_id, f"trial {trial.trial_id} started again by {self.tuner_id}")
-        run_id = self.tracker.start_trial(
-            trial.trial_id, trial_params(model_cfg, train_cfg, self.decoding, hp.values), worker_tags(self.tuner_id)
-        )
+        params = trial_params(model_cfg, train_cfg, self.decoding, hp.values)
+        tags = worker_tags(self.tuner_id)
+        initial = self.piano.initial_model(train_cfg)
+        if initial is not None:  # the lineage: which model this trial fine-tuned
+            params[INIT_MODEL_PARAM] = initial.uri
+            tags[INIT_MODEL_TAG] = initial.uri
+        run_id = self.tracker.start_trial(trial.trial_id, params, tags)
         with self._heartbeat(run_id) as abandoned:
             try:
                 results = self._train(trial, dataset_dir, run_id, model_cfg, train_cfg, abandoned, verbose)
@@ -441,6 +477,7 @@ class TrackedTrials(_TunerBase):
             self.tracker.log_figure(run_id, figure, "piano_roll.png")
             best_effort(self._log_excerpt, run_id, pieces[0]["audio"], rolls, decoding)
         example = np.zeros((1, 32, features.n_bins), np.float32)
+        initial = self.piano.initial_model(train_cfg)
         metadata = model_metadata(
             features,
             decoding,
@@ -448,6 +485,7 @@ class TrackedTrials(_TunerBase):
             model=to_dict(model_cfg),
             train=to_dict(train_cfg),
             dataset_fingerprint=self.manifest.data["fingerprint"],
+            **({"init_from": initial.uri} if initial is not None else {}),
         )
         self.tracker.log_model(run_id, model, (example, model.predict_on_batch(example)), metadata)
         return mean
@@ -511,6 +549,33 @@ def write_state_atomically() -> None:
 
     save_json.pianotx_atomic = True  # type: ignore[attr-defined]
     utils.save_json = save_json
+
+
+def keep_values_of_conditional_names() -> None:
+    """Keep the value of a hyperparameter declared more than once under different
+    conditions (``learning_rate`` on one range for trials from scratch, another for
+    fine-tuning) when one of its entries is active.
+
+    Keras Tuner's ``HyperParameters.ensure_active_values`` walks every entry and drops
+    the value by name for each inactive one, so an active entry declared before an
+    inactive one of the same name lost its value and the trial silently trained with
+    the setting's default. Patched to drop a value only when no entry of the name is
+    active. Idempotent.
+    """
+    cls = kt.HyperParameters
+    if getattr(cls.ensure_active_values, "pianotx_named", False):
+        return
+
+    def ensure_active_values(self: Any) -> None:
+        for hp in self.space:
+            if self.is_active(hp):
+                if hp.name not in self.values:
+                    self.values[hp.name] = hp.random_sample()
+            elif not self.is_active(hp.name):
+                self.values.pop(hp.name, None)
+
+    ensure_active_values.pianotx_named = True  # type: ignore[attr-defined]
+    cls.ensure_active_values = ensure_active_values
 
 
 class TrackedRandomSearch(TrackedTrials, kt.RandomSearch):

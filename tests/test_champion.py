@@ -23,7 +23,7 @@ name: {name}
 objective: {{name: {objective}, direction: max}}
 tuner: {{type: random, max_trials: 1, seed: 1}}
 note_eval_pieces: 2
-fixed: {{epochs: 10, lstm_units: 32, bidirectional: true, recurrent_dropout: 0.0, dense_units: 32, batch_size: 4, learning_rate: 1.0e-2}}
+fixed: {{epochs: 2, lstm_units: 8, recurrent_dropout: 0.0, dense_units: 8, batch_size: 4}}
 """
 
 FINE_TUNE = """

@@ -28,8 +28,9 @@ run, hyperparameters as first drawn), the next command does not crash, the runs 
 left open are closed once a later command resumes, and, for the last kill, every final
 check passes: each trial one complete run with the hyperparameters Keras Tuner first
 drew for it, no run left RUNNING, the search's run holding its setup, and
-``models:/piano/Production`` is the best trial's model, registered once, and transcribes
-a clip.
+``models:/piano/Production`` is the best trial's model (promoted with ``--promote
+always`` over the bundled model, registered first as champion), registered once, and
+transcribes a clip.
 
     python benchmarks/chaos.py [--kills 10] [--build-kills 5] [--seed 0] [--keep]
 
@@ -883,7 +884,9 @@ def registered_problem(setup: Setup, runs: list[TrialRun], others: list[Any]) ->
     best = searches[0].data.tags.get("best_trial_id")
     best_runs = [r for r in runs if r.trial == best and r.complete]
     client = connect(setup.store)
-    versions = list(client.search_model_versions("name = 'piano'"))
+    # the bundled model is registered first as the store's champion; the search promotes
+    # its best model over it (--promote always)
+    versions = [v for v in client.search_model_versions("name = 'piano'") if "pianotx.bundled" not in v.tags]
     production = [v for v in versions if v.current_stage == "Production"]
     if len(best_runs) != 1 or len(versions) != 1 or len(production) != 1:
         return (
@@ -915,7 +918,7 @@ def transcribe_problem(setup: Setup) -> str | None:
 def search_command(setup: Setup, hook: bool = False) -> list[str]:
     head = [sys.executable, "-c", STATE_HOOK] if hook else [sys.executable, "-m", "pianotx.cli"]
     return [*head, "search", str(setup.space), "--data", str(setup.dataset),
-            "--tracking-uri", setup.store.tracking_uri]  # fmt: skip
+            "--tracking-uri", setup.store.tracking_uri, "--promote", "always"]  # fmt: skip
 
 
 def guarded(check: Callable[..., Any], setup: Setup, failed: Any, *args: Any) -> Any:

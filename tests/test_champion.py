@@ -129,7 +129,7 @@ def test_a_better_challenger_is_promoted_and_transcribe_then_uses_it(bundled_fea
     first, second = sorted(client.search_model_versions("name = 'piano'"), key=lambda v: int(v.version))
     assert (first.current_stage, second.current_stage) == ("Archived", "Production")
     for alias in ("champion", "production", "challenger"):
-        assert client.get_model_version_by_alias("piano", alias).version == "2"
+        assert str(client.get_model_version_by_alias("piano", alias).version) == "2"
     (comparison,) = client.search_runs([client.get_experiment_by_name("evaluation").experiment_id])
     assert comparison.data.tags["pianotx.decision"] == "promoted"
     assert comparison.data.metrics["champion_validation_note_f1"] == 0.0
@@ -152,8 +152,8 @@ def test_never_keeps_the_champion_even_when_the_challenger_is_better(bundled_fea
         "kept piano version 1 as champion (--promote never): validation note F1 0.0000"
     )
     client = connect(store)
-    assert client.get_model_version_by_alias("piano", "champion").version == "1"
-    assert client.get_model_version_by_alias("piano", "challenger").version == "2"
+    assert str(client.get_model_version_by_alias("piano", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("piano", "challenger").version) == "2"
     assert client.get_model_version("piano", "1").current_stage == "Production"
 
 

@@ -9,7 +9,15 @@ from conftest import melody, write_pair
 from typer.testing import CliRunner
 
 from pianotx.build import build_dataset
-from pianotx.config import BuildConfig, ChunkConfig, ConfigError, DecodingConfig, FeatureConfig, model_metadata
+from pianotx.config import (
+    BuildConfig,
+    ChunkConfig,
+    ConfigError,
+    DecodingConfig,
+    FeatureConfig,
+    ModelConfig,
+    model_metadata,
+)
 from pianotx.locations import Store
 from pianotx.tracking import MODEL_URI_TAG, SearchTracker, connect, register
 from pianotx.transcribe import BUNDLED_MODEL, load_local
@@ -210,7 +218,7 @@ def test_a_space_that_changes_the_initial_architecture_is_refused_before_anythin
         f"{space}: fixed lstm_units 64 differs from the initial model's 160 "
         f"(init_from bundled: {BUNDLED_MODEL}); fine-tuning keeps the architecture"
     )
-    searched = FINE_TUNE + "hyperparameters: {lstm_layers: {type: choice, values: [1, 2]}}\n"
+    searched = FINE_TUNE + "hyperparameters: {{lstm_layers: {{type: choice, values: [1, 2]}}}}\n"
     space = _space(tmp_path, "deep", searched)
     with pytest.raises(ConfigError, match=r"deep.yaml: lstm_layers is searched, but a trial starting from bundled"):
         run_search(space, bundled_features_dataset, store, None, verbose=0)
@@ -243,10 +251,14 @@ def test_fine_tuning_trials_may_search_the_architecture_of_trials_from_scratch(b
         "  dropout: {type: choice, values: [0.0, 0.3]}\n"
         "  train_layers: {type: choice, values: [all, frames], parent_name: init_from, parent_values: [bundled]}\n"
     )
-    spec = load_spec(_space(tmp_path, "mixed", text))
+    path = tmp_path / "mixed.yaml"
+    path.write_text(text)
+    spec = load_spec(path)
     initial = resolve_initial("bundled", tmp_path / "kt", _store(tmp_path), None)
     check_initial(str(spec.path), initial, spec.fixed, spec.hyperparameters, BUNDLED_FEATURES, "ds")  # no error
-    assert initial.architecture(initial.model, {"dropout": 0.3}).dropout == 0.3  # dropout may change
-    assert initial.architecture(initial.model, {}).dropout == 0.1
+    trial = ModelConfig(lstm_units=8, dropout=0.3)  # what a trial's values parse to
+    tuned = initial.architecture(trial, {"dropout": 0.3, "lstm_units": 8})
+    assert (tuned.dropout, tuned.lstm_units) == (0.3, 160)  # dropout may change, the architecture not
+    assert initial.architecture(trial, {}).dropout == 0.1  # dropout not searched: the model's own
     again = resolve_initial("bundled", tmp_path / "kt", _store(tmp_path), None)  # read back from the search folder
     assert all(np.array_equal(a, b) for a, b in zip(again.weights, initial.weights, strict=True))

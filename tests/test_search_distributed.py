@@ -113,7 +113,7 @@ def test_chief_and_two_workers_started_together_on_a_fresh_store(dataset, tmp_pa
     assert "tuner0 stopped (exit code 0)" in out and "tuner1 stopped (exit code 0)" in out, out
     # the fresh store had no champion: the bundled model is version 1, the search's best version 2
     assert "chief: registered piano version 2 as models:/piano@challenger" in out, out
-    assert "chief: promoted piano version 2 to champion (--promote always): validation note F1 " in out, out
+    assert "chief: promoted piano version 2 to champion (--promote always): validation frame F1 " in out, out
     for worker in ("tuner0", "tuner1"):
         last = (store_dir / "logs" / f"{worker}.log").read_text().strip().splitlines()[-1]
         assert last.startswith(f"worker {worker}: ") and "trials completed, 0 failed" in last

@@ -477,8 +477,7 @@ def register_version(
     client = connect(store)
     same = [v for v in _versions(client, name) if v.source == model_uri]
     version = same[0] if same else mlflow.register_model(model_uri, name)
-    for key, value in (tags or {}).items():
-        client.set_model_version_tag(name, version.version, key, str(value))
+    set_version_tags(store, name, int(version.version), tags or {})
     if description:
         client.update_model_version(name, version.version, description=description)
     return int(version.version)

@@ -29,6 +29,7 @@ from typing import Any
 from pianotx.config import ConfigError
 from pianotx.locations import Store
 from pianotx.store import Manifest
+from pianotx.tuning.space import TRIAL_OBJECTIVES
 
 POLICIES = ("if-better", "always", "never")
 SPLITS = ("validation", "test")  # the first decides; the second is reported beside it
@@ -41,7 +42,7 @@ EPOCH_METRICS = {"val_f1": "frame_f1", "val_precision": "frame_precision", "val_
 def comparison_metric(objective: str) -> str:
     """The evaluation score (a key of :func:`pianotx.evaluate.evaluate_piece`, higher is
     better) that decides for a search's ``objective``."""
-    if objective.startswith("val_") and objective.removeprefix("val_").endswith("_f1") and objective != "val_f1":
+    if objective in TRIAL_OBJECTIVES:  # mir_eval scores already: the same score on the whole split
         return objective.removeprefix("val_")
     return EPOCH_METRICS.get(objective, "note_f1")
 

@@ -93,9 +93,6 @@ def search_command(options: SearchOptions, echo: Echo, replace_process: Callable
     """
     if not options.space.is_file():
         raise ConfigError(f"{options.space}: no such search-space file")
-    from pianotx.tuning.champion import check_policy
-
-    check_policy(options.promote)
     role = _role(options)
     store = resolve_store(options.tracking_uri)
     if options.chief:

@@ -36,6 +36,7 @@ import numpy as np
 
 from pianotx.config import ConfigError, FeatureConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from pianotx.locations import MODEL_NAME, Store
+from pianotx.tuning.space import example_values
 
 FROM_SCRATCH = "none"
 BUNDLED = "bundled"
@@ -184,10 +185,7 @@ def check_initial(
         for entry in hyperparameters.get(key, ()):
             if entry.get("parent_name") == "init_from" and initial.name not in entry["parent_values"]:
                 continue
-            values = entry["values"] if entry["type"] == "choice" else [entry.get("min_value"), entry.get("max_value")]
-            if entry["type"] == "boolean":
-                values = [True, False]
-            if any(v != mine[key] for v in values):
+            if any(v != mine[key] for v in example_values(entry)):
                 raise ConfigError(
                     f"{where}: {key} is searched, but a trial starting from {initial.name} ({initial.uri}) keeps "
                     f"its {key} {mine[key]!r}; search it only for trials from scratch "

@@ -222,10 +222,10 @@ def load_spec(path: str | Path) -> SearchSpec:
         description=str(data.get("description", "")),
         note_eval_pieces=_note_eval_pieces(where, data.get("note_eval_pieces", 0)),
     )
-    base = spec.fixed | {k: _example_values(v[0])[0] for k, v in hps.items()}
+    base = spec.fixed | {k: example_values(v[0])[0] for k, v in hps.items()}
     configs_from_values(base, where)
     for name, entries in hps.items():  # each end of every range must suit the config
-        for value in (v for entry in entries for v in _example_values(entry)):
+        for value in (v for entry in entries for v in example_values(entry)):
             configs_from_values(base | {name: value}, where)
     return spec
 
@@ -262,7 +262,7 @@ def _check_parent(where: str, name: str, entry: dict[str, Any], hps: dict[str, t
         raise ConfigError(f"{where}: {name}.parent_values must be among {entry['parent_name']}'s values {allowed}")
 
 
-def _example_values(entry: dict[str, Any]) -> list[Any]:
+def example_values(entry: dict[str, Any]) -> list[Any]:
     """Values at the edges of an entry's range (the config checks each)."""
     if entry["type"] == "choice":
         return list(entry["values"])

@@ -60,10 +60,63 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, _file_mode())
+        _fsync_file(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to the disk, so the rename that follows never exposes an
+    empty or partial file after a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush ``folder``'s entries (a rename into it) to the disk; skipped where the
+    system cannot open a folder (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_inside(path: str | Path, owner: str | Path, what: str = "folder") -> None:
+    """Remove the file or folder ``path``, which must lie strictly inside ``owner``.
+
+    Every folder pianotx deletes goes through here: the check runs on the resolved paths
+    (symbolic links followed) before anything is removed, so a name that climbs out
+    (``..``, an absolute path, a link) can never delete what pianotx does not own. A
+    symbolic link itself is removed, never what it points to.
+
+    Args:
+        path: what to remove (missing: nothing to do).
+        owner: the folder pianotx owns, which ``path`` must lie inside (not equal).
+        what: what ``path`` is, for the message ("search state").
+
+    Raises:
+        OutputError: ``path`` is ``owner`` or lies outside it (nothing is removed).
+    """
+    path, root = Path(path), Path(owner).resolve()
+    target = path.parent.resolve() / path.name if path.is_symlink() else path.resolve()
+    if target == root or root not in target.parents:
+        raise OutputError(f"{path}: the {what} lies outside {owner}, which pianotx owns; nothing was removed")
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -165,7 +165,13 @@ def read_notes(path: str | Path, sustain: bool = True, pedal_threshold: int = 64
     return merged
 
 
-def write_midi(notes: Notes, path: str | Path, program: int = 0, pedal: Sequence[tuple[float, float]] = ()) -> None:
+def write_midi(
+    notes: Notes,
+    path: str | Path,
+    program: int = 0,
+    pedal: Sequence[tuple[float, float]] = (),
+    text: str | None = None,
+) -> None:
     """Write notes as a one-track piano MIDI file, atomically (temp file, then rename).
 
     Args:
@@ -175,6 +181,7 @@ def write_midi(notes: Notes, path: str | Path, program: int = 0, pedal: Sequence
         pedal: sustain pedal spans ``(down, up)`` in seconds, written as CC64 127 at each
             down and 0 at each up; :func:`read_notes` with ``sustain=True`` reads the
             file back with the notes held on to the pedal's release.
+        text: a text meta event written at time 0 (what made the file).
     """
     import pretty_midi
 
@@ -186,5 +193,7 @@ def write_midi(notes: Notes, path: str | Path, program: int = 0, pedal: Sequence
         inst.control_changes.append(pretty_midi.ControlChange(64, 127, float(down)))
         inst.control_changes.append(pretty_midi.ControlChange(64, 0, float(up)))
     pm.instruments.append(inst)
+    if text:
+        pm.text_events.append(pretty_midi.Text(text, 0.0))
     with atomic_path(path) as tmp:
         pm.write(str(tmp))

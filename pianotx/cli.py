@@ -38,7 +38,25 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from pianotx import __version__
+
+        typer.echo(f"pianotx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print pianotx's version and exit.")
+    ] = False,
+) -> None:
+    """Piano transcription research: build datasets, search models, transcribe audio to MIDI."""
 
 
 def _keras() -> None:
@@ -48,7 +66,11 @@ def _keras() -> None:
     import_keras_quietly()
 
 
-data_app = typer.Typer(help="Render the default corpus and build datasets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Render the default corpus and build datasets.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 app.add_typer(data_app, name="data")
 
 
@@ -467,17 +489,34 @@ def transcribe(
         ),
     ] = None,
     velocity: Annotated[int | None, typer.Option(help="Fixed MIDI velocity 1..127; 0: from the activation.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace MIDI files pianotx did not write (its own are always replaced).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Say only what went wrong.")] = False,
 ) -> None:
-    """Transcribe audio files to MIDI with one model loaded once."""
-    from pianotx.transcribe import FileResult, transcribe_files
+    """Transcribe audio files to MIDI with one model loaded once.
 
+    Each NAME.mid names the model in a text event. A NAME.mid that pianotx did not
+    write is never replaced without --overwrite: that input is skipped, with a line.
+    """
+    from pianotx.transcribe import FileResult, Transcriber, transcribe_files
+
+    # print(), not typer.echo: while the progress bars are shown, rich moves what goes
+    # through sys.stdout / sys.stderr above them.
     def report(result: FileResult) -> None:
         if result.error:
-            typer.echo(f"error: {result.audio}: {result.error}", err=True)
-        else:
-            typer.echo(
+            print(f"error: {result.audio}: {result.error}", file=sys.stderr, flush=True)
+        elif result.skipped:
+            print(f"skipped {result.audio}: {result.skipped} (--overwrite replaces it)", file=sys.stderr, flush=True)
+        elif not quiet:
+            line = (
                 f"{result.midi}: {result.notes} notes, {result.audio_seconds:.1f} s of audio in {result.seconds:.2f} s"
             )
+            print(line, flush=True)
+
+    def announce(transcriber: Transcriber) -> None:
+        if not quiet:
+            print(f"transcribing with {transcriber.name}", file=sys.stderr, flush=True)
 
     decoding = {
         "threshold": threshold,
@@ -488,9 +527,22 @@ def transcribe(
     _keras()
     with user_errors(out_dir):
         results = transcribe_files(
-            audio, out_dir, model, tracking_uri, decoding, report=report, progress=sys.stderr.isatty()
+            audio,
+            out_dir,
+            model,
+            tracking_uri,
+            decoding,
+            report=report,
+            progress=sys.stderr.isatty() and not quiet,
+            overwrite=overwrite,
+            announce=announce,
         )
-    if any(r.error for r in results):
+    failed, skipped = sum(bool(r.error) for r in results), sum(bool(r.skipped) for r in results)
+    if (failed or skipped) and len(results) > 1:
+        written = len(results) - failed - skipped
+        parts = [f"{written} written"] + [f"{failed} failed"] * bool(failed) + [f"{skipped} skipped"] * bool(skipped)
+        print(f"{len(results)} inputs: {', '.join(parts)}", file=sys.stderr)
+    if failed or skipped:
         raise typer.Exit(1)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
     return out
 
 
-def file_features(path: str | Path, config: FeatureConfig) -> tuple[np.ndarray, int]:
+def file_features(
+    path: str | Path, config: FeatureConfig, progress: Callable[[float], None] | None = None
+) -> tuple[np.ndarray, int]:
     """``compute_features(load_audio(path, config.sample_rate), config)``, equal to the
     bit, without ever holding the file's samples: each decoded, resampled block goes
     straight through the transform, so a long file costs little more memory than its
@@ -69,6 +72,11 @@ def file_features(path: str | Path, config: FeatureConfig) -> tuple[np.ndarray, 
 
     The transform is sized from the length the file's header announces; a file whose
     decoded length differs (rare: some compressed files) is read again whole.
+
+    Args:
+        path: the audio file.
+        config: the features to compute.
+        progress: called as blocks are transformed, with the fraction of the file done.
 
     Returns:
         (features, n_samples at ``config.sample_rate``).
@@ -78,7 +86,7 @@ def file_features(path: str | Path, config: FeatureConfig) -> tuple[np.ndarray, 
     """
     from pianotx.audio import AudioError, load_audio, read_audio
 
-    result = read_audio(path, config.sample_rate, lambda blocks: _stream(blocks, config))
+    result = read_audio(path, config.sample_rate, lambda blocks: _stream(blocks, config, progress))
     if result is None:  # the header's length was wrong
         samples = load_audio(path, config.sample_rate)
         return compute_features(samples, config), len(samples)
@@ -87,7 +95,9 @@ def file_features(path: str | Path, config: FeatureConfig) -> tuple[np.ndarray, 
     return result
 
 
-def _stream(blocks: Any, config: FeatureConfig) -> tuple[np.ndarray, int] | None:
+def _stream(
+    blocks: Any, config: FeatureConfig, progress: Callable[[float], None] | None = None
+) -> tuple[np.ndarray, int] | None:
     """Features of :class:`pianotx.audio.AudioBlocks` as they are decoded (None: their
     length is not the announced one). The transform sees exactly the samples
     :func:`compute_features` would: cut or zero-padded to the length."""
@@ -103,6 +113,8 @@ def _stream(blocks: Any, config: FeatureConfig) -> tuple[np.ndarray, int] | None
             if cascade is not None:
                 cascade.push(held[:CHUNK_SAMPLES], final=False)
             sent, held = sent + CHUNK_SAMPLES, held[CHUNK_SAMPLES:]
+            if progress is not None and n:
+                progress(min(sent / n, 1.0))
     if blocks.length != n:
         return None
     if cascade is not None:

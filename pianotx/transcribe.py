@@ -64,6 +64,8 @@ class Transcriber:
         architecture: the :class:`~pianotx.config.ModelConfig` it was built from, as a
             dict (``None`` for a model saved without it): what a search fine-tuning it
             keeps (:mod:`pianotx.tuning.initial`).
+        label: how to name it to a person ("the bundled model", "models:/piano/Production
+            (piano version 2)"); empty: :attr:`source`.
     """
 
     model: Any
@@ -72,16 +74,25 @@ class Transcriber:
     source: str
     context: int = DEFAULT_CONTEXT
     architecture: dict[str, Any] | None = None
+    label: str = ""
 
-    def probabilities(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    @property
+    def name(self) -> str:
+        """Which model this is, for a person: :attr:`label`, else :attr:`source`."""
+        return self.label or self.source
+
+    def probabilities(
+        self, features: np.ndarray, progress: Callable[[float], None] | None = None
+    ) -> dict[str, np.ndarray]:
         """(n_frames, n_bins) features -> ``{"frames": (n_frames, 88)[, "onsets": ...]}``
-        probabilities (onsets when the model has an onset head)."""
-        return predict_rolls(self.model.predict_on_batch, features, context=self.context)
+        probabilities (onsets when the model has an onset head); ``progress`` is called
+        with the fraction done."""
+        return predict_rolls(self.model.predict_on_batch, features, context=self.context, progress=progress)
 
-    def notes(self, features: np.ndarray) -> Notes:
+    def notes(self, features: np.ndarray, progress: Callable[[float], None] | None = None) -> Notes:
         """(n_frames, n_bins) features -> notes, decoded with this model's settings
         (onsets start notes when the model has them)."""
-        rolls = self.probabilities(features)
+        rolls = self.probabilities(features, progress)
         return decode(rolls["frames"], self.features.frame_rate, self.decoding, onset_probs=rolls.get("onsets"))
 
     def with_decoding(self, **changes: Any) -> Transcriber:
@@ -134,9 +145,17 @@ def load_local(path: str | Path) -> Transcriber:
 
     try:
         model = keras.models.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise ModelError(f"{path}: not a Keras model file ({type(exc).__name__})") from exc
+    except Exception as exc:  # Keras raises many types on a damaged or crafted file
+        raise ModelError(f"{path}: Keras cannot load it ({_reason(exc)})") from exc
     return from_metadata(model, meta, str(path))
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, with its type: what Keras says is wrong
+    (a safe-mode refusal, a missing layer), without its traceback or config dump."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else "no reason given"
+    return f"{type(exc).__name__}: {first[:300]}"
 
 
 def _is_local(uri: str) -> bool:
@@ -178,23 +197,45 @@ def load_transcriber(uri: str | None, tracking_uri: str | None = None) -> Transc
         _check_model_uri(uri)
     store = resolve_store(tracking_uri)
     if uri is None and not store.exists:
-        return load_local(BUNDLED_MODEL)
+        return load_bundled()
     cached = _from_cache(store, uri or DEFAULT_URI)
     if isinstance(cached, Transcriber):
         return cached
     if cached == "none":
-        return load_local(BUNDLED_MODEL)
+        return load_bundled()
     from pianotx import tracking
 
     before = _store_state(store)
     if uri is None and not tracking.has_model(store, DEFAULT_URI):
         _to_cache(store, DEFAULT_URI, before, None)
-        return load_local(BUNDLED_MODEL)
+        return load_bundled()
     uri = uri or DEFAULT_URI
     model, meta = tracking.load_model(store, uri)
-    transcriber = from_metadata(model, meta, uri)
+    transcriber = dataclasses.replace(from_metadata(model, meta, uri), label=_registered_label(store, uri))
     _to_cache(store, uri, before, transcriber)
     return transcriber
+
+
+BUNDLED_LABEL = "the bundled model"
+
+
+def load_bundled() -> Transcriber:
+    """The model shipped inside the package."""
+    return dataclasses.replace(load_local(BUNDLED_MODEL), label=BUNDLED_LABEL)
+
+
+def _registered_label(store: Store, uri: str) -> str:
+    """``uri`` with the registered version it resolves to (``models:/piano/Production
+    (piano version 2)``); ``uri`` alone where it names no registered version."""
+    from pianotx import tracking
+
+    try:
+        found = tracking.model_version(store, uri)
+    except Exception:  # a name for a person: never a reason to fail
+        found = {}
+    if "model_version" not in found:
+        return uri
+    return f"{uri} ({found['model_name']} version {found['model_version']})"
 
 
 # Resolved MLflow URIs of a local store are kept as exports under the cache folder, each
@@ -236,7 +277,7 @@ def _from_cache(store: Store, uri: str) -> Transcriber | str | None:
     if not saved.get("model"):
         return "none"
     try:
-        return dataclasses.replace(load_local(folder / "piano.keras"), source=uri)
+        return dataclasses.replace(load_local(folder / "piano.keras"), source=uri, label=str(saved.get("label") or uri))
     except ModelError:
         return None
 
@@ -252,7 +293,10 @@ def _to_cache(store: Store, uri: str, before: dict[str, int] | None, transcriber
         folder.mkdir(parents=True)
         if transcriber is not None:
             export(transcriber, folder)
-        write_json_atomic(folder / CACHE_STATE, {"uri": uri, "store": before, "model": transcriber is not None})
+        label = transcriber.label if transcriber is not None else ""
+        write_json_atomic(
+            folder / CACHE_STATE, {"uri": uri, "store": before, "model": transcriber is not None, "label": label}
+        )
     except OSError:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -325,7 +369,7 @@ def export(transcriber: Transcriber, out_dir: Path, name: str = MODEL_NAME) -> P
 
 @dataclass(frozen=True)
 class FileResult:
-    """What became of one input: its MIDI file, or a one-line error."""
+    """What became of one input: its MIDI file, a one-line error, or why it was skipped."""
 
     audio: Path
     midi: Path | None
@@ -333,6 +377,34 @@ class FileResult:
     audio_seconds: float = 0.0
     seconds: float = 0.0  # processing time
     error: str = ""
+    skipped: str = ""  # the MIDI file is there and pianotx did not write it
+
+
+# Every MIDI file pianotx writes carries a text meta event starting with this, naming the
+# model; a file without one is the user's and is never replaced without --overwrite.
+MIDI_MARK = "pianotx "
+
+
+def midi_mark(transcriber: Transcriber) -> str:
+    """The text meta event written into each transcription: which model made it."""
+    from pianotx import __version__
+
+    return f"{MIDI_MARK}{__version__} transcription with {transcriber.name}"
+
+
+def written_by_pianotx(path: Path) -> bool:
+    """Whether the MIDI file ``path`` carries pianotx's mark (see :data:`MIDI_MARK`)."""
+    import mido
+
+    try:
+        midi = mido.MidiFile(str(path))
+    except Exception:  # not a MIDI file pianotx could have written
+        return False
+    return any(
+        message.is_meta and message.type == "text" and message.text.startswith(MIDI_MARK)
+        for track in midi.tracks[:1]
+        for message in track
+    )
 
 
 def output_path(audio: Path, out_dir: Path | None) -> Path:
@@ -340,18 +412,37 @@ def output_path(audio: Path, out_dir: Path | None) -> Path:
     return (out_dir or audio.parent) / f"{audio.stem}.mid"
 
 
-def transcribe_file(transcriber: Transcriber, audio: Path, out_dir: Path | None) -> FileResult:
+def transcribe_file(
+    transcriber: Transcriber,
+    audio: Path,
+    out_dir: Path | None,
+    overwrite: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> FileResult:
     """Transcribe one file to :func:`output_path` (its folder created if needed).
+
+    A MIDI file already there is replaced only when pianotx wrote it (its mark) or
+    ``overwrite`` is set; otherwise the input is skipped before any work.
+
+    Args:
+        transcriber: the loaded model.
+        audio: the audio file.
+        out_dir: where ``NAME.mid`` goes; ``None``: beside ``audio``.
+        overwrite: replace a MIDI file pianotx did not write.
+        progress: called with the fraction of the file done (features, then the model).
 
     Never raises for a bad file: the result carries a one-line ``error`` instead.
     """
     start = time.perf_counter()
     target = output_path(audio, out_dir)
+    step = progress or (lambda _fraction: None)
+    if not overwrite and target.exists() and not written_by_pianotx(target):
+        return FileResult(audio, None, skipped=f"{target} is there and pianotx did not write it")
     try:
-        features, n_samples = file_features(audio, transcriber.features)
-        notes = transcriber.notes(features)
+        features, n_samples = file_features(audio, transcriber.features, lambda f: step(f / 2))
+        notes = transcriber.notes(features, lambda f: step(0.5 + f / 2))
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_midi(notes, target)
+        write_midi(notes, target, text=midi_mark(transcriber))
     except AudioError as exc:
         return FileResult(audio, None, error=str(exc))
     except OSError as exc:
@@ -396,10 +487,12 @@ def transcribe_files(
     decoding: dict[str, Any] | None = None,
     report: Callable[[FileResult], None] = lambda _result: None,
     progress: bool = False,
+    overwrite: bool = False,
+    announce: Callable[[Transcriber], None] = lambda _transcriber: None,
 ) -> list[FileResult]:
     """``pianotx transcribe``: load ``model`` once (see :func:`load_transcriber`), with
-    ``decoding`` settings overriding its own (``None`` values ignored), and
-    :func:`transcribe_batch` the audio files of ``inputs`` (folders searched) with it.
+    ``decoding`` settings overriding its own (``None`` values ignored), ``announce`` it,
+    and :func:`transcribe_batch` the audio files of ``inputs`` (folders searched) with it.
 
     Raises:
         OutputError: ``out_dir`` is a file or under one; no audio file in ``inputs``.
@@ -411,7 +504,8 @@ def transcribe_files(
     if not files:
         raise OutputError("no audio files found in " + ", ".join(map(str, inputs)))
     transcriber = load_transcriber(model, tracking_uri).with_decoding(**(decoding or {}))
-    return transcribe_batch(transcriber, files, out_dir, report, progress)
+    announce(transcriber)
+    return transcribe_batch(transcriber, files, out_dir, report, progress, overwrite)
 
 
 def transcribe_batch(
@@ -420,6 +514,7 @@ def transcribe_batch(
     out_dir: Path | None,
     report: Callable[[FileResult], None] = lambda _result: None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> list[FileResult]:
     """Transcribe audio ``files`` (see :func:`expand_inputs`) with one model.
 
@@ -432,8 +527,11 @@ def transcribe_batch(
         files: audio files.
         out_dir: where ``NAME.mid`` goes (checked by :func:`check_out_dir`); ``None``:
             beside each input.
-        report: called with each :class:`FileResult`, in order.
-        progress: show a progress bar on the terminal.
+        report: called with each :class:`FileResult`, in order (while the bars are
+            shown, what it prints to ``sys.stdout`` or ``sys.stderr`` appears above them).
+        progress: show a bar over the files and one within the current file on the
+            terminal.
+        overwrite: replace MIDI files pianotx did not write (see :func:`transcribe_file`).
 
     Returns:
         One result per audio file, in order.
@@ -442,14 +540,19 @@ def transcribe_batch(
 
     results, targets = [], set()
     with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task("transcribing", total=len(files))
+        task = bar.add_task(f"{len(files)} file{'s' if len(files) != 1 else ''}", total=len(files))
+        within = bar.add_task("", total=1.0, visible=False)
         for path in files:
             target = output_path(path, out_dir).resolve()
             if target in targets:
                 result = FileResult(path, None, error=f"{target} is already written by another input of this batch")
             else:
                 targets.add(target)
-                result = transcribe_file(transcriber, path, out_dir)
+                bar.reset(within, total=1.0, description=path.name, visible=True)
+                result = transcribe_file(
+                    transcriber, path, out_dir, overwrite, lambda done: bar.update(within, completed=done)
+                )
+                bar.update(within, visible=False)
             bar.advance(task)
             results.append(result)
             report(result)

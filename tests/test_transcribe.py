@@ -175,6 +175,7 @@ from pianotx.transcribe import load_transcriber
 t = load_transcriber("models:/piano/Production", sys.argv[1])
 p = t.probabilities(np.zeros((4, 84), np.float32))["frames"]
 print(t.source, round(float(p[0, 0]), 4), "mlflow" in sys.modules)
+print(t.name)
 """
 
 
@@ -193,11 +194,13 @@ def test_a_registered_model_is_cached_until_the_registry_changes(tmp_path, monke
         cmd = [sys.executable, "-c", LOAD_AND_SAY, store.tracking_uri]
         return subprocess.run(cmd, capture_output=True, text=True, check=True, env=os.environ).stdout.strip()
 
-    assert load() == "models:/piano/Production 0.5 True"  # resolved through MLflow, then cached
-    assert load() == "models:/piano/Production 0.5 False"  # the cached copy: MLflow not even imported
+    first = "models:/piano/Production (piano version 1)"
+    assert load() == f"models:/piano/Production 0.5 True\n{first}"  # resolved through MLflow, then cached
+    assert load() == f"models:/piano/Production 0.5 False\n{first}"  # the cached copy: MLflow not imported
     _register_dense(store, 2.0)  # a new Production version: the store changed
-    assert load() == "models:/piano/Production 0.8808 True"
-    assert load() == "models:/piano/Production 0.8808 False"
+    second = "models:/piano/Production (piano version 2)"
+    assert load() == f"models:/piano/Production 0.8808 True\n{second}"
+    assert load() == f"models:/piano/Production 0.8808 False\n{second}"
 
 
 def test_cli_onset_threshold_reaches_the_decoding(tmp_path):
@@ -244,3 +247,82 @@ def test_export_tune_on_tunes_the_decoding_afresh_on_the_validation_pieces(tmp_p
     exported = load_local(tmp_path / "out" / "piano.keras")
     for a, b in zip(exported.model.get_weights(), bundled.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _tone(path: Path, seconds: float = 2.0) -> None:
+    t = np.arange(int(SR * seconds)) / SR
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t) * np.exp(-t)).astype(np.float32), SR)
+
+
+def test_transcribe_names_its_model_and_marks_each_midi_file(tmp_path):
+    import mido
+
+    _tone(tmp_path / "a.wav")
+    result = runner.invoke(app, ["transcribe", str(tmp_path / "a.wav")])  # no store: the bundled model
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "transcribing with the bundled model"
+    assert lines[1].startswith(f"{tmp_path / 'a.mid'}: ") and len(lines) == 2
+    texts = [m.text for m in mido.MidiFile(tmp_path / "a.mid").tracks[0] if m.type == "text"]
+    from pianotx import __version__
+
+    assert texts == [f"pianotx {__version__} transcription with the bundled model"]
+    assert runner.invoke(app, ["transcribe", "-q", str(tmp_path / "a.wav")]).output == ""
+
+
+def test_transcribe_never_replaces_a_midi_file_it_did_not_write(tmp_path):
+    # a folder of audio + reference MIDI pairs, as `data build` reads them
+    for name in ("a", "b"):
+        _tone(tmp_path / f"{name}.wav")
+    reference = tmp_path / "a.mid"
+    reference.write_bytes(b"the user's own file")
+    args = ["transcribe", str(tmp_path), "--model", str(BUNDLED_MODEL)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    why = f"{reference} is there and pianotx did not write it (--overwrite replaces it)"
+    assert f"skipped {tmp_path / 'a.wav'}: {why}" in lines
+    assert lines[-1] == "2 inputs: 1 written, 1 skipped"
+    assert reference.read_bytes() == b"the user's own file"
+    # its own output is replaced without asking; the user's file only with --overwrite
+    own = (tmp_path / "b.mid").stat().st_mtime_ns
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert reference.read_bytes()[:4] == b"MThd" and (tmp_path / "b.mid").stat().st_mtime_ns != own
+
+
+def test_transcribe_file_reports_its_progress_to_the_end(bundled, tmp_path):
+    from pianotx.features import CHUNK_SAMPLES
+
+    _tone(tmp_path / "a.wav", seconds=180)  # 5,626 frames: three windows of 2,048 kept frames or fewer
+    seen: list[float] = []
+    result = transcribe_file(bundled, tmp_path / "a.wav", tmp_path / "out", progress=seen.append)
+    assert not result.error
+    n = 180 * SR
+    # the features: half the bar, block by block (the last block is pushed at the end)
+    assert seen[: n // CHUNK_SAMPLES] == [k * CHUNK_SAMPLES / n / 2 for k in range(1, n // CHUNK_SAMPLES + 1)]
+    # the model: each window in a batch of its own (with their context, no two have one length)
+    assert seen[n // CHUNK_SAMPLES :] == [0.5 + 1 / 6, 0.5 + 1 / 3, 1.0]
+
+
+def test_a_damaged_keras_file_is_one_line_with_keras_reason(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as archive:
+        archive.writestr("config.json", '{"class_name": "NoSuchLayer", "config": {}}')
+        archive.writestr("metadata.json", "{}")
+    (tmp_path / "m.json").write_text('{"features": {}}')
+    _tone(tmp_path / "a.wav")
+    result = runner.invoke(app, ["transcribe", str(tmp_path / "a.wav"), "--model", str(tmp_path / "m.keras")])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'm.keras'}: Keras cannot load it (") and "Traceback" not in line
+    assert "NoSuchLayer" in line
+
+
+def test_version_and_short_help():
+    from pianotx import __version__
+
+    assert runner.invoke(app, ["--version"]).output == f"pianotx {__version__}\n"
+    short, long = runner.invoke(app, ["transcribe", "-h"]), runner.invoke(app, ["transcribe", "--help"])
+    assert short.exit_code == 0 and short.output == long.output and "--overwrite" in short.output

@@ -15,8 +15,9 @@ scored as in ``versus_basic_pitch.py`` (mir_eval through :mod:`pianotx.evaluate`
     python benchmarks/outside.py [--soundfont SF] [--per-composer 3] [--seconds 60]
         [--model URI-or-.keras ...] [--skip-basic-pitch] [--json OUT]
 
-Renders into a temporary folder; prints note recall by register and velocity, then a
-Markdown table last, one row per system.
+Renders into a temporary folder; prints note recall by register and velocity, note
+recall by context (chord size, velocity band, register), then a Markdown table last, one
+row per system.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json is not None:
         write_json_atomic(args.json, {"soundfont": str(args.soundfont), "seconds": args.seconds, "systems": results})
     print(versus.recall_table(results) + "\n")
+    print(versus.context_table(results) + "\n")
     print(versus.markdown_table([versus.table_row(r) for r in results]))
 
 

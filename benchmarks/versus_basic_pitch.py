@@ -20,8 +20,9 @@ seconds over the sum of the audio's seconds.
     python benchmarks/versus_basic_pitch.py [--data data/default] [--split test]
         [--model URI-or-.keras ...] [--limit N] [--skip-basic-pitch] [--json OUT]
 
-Prints note recall by register and velocity (where each system misses notes), then a
-Markdown table last: one row per system.
+Prints note recall by register and velocity (where each system misses notes), note
+recall by context (chord size, velocity band, register), then a Markdown table last: one
+row per system.
 """
 
 from __future__ import annotations
@@ -153,24 +154,75 @@ def found_by_band(pieces: list[Piece], estimates: dict[str, Notes]) -> dict[str,
 def recall_table(results: list[dict[str, Any]]) -> str:
     """Note recall (%) by register and velocity, one row per system (at least one), over
     all notes of the split (not per piece); the first row counts the reference notes."""
-    labels = [label for *_, label in BANDS]
+    return _recall_lines(results, "found_by_band", [label for *_, label in BANDS])
+
+
+def _recall_lines(results: list[dict[str, Any]], key: str, labels: list[str]) -> str:
+    """The recall table of ``results[i][key]`` (``{label: [found, total]}``) over ``labels``."""
     lines = ["| note recall % | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
-    totals = results[0]["found_by_band"]
+    totals = results[0][key]
     lines.append("| reference notes | " + " | ".join(str(totals[label][1]) for label in labels) + " |")
     for r in results:
-        cells = [r["found_by_band"][label] for label in labels]
+        cells = [r[key][label] for label in labels]
         lines.append(f"| {r['system']} | " + " | ".join(f"{100 * f / n:.1f}" if n else "-" for f, n in cells) + " |")
     return "\n".join(lines)
 
 
+# The context a reference note is played in: how many notes start with it (itself
+# included: onsets within the note scores' 50 ms onset tolerance of its own), its MIDI
+# velocity, and its register (C3 is MIDI 48, C6 MIDI 84; both ends inside the middle band).
+CONTEXTS = (
+    ("chord", 1, 1, "1 onset"), ("chord", 2, 3, "2-3 onsets"), ("chord", 4, 128, "4+ onsets"),
+    ("velocity", 1, 59, "vel <60"), ("velocity", 60, 90, "vel 60-90"), ("velocity", 91, 127, "vel >90"),
+    ("pitch", 0, 47, "below C3"), ("pitch", 48, 84, "C3-C6"), ("pitch", 85, 127, "above C6"),
+)  # fmt: skip
+CHORD_WINDOW = 0.05  # seconds: mir_eval's onset tolerance in the note scores
+
+
+def chord_sizes(notes: Notes, window: float = CHORD_WINDOW) -> np.ndarray:
+    """(n,) int: for each note, the notes whose onset lies within ``window`` seconds of
+    its own (inclusive), itself included: 1 for a note played alone."""
+    mine = notes.intervals[:, 0]
+    onsets = np.sort(mine)
+    high, low = np.searchsorted(onsets, mine + window, "right"), np.searchsorted(onsets, mine - window, "left")
+    return (high - low).astype(np.int64)
+
+
+def found_by_context(pieces: list[Piece], estimates: dict[str, Notes]) -> dict[str, list[int]]:
+    """``{context label: [reference notes found, reference notes]}`` over all pieces, for
+    each of :data:`CONTEXTS`. Found is mir_eval's matching on onset (50 ms) and pitch (50
+    cents), ``mir_eval.transcription.match_notes`` through
+    :func:`pianotx.evaluate.found_references`: the notes note recall counts."""
+    from pianotx.evaluate import found_references
+
+    found = np.concatenate([found_references(p.reference, estimates[p.name]) for p in pieces])
+    values = {
+        "chord": np.concatenate([chord_sizes(p.reference) for p in pieces]),
+        "pitch": np.concatenate([p.reference.pitches for p in pieces]),
+        "velocity": np.concatenate([p.reference.velocities for p in pieces]),
+    }
+    counts = {}
+    for key, low, high, label in CONTEXTS:
+        inside = (values[key] >= low) & (values[key] <= high)
+        counts[label] = [int(found[inside].sum()), int(inside.sum())]
+    return counts
+
+
+def context_table(results: list[dict[str, Any]]) -> str:
+    """Note recall (%) by chord size, velocity band and register (:data:`CONTEXTS`), one
+    row per system, over all notes (not per piece); the first row counts the notes."""
+    return _recall_lines(results, "found_by_context", [label for *_, label in CONTEXTS])
+
+
 def score_run(run: SystemRun, pieces: list[Piece]) -> dict[str, Any]:
-    """A system's per-piece and mean scores, recall by band, real-time factor and
-    start-up, as plain data."""
+    """A system's per-piece and mean scores, recall by band and by context, real-time
+    factor and start-up, as plain data."""
     from pianotx.evaluate import evaluate_piece, mean_scores
 
     per_piece = {p.name: evaluate_piece(p.reference, run.estimates[p.name]) for p in pieces}
     return {
         "found_by_band": found_by_band(pieces, run.estimates),
+        "found_by_context": found_by_context(pieces, run.estimates),
         "system": run.name,
         "startup_seconds": run.startup_seconds,
         "processing_seconds": sum(run.seconds.values()),
@@ -423,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json is not None:
         write_json(args.json, args, results)
     print(recall_table(results) + "\n")
+    print(context_table(results) + "\n")
     print(markdown_table([table_row(r) for r in results]))
 
 

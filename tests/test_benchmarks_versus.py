@@ -161,3 +161,52 @@ def test_default_venv_follows_xdg_cache_home(versus, monkeypatch, tmp_path):
 def test_system_names(versus):
     assert versus.system_name(str(BUNDLED_MODEL)) == "pianotx bundled"
     assert versus.system_name("models:/piano/Production") == "pianotx models:/piano/Production"
+
+
+def context_example(versus):
+    """Ten reference notes in known contexts, and the estimates that find four of them."""
+    reference = Notes.from_lists(
+        [(0.0, 1.0)] * 4 + [(1.0, 2.0), (1.03, 2.0), (2.0, 2.5), (3.0, 3.5), (3.04, 3.5), (3.08, 3.5)],
+        [40, 48, 60, 84, 86, 72, 100, 55, 57, 59],
+        [50, 60, 90, 91, 100, 70, 30, 80, 80, 80],
+    )
+    found = Notes.from_lists(
+        [(0.0, 1.0), (0.06, 1.0), (0.0, 1.0), (1.01, 2.0), (3.04, 3.5)],
+        [40, 48, 60, 86, 57],  # 48 starts 60 ms late: past the 50 ms tolerance, not found
+    )
+    return [piece(versus, "a", 4.0, reference)], found
+
+
+def test_chord_sizes_count_the_onsets_within_50_ms_of_each_note(versus):
+    [p], _ = context_example(versus)
+    # 4 together; 1.00 and 1.03; 2.0 alone; a chain 3.00, 3.04, 3.08 (3.00 and 3.08 are 80 ms apart)
+    np.testing.assert_array_equal(versus.chord_sizes(p.reference), [4, 4, 4, 4, 2, 2, 1, 2, 3, 2])
+    assert versus.chord_sizes(Notes.empty()).shape == (0,)
+
+
+def test_found_by_context_counts_mir_evals_matches_by_chord_velocity_and_register(versus):
+    pieces, found = context_example(versus)
+    assert versus.found_by_context(pieces, {"a": found}) == {
+        "1 onset": [0, 1],
+        "2-3 onsets": [2, 5],
+        "4+ onsets": [2, 4],
+        "vel <60": [1, 2],
+        "vel 60-90": [2, 6],
+        "vel >90": [1, 2],
+        "below C3": [1, 1],
+        "C3-C6": [2, 7],
+        "above C6": [1, 2],
+    }
+
+
+def test_context_table_shows_recall_per_context(versus):
+    pieces, found = context_example(versus)
+    runs = [versus.SystemRun(name, 0.0, {"a": est}, {"a": 0.1}) for name, est in (("x", found), ("y", Notes.empty()))]
+    assert versus.context_table([versus.score_run(run, pieces) for run in runs]).splitlines() == [
+        "| note recall % | 1 onset | 2-3 onsets | 4+ onsets | vel <60 | vel 60-90 | vel >90 "
+        "| below C3 | C3-C6 | above C6 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| reference notes | 1 | 5 | 4 | 2 | 6 | 2 | 1 | 7 | 2 |",
+        "| x | 0.0 | 40.0 | 50.0 | 50.0 | 33.3 | 50.0 | 100.0 | 28.6 | 50.0 |",
+        "| y | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 |",
+    ]

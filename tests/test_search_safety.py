@@ -71,20 +71,132 @@ def test_negative_seed_is_refused(tmp_path):
         load_spec(space)
 
 
-def test_lock_refuses_a_running_search_and_takes_over_a_dead_ones(tmp_path):
+def _refusal(name, pid, since):
+    return (
+        f"search {name!r} is already running (pid {pid} on {socket.gethostname()}, since {since}); "
+        "wait for it, or stop that process"
+    )
+
+
+def test_lock_refuses_a_running_search_and_takes_over_a_dead_ones(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERASTUNER_TUNER_ID", raising=False)
     project = tmp_path / "kt" / "s"
+    lock = tmp_path / "kt" / ".s.tuner0.lock"  # beside the search's folder, not in it
     with search_lock(project, "s"):
-        with pytest.raises(ConfigError, match=rf"search 's' is already running \(pid {os.getpid()} on "):
+        since = json.loads(lock.read_text())["since"]
+        with pytest.raises(ConfigError) as err:
             with search_lock(project, "s"):
                 pass
-    assert not list(project.glob(".lock-*"))
-    lock = project / ".lock-tuner0"
+        assert str(err.value) == _refusal("s", os.getpid(), since)
+        with search_lock(tmp_path / "kt" / "t", "t"):  # another search runs beside it
+            pass
+        monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner1")  # another worker of the same search
+        with search_lock(project, "s"):
+            assert (tmp_path / "kt" / ".s.tuner1.lock").is_file()
+        monkeypatch.delenv("KERASTUNER_TUNER_ID")
+    assert lock.is_file() and not project.exists()  # the lock file stays; no folder made for it
     lock.write_text(json.dumps({"pid": 999999999, "host": socket.gethostname(), "since": "earlier"}))
-    with search_lock(project, "s"):
+    with search_lock(project, "s"):  # a dead process's record, no lock held: taken over
         assert json.loads(lock.read_text())["pid"] == os.getpid()
-    lock.write_text("{half")  # a lock half-written by a killed process
+    lock.write_text("{half")
     with search_lock(project, "s"):
         pass
+
+
+def test_overwrite_keeps_the_lock_of_the_search_it_restarts(tmp_path, monkeypatch):
+    """--overwrite removes the search's folder while it holds the search's lock: a second
+    search of the same space started meanwhile is still refused."""
+    from pianotx.tuning.search import _check_unchanged
+
+    monkeypatch.delenv("KERASTUNER_TUNER_ID", raising=False)
+    root = tmp_path / "kt"
+    space, project = tmp_path / "s.yaml", root / "s"
+    space.write_text(HEAD)
+    (project / "trial_0").mkdir(parents=True)
+    with search_lock(project, "s"):
+        since = json.loads((root / ".s.tuner0.lock").read_text())["since"]
+        _check_unchanged(load_spec(space), project, "fp", overwrite=True, root=root)
+        assert sorted(p.name for p in project.iterdir()) == ["dataset_fingerprint.txt", "search_space.yaml"]
+        with pytest.raises(ConfigError) as err:
+            with search_lock(project, "s"):
+                pass
+        assert str(err.value) == _refusal("s", os.getpid(), since)
+
+
+def _store_with_a_search(tmp_path):
+    """A local store holding the state of search 's' and of another search 'other'."""
+    mlruns = tmp_path / "mlruns"
+    for folder in ("keras-tuner/s/trial_0", "keras-tuner/other/trial_0", "artifacts"):
+        (mlruns / folder).mkdir(parents=True)
+        (mlruns / folder / "kept").write_text("x")
+    return mlruns, f"sqlite:///{mlruns / 'mlflow.db'}"
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.name.endswith(".lock"))
+
+
+def test_overwrite_while_the_search_runs_is_refused_and_removes_nothing(tmp_path, dataset, monkeypatch):
+    monkeypatch.delenv("KERASTUNER_TUNER_ID", raising=False)
+    mlruns, uri = _store_with_a_search(tmp_path)
+    space = tmp_path / "s.yaml"
+    space.write_text(HEAD)
+    before = _files(mlruns)
+    with search_lock(mlruns / "keras-tuner" / "s", "s"):  # the search running in another terminal
+        since = json.loads((mlruns / "keras-tuner" / ".s.tuner0.lock").read_text())["since"]
+        args = ["search", str(space), "--data", str(dataset), "--tracking-uri", uri, "--overwrite"]
+        result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {_refusal('s', os.getpid(), since)}"
+    assert _files(mlruns) == before
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../other", "/tmp/x"])
+def test_a_name_that_climbs_out_of_the_state_folder_is_refused_and_removes_nothing(tmp_path, dataset, name):
+    mlruns, uri = _store_with_a_search(tmp_path)
+    space = tmp_path / "s.yaml"
+    space.write_text(f"name: {name!r}\n" + HEAD.removeprefix("name: s\n"))
+    before = _files(tmp_path)
+    result = runner.invoke(app, ["search", str(space), "--data", str(dataset), "--tracking-uri", uri, "--overwrite"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        f"error: {space}: name {name!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit, "
+        "at most 100 characters"
+    )
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../other"])
+def test_overwrite_removes_a_search_folder_only_inside_the_state_folder(tmp_path, name):
+    """Whatever name reaches it, the removal checks the folder lies inside the state folder."""
+    import dataclasses
+
+    from pianotx.files import OutputError
+    from pianotx.tuning.search import _check_unchanged
+
+    mlruns, _ = _store_with_a_search(tmp_path)
+    root = mlruns / "keras-tuner"
+    space = tmp_path / "s.yaml"
+    space.write_text(HEAD)
+    spec = dataclasses.replace(load_spec(space), name=name)
+    before = _files(tmp_path)
+    with pytest.raises(OutputError) as err:
+        _check_unchanged(spec, root / name, "fp", overwrite=True, root=root)
+    assert str(err.value) == (
+        f"{root / name}: the state of search {name!r} lies outside {root}, which pianotx owns; nothing was removed"
+    )
+    assert _files(tmp_path) == before
+
+
+def test_a_bad_tuner_setting_writes_nothing(tmp_path, dataset):
+    space = tmp_path / "s.yaml"
+    space.write_text("name: s\ntuner: {type: random, max_trials: -3}\n")
+    (tmp_path / "mlruns").mkdir()
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    result = runner.invoke(app, ["search", str(space), "--data", str(dataset), "--tracking-uri", uri])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {space}: tuner.max_trials must be a positive integer, got -3"
+    assert list((tmp_path / "mlruns").iterdir()) == []
 
 
 def _tuner(tmp_path, dataset, text, name="s"):

@@ -243,3 +243,179 @@ def test_every_end_of_a_range_is_checked_against_the_config(tmp_path):
     text += "  dropout: {type: float, min_value: 0.0, max_value: 1.5}\n"
     with pytest.raises(ConfigError, match=r"dropout and recurrent_dropout must be in \[0, 1\)"):
         load_spec(_spec(tmp_path, text))
+
+
+BOMB = (  # 400 bytes that expand to 9**6 = 531441 strings
+    "tuner: {type: random}\n"
+    "description:\n"
+    "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    "  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+    "  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n"
+    "  f: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+)
+CHOICE = "tuner: {type: random}\nhyperparameters:\n  lstm_units: {type: choice, values: [%s]}\n"
+RULE = "must be letters, digits, '.', '_' or '-', starting with a letter or digit, at most 100 characters"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (BOMB, "line 3: YAML anchors (&a) are not allowed; write each value out"),
+        ("tuner: {type: random}\ndescription: *a\n", "line 2: YAML aliases (*a) are not allowed; write each value out"),
+        ("tuner: {<<: {type: random}}\n", "line 1: YAML merge keys (<<) are not allowed; write each key out"),
+        ("tuner: {type: random}\ntuner: {type: bayesian}\n", "line 2: key 'tuner' is given twice (first on line 1)"),
+        (
+            "tuner: {type: random, max_trials: 2, max_trials: 9}\n",
+            "line 1: key 'max_trials' is given twice (first on line 1)",
+        ),
+        (
+            "tuner: {type: random}\nfixed:\n  epochs: 2\n  dropout: 0.1\n  epochs: 3\n",
+            "line 5: key 'epochs' is given twice (first on line 3)",
+        ),
+        (
+            "tuner: {type: random}\ndescription: " + "[" * 30 + "]" * 30 + "\n",
+            "line 2: nested more than 20 levels deep",
+        ),
+        ("tuner: {type: random\n", "not valid YAML: line 2, column 1: expected ',' or '}', but got '<stream end>'"),
+        ("tuner: {type: random}\x00\n", "not valid YAML: the control character U+0000 at offset 21 is not allowed"),
+        (
+            "tuner: [random]\n",
+            "tuner must be a mapping (type: random | bayesian | hyperband, and its settings), got a list",
+        ),
+        (
+            "tuner: random\n",
+            "tuner must be a mapping (type: random | bayesian | hyperband, and its settings), got text",
+        ),
+        ("tuner: {type: [random]}\n", "tuner.type must be one of random, bayesian, hyperband"),
+        (
+            "tuner: {type: random}\nobjective: [val_f1]\n",
+            "objective must be a mapping (name: an objective, direction: max | min; or just the name), got a list",
+        ),
+        (
+            "tuner: {type: random}\nobjective: val_f2\n",
+            "objective.name must be one of val_f1, val_precision, val_recall, val_loss, loss, val_note_f1, "
+            "val_note_with_offset_f1, val_frame_f1",
+        ),
+        (
+            "tuner: {type: random}\nhyperparameters: [lstm_units]\n",
+            "hyperparameters must be a mapping (setting names to entries), got a list",
+        ),
+        ("tuner: {type: random}\nfixed: 3\n", "fixed must be a mapping (setting names to values), got a number"),
+        ("tuner: {type: random, max_trials: -3}\n", "tuner.max_trials must be a positive integer, got -3"),
+        ("tuner: {type: random, max_trials: 0}\n", "tuner.max_trials must be a positive integer, got 0"),
+        ("tuner: {type: random, max_trials: 2.5}\n", "tuner.max_trials must be an integer, got 2.5"),
+        ("tuner: {type: random, max_trials: .inf}\n", "tuner.max_trials must be an integer, got inf"),
+        ("tuner: {type: random, max_trials: true}\n", "tuner.max_trials must be an integer, got True"),
+        ("tuner: {type: hyperband, max_epochs: 0}\n", "tuner.max_epochs must be a positive integer, got 0"),
+        ("tuner: {type: hyperband, factor: 1}\n", "tuner.factor must be an integer of 2 or more, got 1"),
+        (
+            "tuner: {type: hyperband, hyperband_iterations: -1}\n",
+            "tuner.hyperband_iterations must be a positive integer, got -1",
+        ),
+        (
+            "tuner: {type: random, max_consecutive_failed_trials: 0}\n",
+            "tuner.max_consecutive_failed_trials must be a positive integer, got 0",
+        ),
+        ("tuner: {type: random, seed: -1}\n", "tuner.seed must be 0 or more, got -1"),
+        ("tuner: {type: random, seed: abc}\n", "tuner.seed must be an integer, got 'abc'"),
+        (
+            "tuner: {type: bayesian, num_initial_points: -2}\n",
+            "tuner.num_initial_points must be 0 or more, got -2",
+        ),
+        ("tuner: {type: bayesian, alpha: .nan}\n", "tuner.alpha must be a number, got nan"),
+        (
+            "tuner: {type: random, 1: 2, zz: 3}\n",
+            "tuner (random): unknown key(s) 1, zz; expected some of max_consecutive_failed_trials, max_trials, seed",
+        ),
+        (
+            CHOICE % ", ".join(str(i) for i in range(1, 1002)),
+            "hyperparameters: lstm_units.values has 1001 values; at most 1000",
+        ),
+        (
+            "tuner: {type: random}\nhyperparameters:\n  optimizer: {type: choice, values: [adam, sgd]}\n"
+            "  momentum: {type: float, min_value: 0.5, max_value: 0.9, parent_name: optimizer, "
+            f"parent_values: [{', '.join(['sgd'] * 1001)}]}}\n",
+            "hyperparameters: momentum.parent_values has 1001 values; at most 1000",
+        ),
+        (
+            "tuner: {type: random}\nhyperparameters: {lstm_units: {type: int, min_value: .nan, max_value: 8}}\n",
+            "hyperparameters: lstm_units.min_value must be a number, got nan (write 1.0e-4, not 1e-4)",
+        ),
+        (
+            "tuner: {type: random}\nhyperparameters: {lstm_units: {type: [int]}}\n",
+            "hyperparameters: lstm_units needs type: one of int, float, choice, boolean",
+        ),
+        ("name: ..\ntuner: {type: random}\n", f"name '..' {RULE}"),
+        ("name: .\ntuner: {type: random}\n", f"name '.' {RULE}"),
+        ("name: /tmp/x\ntuner: {type: random}\n", f"name '/tmp/x' {RULE}"),
+        ("name: ../x\ntuner: {type: random}\n", f"name '../x' {RULE}"),
+        ("name: a/b\ntuner: {type: random}\n", f"name 'a/b' {RULE}"),
+        ("name: .hidden\ntuner: {type: random}\n", f"name '.hidden' {RULE}"),
+        (f"name: {'a' * 101}\ntuner: {{type: random}}\n", f"name '{'a' * 101}' {RULE}"),
+        ("name: 12\ntuner: {type: random}\n", "name must be text, got 12 (quote it)"),
+    ],
+)
+def test_bad_space_files_are_one_exact_line(tmp_path, text, message):
+    path = _spec(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_a_space_file_must_be_short_utf8_text(tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"tuner: {type: random}\n\x89PNG\xff\x00")
+    with pytest.raises(ConfigError) as info:
+        load_spec(binary)
+    assert str(info.value) == f"{binary}: not UTF-8 text (byte 22 is 0x89); a search space is a YAML text file"
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"tuner: {type: random}\n" + b"#" * (1 << 20))
+    with pytest.raises(ConfigError) as info:
+        load_spec(huge)
+    assert str(info.value) == f"{huge}: more than 1048576 bytes; a search space is a short YAML text file"
+    most = tmp_path / "most.yaml"
+    most.write_bytes(b"tuner: {type: random}\n" + b"#" * ((1 << 20) - 23) + b"\n")
+    assert load_spec(most).tuner == "random"  # exactly 1 MiB: read
+
+
+def test_a_file_name_that_cannot_name_the_search_needs_a_name(tmp_path):
+    path = tmp_path / "my space.yaml"
+    path.write_text("tuner: {type: random}\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(path)
+    assert str(info.value) == (
+        f"{path}: the file's name 'my space' cannot name the search (letters, digits, '.', '_' or '-', starting "
+        "with a letter or digit, at most 100 characters); give it a name: in the file"
+    )
+    path.write_text("name: my_space-2.b\ntuner: {type: random}\n")
+    assert load_spec(path).name == "my_space-2.b"
+    other = tmp_path / "v1.2_space-b.yaml"
+    other.write_text("name:\ntuner: {type: random}\n")
+    assert load_spec(other).name == "v1.2_space-b"
+
+
+@pytest.mark.parametrize(
+    "objective, name, direction",
+    [
+        ("val_f1", "val_f1", "max"),
+        ("val_note_f1", "val_note_f1", "max"),
+        ("val_loss", "val_loss", "min"),
+        ("loss", "loss", "min"),
+        ("{name: val_loss}", "val_loss", "min"),
+        ("{name: val_loss, direction: max}", "val_loss", "max"),
+        ("{direction: min}", "val_f1", "min"),
+    ],
+)
+def test_an_objective_by_name_alone_takes_its_natural_direction(tmp_path, objective, name, direction):
+    spec = load_spec(_spec(tmp_path, f"tuner: {{type: random}}\nobjective: {objective}\n"))
+    assert (spec.objective, spec.direction) == (name, direction)
+
+
+def test_integer_tuner_settings_are_integers(tmp_path):
+    spec = load_spec(_spec(tmp_path, "tuner: {type: hyperband, max_epochs: 6.0, factor: 2, seed: 0}\n"))
+    assert spec.tuner_settings == {"max_epochs": 6, "factor": 2, "seed": 0}
+    assert type(spec.tuner_settings["max_epochs"]) is int
+    choice = load_spec(_spec(tmp_path, CHOICE % ", ".join(str(i) for i in range(1, 1001))))
+    assert choice.hyperparameters["lstm_units"][0]["values"] == list(range(1, 1001))

@@ -70,6 +70,19 @@ def test_a_workers_scratch_of_another_search_is_cleared(tmp_path):
     assert (project / "trial_0" / "backup").is_dir()
 
 
+def test_a_workers_trial_folder_linked_elsewhere_loses_the_link_not_its_target(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "backup").mkdir(parents=True)
+    (elsewhere / "backup" / "kept").write_text("x")
+    project = tmp_path / "kt" / "s"
+    (project / "trial_1").mkdir(parents=True)
+    (project / "trial_0").symlink_to(elsewhere, target_is_directory=True)
+    (project / "trial_2").symlink_to(tmp_path / "kt", target_is_directory=True)  # the state folder itself
+    prepare_worker_state(project, "run2", URI)
+    assert sorted(p.name for p in project.iterdir()) == ["search.json"]
+    assert (elsewhere / "backup" / "kept").read_text() == "x" and (tmp_path / "kt").is_dir()
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("state")

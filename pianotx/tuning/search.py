@@ -21,23 +21,23 @@ once the chief has no trial left for them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from pianotx.config import ConfigError, DecodingConfig
-from pianotx.files import pid_alive
+from pianotx.files import remove_inside
 from pianotx.locations import MODEL_NAME, Store
+from pianotx.lock import LockError, exclusive
 from pianotx.store import MANIFEST, Manifest, load_manifest
 from pianotx.tracking import (
     HOST_TAG,
@@ -76,11 +76,22 @@ class SearchResult:
     outcome: Outcome | None = None  # champion and challenger, when the best model was registered
 
 
-def _check_unchanged(spec: SearchSpec, project: Path, fingerprint: str, overwrite: bool) -> None:
-    """Refuse to resume a search whose space file or dataset changed since it began."""
+def _check_unchanged(
+    spec: SearchSpec, project: Path, fingerprint: str, overwrite: bool, root: Path | None = None
+) -> None:
+    """Refuse to resume a search whose space file or dataset changed since it began.
+
+    With ``overwrite`` the search's folder ``project`` is removed first, only when it
+    lies inside ``root``, the state folder of every search (default: ``project``'s
+    parent).
+
+    Raises:
+        ConfigError: the space file or the dataset changed.
+        OutputError: ``project`` is not inside ``root`` (nothing is removed).
+    """
     saved, saved_fp = project / SPEC_COPY, project / DATASET_FINGERPRINT
-    if overwrite and project.exists():
-        shutil.rmtree(project)
+    if overwrite:
+        remove_inside(project, project.parent if root is None else root, f"state of search {spec.name!r}")
     elif saved.is_file() and saved.read_bytes() != spec.path.read_bytes():
         raise ConfigError(
             f"{spec.path}: changed since search {spec.name!r} began ({saved}); "
@@ -96,48 +107,40 @@ def _check_unchanged(spec: SearchSpec, project: Path, fingerprint: str, overwrit
     saved_fp.write_text(fingerprint + "\n")
 
 
+def lock_path(root: Path, name: str) -> Path:
+    """The lock file of search ``name`` in the state folder ``root``, for this process's
+    tuner id (``KERASTUNER_TUNER_ID``, default ``tuner0``): ``root/.NAME.TUNER.lock``.
+
+    It lies beside the search's folder, not in it, so ``--overwrite`` (which removes
+    that folder) keeps it; a search name starts with a letter or digit, so no search's
+    folder is ever called like it. Any character of the tuner id other than letters,
+    digits, ``.``, ``_`` and ``-`` becomes ``_``."""
+    tuner = re.sub(r"[^A-Za-z0-9._-]", "_", os.environ.get("KERASTUNER_TUNER_ID", "tuner0"))
+    return root / f".{name}.{tuner}.lock"
+
+
 @contextmanager
 def search_lock(project: Path, name: str) -> Iterator[None]:
-    """Hold ``project/.lock-<tuner id>`` while a search runs, so the same search cannot
-    run twice at once (a second gets one line naming the first's pid and host).
+    """Hold the lock of search ``name`` (its folder ``project``) while it runs, so the
+    same search cannot run twice at once: a second gets one line naming the first's pid
+    and host (:func:`pianotx.lock.exclusive`; the lock goes with the process, however
+    it ends). Take it before anything is written or removed, ``--overwrite`` included.
 
-    A lock left by a process that no longer runs (same host) is taken over.
+    The lock is :func:`lock_path` in ``project``'s parent. ``flock`` keeps processes
+    apart on one machine; a state folder shared between machines over a network file
+    system may not be locked across them (see :mod:`pianotx.lock`).
 
     Raises:
-        ConfigError: the search is running in another process.
+        ConfigError: the search is running in another process, or its lock file
+            cannot be opened.
     """
-    project.mkdir(parents=True, exist_ok=True)
-    lock = project / f".lock-{os.environ.get('KERASTUNER_TUNER_ID', 'tuner0')}"
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            _refuse_or_clear(lock, name)
-    else:
-        raise ConfigError(f"search {name!r}: could not take its lock {lock}")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(me, handle)
+    held = ExitStack()
     try:
+        held.enter_context(exclusive(lock_path(project.parent, name), f"search {name!r}"))
+    except LockError as exc:
+        raise ConfigError(str(exc)) from None
+    with held:
         yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _refuse_or_clear(lock: Path, name: str) -> None:
-    try:
-        held = json.loads(lock.read_text())
-        pid, host = int(held["pid"]), str(held["host"])
-    except (OSError, ValueError, KeyError, TypeError):
-        lock.unlink(missing_ok=True)  # unreadable: a half-written lock of a killed process
-        return
-    if host != socket.gethostname() or pid_alive(pid):
-        raise ConfigError(
-            f"search {name!r} is already running (pid {pid} on {host}, since {held.get('since', '?')}); "
-            f"wait for it, or remove {lock} if that process is gone"
-        )
-    lock.unlink(missing_ok=True)
 
 
 def _environment_tags() -> dict[str, str]:
@@ -395,7 +398,7 @@ def _run_oracle(search: _Search, role: Role | None, overwrite: bool) -> SearchRe
     tracker = search.tracker()
     if not overwrite:
         _check_state_here(search, tracker)
-    _check_unchanged(spec, project, search.manifest.data["fingerprint"], overwrite)
+    _check_unchanged(spec, project, search.manifest.data["fingerprint"], overwrite, search.root)
     initial = search.initial_models()  # before anything trains: a space that does not fit is refused
     files = [spec.path, search.manifest.root / MANIFEST]
     identity = _identity_tags(search, role)

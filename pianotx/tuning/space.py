@@ -4,7 +4,7 @@ Example (every key shown; see ``search_spaces/``)::
 
     name: quick                      # experiment name in MLflow (default: file stem)
     description: ...                 # free text
-    objective: {name: val_f1, direction: max}
+    objective: {name: val_f1, direction: max}   # or just `objective: val_f1`
     tuner:
       type: random                   # random | bayesian | hyperband
       max_trials: 6                  # random, bayesian
@@ -51,10 +51,30 @@ allows (e.g. ``learning_rate`` on one scale for Adam, another for SGD)::
 Every name under ``hyperparameters`` and ``fixed`` must be a field of
 :class:`~pianotx.config.ModelConfig` or :class:`~pianotx.config.TrainConfig`; anything
 else is an error before anything trains. Unlisted fields keep their defaults (the seed).
+
+Names: ``name`` (or the file's stem) names the search's folder, so it is letters,
+digits, ``.``, ``_`` and ``-``, starting with a letter or digit (no ``/``, never ``.``
+or ``..``), at most 100 characters.
+
+Objective: ``objective: NAME`` is short for ``{name: NAME}``; the direction defaults to
+``min`` for ``loss`` and ``val_loss``, ``max`` for every other objective.
+
+Tuner settings: ``max_trials``, ``max_epochs``, ``hyperband_iterations`` and
+``max_consecutive_failed_trials`` are integers of 1 or more, ``factor`` of 2 or more,
+``seed`` and ``num_initial_points`` of 0 or more (0 initial points: Keras Tuner's
+default, 3 per hyperparameter).
+
+Limits, so that a file cannot exhaust memory or time before anything runs: at most
+1 MiB of UTF-8 text; no YAML anchors, aliases or merge keys (``&a``, ``*a``, ``<<``:
+a few hundred bytes of them can expand to gigabytes); no key given twice in one
+mapping (YAML would keep the last silently); at most 1000 values in a ``choice``, in a
+``parent_values`` list, or entries under one name.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -82,6 +102,15 @@ EPOCH_OBJECTIVES = ("val_f1", "val_precision", "val_recall", "val_loss", "loss")
 TRIAL_OBJECTIVES = ("val_note_f1", "val_note_with_offset_f1", "val_frame_f1")
 OBJECTIVES = EPOCH_OBJECTIVES + TRIAL_OBJECTIVES
 SETTING_TYPES = {"alpha": float, "beta": float}  # every other tuner setting is an integer
+AT_LEAST = {"max_trials": 1, "max_epochs": 1, "hyperband_iterations": 1, "max_consecutive_failed_trials": 1}
+AT_LEAST |= {"factor": 2, "seed": 0, "num_initial_points": 0}
+MINIMISED = ("loss", "val_loss")  # the objectives whose direction defaults to min
+MAX_BYTES = 1 << 20  # a search space is a short text file: 1 MiB at most
+MAX_VALUES = 1000  # values of one choice or parent_values list, entries of one name
+MAX_DEPTH = 20  # nesting of YAML collections
+MAX_NAME = 100
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit"
 TUNABLE = {f.name: f.type for f in fields(ModelConfig)} | {f.name: f.type for f in fields(TrainConfig)}
 
 
@@ -102,15 +131,162 @@ class SearchSpec:
     note_eval_pieces: int = 0  # validation pieces scored with mir_eval per trial (0: all)
 
 
+class _Refused(yaml.YAMLError):
+    """YAML that a search space may not hold, at a line of the file."""
+
+    def __init__(self, mark: Any, message: str) -> None:
+        super().__init__(f"line {mark.line + 1}: {message}" if mark is not None else message)
+
+
+class SpaceLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what a search space never needs: anchors and
+    aliases (they let a few bytes expand to gigabytes), merge keys, a key given twice
+    in one mapping (YAML keeps the last, silently) and collections nested deeper than
+    ``MAX_DEPTH``."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(event.start_mark, f"YAML aliases (*{event.anchor}) are not allowed; write each value out")
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(event.start_mark, f"YAML anchors (&{event.anchor}) are not allowed; write each value out")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _Refused(event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused(key_node.start_mark, "YAML merge keys (<<) are not allowed; write each key out")
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in lines:
+                    raise _Refused(key_node.start_mark, f"key {key!r} is given twice (first on line {lines[key]})")
+                lines[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, read within the limits of a search space.
+
+    Raises:
+        ConfigError: one line naming the file, and the line of the file where it helps.
+    """
+    where = str(path)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read search space ({exc})") from exc
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"{where}: more than {MAX_BYTES} bytes; a search space is a short YAML text file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where}: not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x}); a search space is a YAML text file"
+        ) from None
+    try:
+        return yaml.load(text, Loader=SpaceLoader)  # a safe loader, stricter still
+    except _Refused as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.reader.ReaderError as exc:
+        at = f"U+{exc.character:04X} at offset {exc.position}"
+        raise ConfigError(f"{where}: not valid YAML: the control character {at} is not allowed") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{where}: not valid YAML: {at}{exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def _kind(value: Any) -> str:
+    """What ``value`` is, in a message's words."""
+    kinds = {dict: "a mapping", list: "a list", str: "text", bool: "true/false", int: "a number", float: "a number"}
+    return "nothing" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _search_name(where: str, given: Any, path: Path) -> str:
+    """The search's name: ``name:``, or the file's stem; it names a folder, so it may
+    not climb out of the one that holds every search's state."""
+    if given is None or given == "":
+        name = path.stem
+        if not (NAME.fullmatch(name) and len(name) <= MAX_NAME):
+            raise ConfigError(
+                f"{where}: the file's name {name!r} cannot name the search ({NAME_RULE}, "
+                f"at most {MAX_NAME} characters); give it a name: in the file"
+            )
+        return name
+    if not isinstance(given, str):
+        raise ConfigError(f"{where}: name must be text, got {given!r} (quote it)")
+    if not (NAME.fullmatch(given) and len(given) <= MAX_NAME):
+        raise ConfigError(f"{where}: name {given!r} must be {NAME_RULE}, at most {MAX_NAME} characters")
+    return given
+
+
+def _mapping(where: str, key: str, value: Any, expected: str) -> dict[Any, Any]:
+    """``value`` under ``key``, which must be a mapping (nothing: an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a mapping ({expected}), got {_kind(value)}")
+    return value
+
+
+def _objective(where: str, value: Any) -> tuple[str, str]:
+    """The objective's name and direction, from ``{name: ..., direction: ...}`` or a name."""
+    if isinstance(value, str):
+        value = {"name": value}
+    objective = _mapping(where, "objective", value, "name: an objective, direction: max | min; or just the name")
+    _check_keys(f"{where}: objective", objective, {"name", "direction"})
+    name = objective.get("name", "val_f1")
+    direction = objective.get("direction", "min" if name in MINIMISED else "max")
+    if direction not in ("max", "min"):
+        raise ConfigError(f"{where}: objective.direction must be max or min")
+    if name not in OBJECTIVES:
+        raise ConfigError(f"{where}: objective.name must be one of {', '.join(OBJECTIVES)}")
+    return name, direction
+
+
+def _tuner_settings(where: str, tuner: dict[Any, Any]) -> dict[str, Any]:
+    """The tuner's settings, each of its type and at least its least value."""
+    settings = {}
+    for key, value in tuner.items():
+        wanted = SETTING_TYPES.get(key, int)
+        number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        if not number or (wanted is int and value != int(value)):
+            raise ConfigError(
+                f"{where}: tuner.{key} must be {'a number' if wanted is float else 'an integer'}, got {value!r}"
+            )
+        least = AT_LEAST.get(key)
+        if least is not None and value < least:
+            rule = {0: "0 or more", 1: "a positive integer"}.get(least, f"an integer of {least} or more")
+            raise ConfigError(f"{where}: tuner.{key} must be {rule}, got {value!r}")
+        settings[key] = int(value) if wanted is int else value
+    return settings
+
+
 def _check_keys(
     where: str, got: dict[str, Any], allowed: AbstractSet[str], required: AbstractSet[str] = frozenset()
 ) -> None:
-    unknown = sorted(set(got) - allowed)
+    unknown = sorted(str(k) for k in set(got) - allowed)
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
         )
-    missing = sorted(required - set(got))
+    missing = sorted(str(k) for k in required - set(got))
     if missing:
         raise ConfigError(f"{where}: missing key(s) {', '.join(missing)}")
 
@@ -118,20 +294,26 @@ def _check_keys(
 def _check_hp(where: str, name: str, entry: Any) -> dict[str, Any]:
     if name not in TUNABLE:
         raise ConfigError(f"{where}: {name!r} is not a model or training setting; known: {', '.join(TUNABLE)}")
-    if not isinstance(entry, dict) or entry.get("type") not in HP_KEYS:
+    if not isinstance(entry, dict) or not isinstance(entry.get("type"), str) or entry["type"] not in HP_KEYS:
         raise ConfigError(f"{where}: {name} needs type: one of {', '.join(HP_KEYS)}")
     required, optional = HP_KEYS[entry["type"]]
     _check_keys(f"{where}: {name}", entry, required | optional | {"type"}, required)
     for key in ("min_value", "max_value", "step"):
-        if key in entry and (isinstance(entry[key], bool) or not isinstance(entry[key], (int, float))):
-            raise ConfigError(f"{where}: {name}.{key} must be a number, got {entry[key]!r} (write 1.0e-4, not 1e-4)")
+        value = entry.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: {name}.{key} must be a number, got {value!r} (write 1.0e-4, not 1e-4)")
     if entry["type"] == "choice" and not (isinstance(entry["values"], list) and entry["values"]):
         raise ConfigError(f"{where}: {name}.values must be a non-empty list")
+    for key in ("values", "parent_values"):
+        if isinstance(entry.get(key), list) and len(entry[key]) > MAX_VALUES:
+            raise ConfigError(f"{where}: {name}.{key} has {len(entry[key])} values; at most {MAX_VALUES}")
     if entry.get("sampling", "linear") not in ("linear", "log", "reverse_log"):
         raise ConfigError(f"{where}: {name}.sampling must be linear, log or reverse_log")
     _check_range(where, name, entry)
     if ("parent_name" in entry) != ("parent_values" in entry) or not isinstance(entry.get("parent_values", []), list):
         raise ConfigError(f"{where}: {name} needs parent_name and parent_values (a list) together")
+    if not isinstance(entry.get("parent_name", ""), str):
+        raise ConfigError(f"{where}: {name}.parent_name must name a choice or boolean, got {entry['parent_name']!r}")
     return dict(entry)
 
 
@@ -165,34 +347,21 @@ def load_spec(path: str | Path) -> SearchSpec:
     """
     path = Path(path)
     where = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{where}: cannot read search space ({exc})") from exc
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: a search space is a mapping of {', '.join(sorted(TOP_KEYS))}")
     _check_keys(where, data, TOP_KEYS, {"tuner"})
-    objective = data.get("objective") or {}
-    _check_keys(f"{where}: objective", objective, {"name", "direction"})
-    if objective.get("direction", "max") not in ("max", "min"):
-        raise ConfigError(f"{where}: objective.direction must be max or min")
-    if objective.get("name", "val_f1") not in OBJECTIVES:
-        raise ConfigError(f"{where}: objective.name must be one of {', '.join(OBJECTIVES)}")
-    tuner = dict(data["tuner"] or {})
+    search_name = _search_name(where, data.get("name"), path)
+    objective, direction = _objective(where, data.get("objective"))
+    tuner = dict(_mapping(where, "tuner", data["tuner"], f"type: {' | '.join(TUNER_KEYS)}, and its settings"))
     kind = tuner.pop("type", None)
-    if kind not in TUNER_KEYS:
+    if not isinstance(kind, str) or kind not in TUNER_KEYS:
         raise ConfigError(f"{where}: tuner.type must be one of {', '.join(TUNER_KEYS)}")
     _check_keys(f"{where}: tuner ({kind})", tuner, TUNER_KEYS[kind])
-    if tuner.get("seed", 0) < 0:
-        raise ConfigError(f"{where}: tuner.seed must be 0 or more, got {tuner['seed']}")
-    for key, value in tuner.items():
-        wanted = SETTING_TYPES.get(key, int)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (wanted is int and value != int(value)):
-            raise ConfigError(
-                f"{where}: tuner.{key} must be {'a number' if wanted is float else 'an integer'}, got {value!r}"
-            )
-    hps = {k: _check_entries(f"{where}: hyperparameters", k, v) for k, v in (data.get("hyperparameters") or {}).items()}
-    fixed = dict(data.get("fixed") or {})
+    tuner = _tuner_settings(where, tuner)
+    searched = _mapping(where, "hyperparameters", data.get("hyperparameters"), "setting names to entries")
+    hps = {k: _check_entries(f"{where}: hyperparameters", k, v) for k, v in searched.items()}
+    fixed = dict(_mapping(where, "fixed", data.get("fixed"), "setting names to values"))
     if "init_from" in data:  # the model every trial starts from: as `fixed: {init_from: ...}`
         if "init_from" in fixed or "init_from" in hps:
             raise ConfigError(f"{where}: init_from is given at the top and under fixed or hyperparameters")
@@ -212,9 +381,9 @@ def load_spec(path: str | Path) -> SearchSpec:
         raise ConfigError(f"{where}: with hyperband the epoch budget is tuner.max_epochs, not epochs")
     spec = SearchSpec(
         path=path,
-        name=str(data.get("name") or path.stem),
-        objective=str(objective.get("name", "val_f1")),
-        direction=str(objective.get("direction", "max")),
+        name=search_name,
+        objective=objective,
+        direction=direction,
         tuner=kind,
         tuner_settings=tuner,
         hyperparameters=hps,
@@ -240,6 +409,8 @@ def _check_entries(where: str, name: str, value: Any) -> tuple[dict[str, Any], .
     """One entry, or a list of entries of one name, each under its own condition."""
     if not isinstance(value, list):
         return (_check_hp(where, name, value),)
+    if len(value) > MAX_VALUES:
+        raise ConfigError(f"{where}: {name} has {len(value)} entries; at most {MAX_VALUES}")
     entries = tuple(_check_hp(where, name, v) for v in value)
     if not entries or any("parent_name" not in e for e in entries):
         raise ConfigError(f"{where}: {name} is a list: each of its entries needs parent_name and parent_values")

@@ -22,13 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pianotx.config import ConfigError
-from pianotx.files import write_json_atomic
+from pianotx.files import remove_inside, write_json_atomic
 from pianotx.locations import Store, cache_dir
 
 STATE_FILE = "search.json"
@@ -122,8 +121,9 @@ def check_state(
 def prepare_worker_state(project: Path, parent_run_id: str, tracking_uri: str) -> None:
     """Make a worker's folder the scratch of the search ``parent_run_id``: trial folders
     left by another search of the same name (whose backups a new trial would otherwise
-    resume from) are removed."""
+    resume from) are removed: each only inside ``project`` (a trial folder that is a
+    symbolic link loses the link, never what it points to)."""
     if project.is_dir() and bound_run(project) != parent_run_id:
-        for trial_dir in project.glob("trial_*"):
-            shutil.rmtree(trial_dir, ignore_errors=True)
+        for trial_dir in sorted(project.glob("trial_*")):
+            remove_inside(trial_dir, project, "trial folder")
     bind(project, parent_run_id, tracking_uri)

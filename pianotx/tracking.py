@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import mlflow
+import mlflow.pyfunc
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -45,7 +46,28 @@ ORACLE_TAG = "pianotx.oracle"  # a distributed search run: the chief's HOST:PORT
 WORKER_TIMEOUT_TAG = "pianotx.worker_timeout"  # seconds without a heartbeat before a trial is retried
 RESUMED_TAG = "pianotx.resumed_from"  # a trial run that went on from another run's last epoch
 SETTLE_SECONDS = 1.0  # how long a new search run waits for a concurrent twin before settling on one
-PIP_REQUIREMENTS = ["pianotx", "tensorflow", "keras>=3"]
+# What a logged model needs installed to load and run (pianotx itself travels with the
+# model as code): pianotx's dependencies on the way from audio to notes, as pyproject.toml
+# pins them (TensorFlow as its `cpu` and `gpu` extras do). MLflow adds itself.
+PIP_REQUIREMENTS = [
+    "tensorflow>=2.16,<2.22",
+    "keras>=3.3,<4",
+    "numpy>=1.26",
+    "scipy>=1.11",
+    "soundfile>=0.12",
+    "soxr>=0.3.2",
+]
+PythonModel = mlflow.pyfunc.PythonModel  # the base of pianotx.serving.PianoModel (MLflow is reached through here)
+# The file MLflow runs to build a logged model's Python object ("models from code"): no
+# pickle is stored, so loading needs no MLFLOW_ALLOW_PICKLE_DESERIALIZATION.
+MODEL_CODE = '''"""pianotx's audio-to-notes model, as MLflow loads it (see pianotx.serving)."""
+
+from mlflow.models import set_model
+
+from pianotx.serving import PianoModel
+
+set_model(PianoModel())
+'''
 
 
 class TrackingError(PianotxError, RuntimeError):
@@ -392,33 +414,58 @@ class SearchTracker:
     def log_figure(self, run_id: str, figure: Any, name: str) -> None:
         self.client.log_figure(run_id, figure, name)
 
-    def log_model(self, run_id: str, model: Any, example: tuple[Any, Any], metadata: dict[str, Any]) -> str:
-        """Log a Keras model (MLflow's Keras flavor) carrying ``metadata``; its URI."""
+    def log_model(self, run_id: str, model: Any, example: tuple[Any, Any] | None, metadata: dict[str, Any]) -> str:
+        """Log a Keras model carrying ``metadata`` as the audio-to-notes model of
+        :mod:`pianotx.serving`; its URI (see :meth:`log_model_to`)."""
         return self.log_model_to(self.client, run_id, model, example, metadata)
 
     @staticmethod
     def log_model_to(
-        client: MlflowClient, run_id: str, model: Any, example: tuple[Any, Any], metadata: dict[str, Any]
+        client: MlflowClient, run_id: str, model: Any, example: tuple[Any, Any] | None, metadata: dict[str, Any]
     ) -> str:
-        """:meth:`log_model` with ``client``, for runs outside a search."""
-        import mlflow.keras
-        from mlflow.models import infer_signature
+        """Log ``model`` (Keras) with ``metadata`` (:func:`pianotx.config.model_metadata`
+        and more) as artifact ``model`` of run ``run_id``, an MLflow ``python_function``
+        model that takes audio and returns notes (:class:`pianotx.serving.PianoModel`);
+        its URI (also set as the run's tag ``pianotx.model_uri``).
 
-        signature = infer_signature(example[0], example[1])
-        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
-        try:
-            info = mlflow.keras.log_model(
-                model,
-                name="model",
-                signature=signature,
-                pip_requirements=PIP_REQUIREMENTS,
-                metadata={METADATA_KEY: metadata},
-            )
-        finally:
-            # Leaving the run as a `with mlflow.start_run` block does would mark it
-            # FINISHED before its objective is logged, and a kill then would leave a
-            # FINISHED run that no resume closes: it stays RUNNING until end_trial.
-            mlflow.end_run(status="RUNNING")
+        The logged model holds the Keras file and the metadata (artifact
+        ``transcriber``), the pianotx package as code (a Python without pianotx loads
+        it), :data:`PIP_REQUIREMENTS`, the signature of :func:`serving_signature`, a
+        short silent WAV as input example, and ``metadata`` under the MLmodel's
+        metadata key ``pianotx``. ``example`` (a batch of features and the Keras
+        model's outputs, which the Keras-flavour models of earlier versions were
+        logged with) is not needed and is ignored.
+        """
+        from pianotx import serving
+
+        with tempfile.TemporaryDirectory(prefix="pianotx-log-") as tmp:
+            folder = serving.save_transcriber(model, metadata, Path(tmp) / serving.ARTIFACT)
+            code = _package_copy(Path(tmp) / "code")
+            entry = Path(tmp) / "piano_model.py"
+            entry.write_text(MODEL_CODE)
+            path = list(sys.path)
+            mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+            try:
+                with warnings.catch_warnings():  # MLflow's notes on models-from-code files
+                    warnings.simplefilter("ignore", UserWarning)
+                    info = mlflow.pyfunc.log_model(
+                        name="model",
+                        python_model=str(entry),
+                        artifacts={serving.ARTIFACT: str(folder)},
+                        code_paths=[str(code)],
+                        signature=serving_signature(),
+                        input_example=serving_example(),
+                        pip_requirements=PIP_REQUIREMENTS,
+                        metadata={METADATA_KEY: metadata},
+                    )
+            finally:
+                # MLflow checks the input example by loading the model, which puts the
+                # model's copy of pianotx on sys.path: this process keeps its own.
+                sys.path[:] = path
+                # Leaving the run as a `with mlflow.start_run` block does would mark it
+                # FINISHED before its objective is logged, and a kill then would leave a
+                # FINISHED run that no resume closes: it stays RUNNING until end_trial.
+                mlflow.end_run(status="RUNNING")
         client.set_tag(run_id, MODEL_URI_TAG, info.model_uri)
         return str(info.model_uri)
 
@@ -457,6 +504,54 @@ class SearchTracker:
         if failure:
             self.client.set_tag(self.parent, FAILURE_TAG, failure[:5000])
         self.client.set_terminated(self.parent, status or ("FAILED" if failure else "FINISHED"))
+
+
+def _package_copy(folder: Path) -> Path:
+    """A copy of the pianotx package (its sources, not the bundled model's file nor
+    bytecode) as ``folder/pianotx``, for a logged model's ``code_paths``."""
+    import shutil
+
+    source = Path(__file__).resolve().parent
+    target = folder / source.name
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.keras"))
+    return target
+
+
+def bad_request(message: str) -> MlflowException:
+    """An MLflow error saying ``message``, which MLflow's scoring server answers with
+    HTTP 400 and ``message`` in its JSON body (a served model's refusal of a request)."""
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def serving_signature() -> Any:
+    """The signature of every model pianotx logs (see :mod:`pianotx.serving`): input
+    columns ``audio`` (string, a file path) and ``audio_bytes`` (binary, the file's
+    contents), either one per row; output columns ``input`` (long), ``onset`` and
+    ``offset`` (double), ``pitch`` and ``velocity`` (long)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from pianotx.serving import INPUT_COLUMNS, NOTE_COLUMNS
+
+    inputs = Schema([ColSpec(kind, name, required=False) for name, kind in INPUT_COLUMNS.items()])
+    outputs = Schema([ColSpec(kind, name) for name, kind in NOTE_COLUMNS.items()])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def serving_example(seconds: float = 0.25, sample_rate: int = 16000) -> Any:
+    """The input example logged with every model: one row of ``audio_bytes``, a WAV
+    file of ``seconds`` of silence (MLflow shows it as a request body, base64 text)."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.zeros(int(seconds * sample_rate), np.float32), sample_rate, format="WAV")
+    return pd.DataFrame({"audio_bytes": [buffer.getvalue()]})
 
 
 CHAMPION_ALIAS = "champion"  # the version `pianotx transcribe` uses (stage Production, alias production too)
@@ -531,22 +626,18 @@ def version_with_tag(store: Store, name: str, key: str, value: str) -> int | Non
     return min(int(v.version) for v in found) if found else None
 
 
-def log_bundled(store: Store, model: Any, metadata: dict[str, Any], digest: str, n_bins: int) -> str:
+def log_bundled(store: Store, model: Any, metadata: dict[str, Any], digest: str, n_bins: int | None = None) -> str:
     """Log the bundled model as an MLflow model (a run of experiment ``bundled``), so that
-    it can be registered like a search's; its model URI."""
-    import numpy as np
-
+    it can be registered like a search's; its model URI. ``n_bins`` (the model's input
+    width, which Keras-flavour logging needed for an example) is ignored."""
     client = connect(store)
     run = client.create_run(
         experiment_id(client, store, BUNDLED_EXPERIMENT),
         run_name="pianotx bundled model",
         tags={BUNDLED_TAG: digest, "mlflow.source.name": "pianotx/bundled/piano.keras", "mlflow.source.type": "LOCAL"},
     )
-    example = np.zeros((1, 32, n_bins), np.float32)
     try:
-        uri = SearchTracker.log_model_to(
-            client, run.info.run_id, model, (example, model.predict_on_batch(example)), metadata
-        )
+        uri = SearchTracker.log_model_to(client, run.info.run_id, model, None, metadata)
     except BaseException:
         best_effort(client.set_terminated, run.info.run_id, "FAILED")
         raise
@@ -654,15 +745,17 @@ def has_model(store: Store, uri: str) -> bool:
 
 
 def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
-    """Load a logged Keras model and the pianotx metadata it carries.
+    """Load a logged model's Keras model and the pianotx metadata it carries.
 
     ``uri``: ``models:/NAME/STAGE``, ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
-    ``runs:/RUN_ID/model`` or a local model folder.
+    ``runs:/RUN_ID/model`` or a local model folder. Both kinds of model pianotx has
+    logged load: the audio-to-notes models of :mod:`pianotx.serving` (the Keras file of
+    their artifact ``transcriber``) and the Keras-flavour models of earlier versions.
 
     Raises:
-        TrackingError: the URI does not resolve (the message lists registered models).
+        TrackingError: the URI does not resolve (the message lists registered models),
+            or names a model that is neither kind.
     """
-    import mlflow.keras
     from mlflow.models import Model
 
     import pianotx.model  # noqa: F401 - registers pianotx's layers and losses for loading
@@ -672,10 +765,13 @@ def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
     connect(store)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri) if ":" in uri else uri
-        meta = (Model.load(local).metadata or {}).get(METADATA_KEY)
+        logged = Model.load(local)
+        meta = (logged.metadata or {}).get(METADATA_KEY)
         with warnings.catch_warnings():  # the optimizer's slots are not needed for inference
             warnings.simplefilter("ignore", UserWarning)
-            model = mlflow.keras.load_model(local)
+            model = _keras_model(uri, local, logged)
+    except TrackingError:
+        raise
     except (MlflowException, OSError) as exc:
         names = ", ".join(registered_models(store)) or "none"
         raise TrackingError(f"model {uri} not found in {store.tracking_uri} (registered models: {names})") from exc
@@ -684,6 +780,22 @@ def load_model(store: Store, uri: str) -> tuple[Any, dict[str, Any]]:
     if meta is None:
         raise TrackingError(f"model {uri} carries no pianotx metadata (feature config)")
     return model, meta
+
+
+def _keras_model(uri: str, local: str, logged: Any) -> Any:
+    """The Keras model of the logged model ``logged``, downloaded to ``local``."""
+    if "keras" in logged.flavors:  # logged by an earlier version with MLflow's Keras flavour
+        import mlflow.keras
+
+        return mlflow.keras.load_model(local)
+    import keras
+
+    from pianotx.serving import ARTIFACT, MODEL_FILE
+
+    artifacts = logged.flavors.get("python_function", {}).get("artifacts", {})
+    if ARTIFACT not in artifacts:
+        raise TrackingError(f"model {uri} is not a pianotx model (no artifact {ARTIFACT!r} nor Keras flavour)")
+    return keras.models.load_model(Path(local) / artifacts[ARTIFACT]["path"] / MODEL_FILE, compile=False)
 
 
 def model_version(store: Store, uri: str) -> dict[str, str]:

@@ -73,6 +73,7 @@ def test_a_trial_run_stays_running_until_its_outcome_is_recorded(tmp_path):
     import keras
     import numpy as np
 
+    from pianotx.config import DecodingConfig, FeatureConfig, model_metadata
     from pianotx.locations import Store
     from pianotx.tracking import OBJECTIVE_METRIC, SearchTracker
 
@@ -80,9 +81,11 @@ def test_a_trial_run_stays_running_until_its_outcome_is_recorded(tmp_path):
     tracker = SearchTracker(store, "s")
     tracker.start_search({}, {}, [])
     run_id = tracker.start_trial("0", {"lstm_units": 8})
-    model = keras.Sequential([keras.Input((None, 4)), keras.layers.Dense(2)])
-    x = np.zeros((1, 3, 4), np.float32)
-    tracker.log_model(run_id, model, (x, model.predict_on_batch(x)), {})
+    model = keras.Sequential([keras.Input((None, 84)), keras.layers.Dense(88, activation="sigmoid")])
+    x = np.zeros((1, 3, 84), np.float32)
+    tracker.log_model(
+        run_id, model, (x, model.predict_on_batch(x)), model_metadata(FeatureConfig(), DecodingConfig(), 64)
+    )
     assert tracker.client.get_run(run_id).info.status == "RUNNING"
     assert tracker.complete_trial_run("0") is None
     tracker.log_metrics(run_id, {OBJECTIVE_METRIC: 0.5})
@@ -120,3 +123,85 @@ def test_a_store_whose_creation_was_killed_is_made_again(tmp_path):
     client = connect(Store(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri()))
     assert [e.name for e in client.search_experiments()] == ["Default"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".schema.lock", "mlflow.db"]
+
+
+def test_pip_requirements_are_pyprojects_without_pianotx():
+    """A logged model's requirements are pianotx's own dependencies as pyproject.toml pins
+    them (TensorFlow as the cpu/gpu extras do), never pianotx, which no index has."""
+    from pianotx.tracking import PIP_REQUIREMENTS
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 and later
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    tensorflow, *rest = PIP_REQUIREMENTS
+    assert set(rest) <= set(project["dependencies"])
+    assert tensorflow.removeprefix("tensorflow") == project["optional-dependencies"]["cpu"][0].removeprefix(
+        "tensorflow-cpu"
+    )
+    assert not any(r.startswith("pianotx") for r in PIP_REQUIREMENTS)
+
+
+def _dense_model(bias: float):
+    import keras
+
+    inputs = keras.Input((None, 84), name="cqt")
+    dense = keras.layers.Dense(
+        88, activation="sigmoid", name="frames", bias_initializer=keras.initializers.Constant(bias)
+    )
+    model = keras.Model(inputs, dense(inputs))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+
+
+def test_load_model_reads_the_keras_model_and_metadata_of_a_served_model(tmp_path):
+    import numpy as np
+
+    from pianotx.config import DecodingConfig, FeatureConfig, model_metadata
+    from pianotx.tracking import MODEL_URI_TAG, SearchTracker, load_model
+
+    store = Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
+    tracker = SearchTracker(store, "s")
+    tracker.start_search({}, {}, [])
+    run_id = tracker.start_trial("0", {})
+    meta = model_metadata(FeatureConfig(), DecodingConfig(threshold=0.4), 64, dataset_fingerprint="abc")
+    tracker.log_model(run_id, _dense_model(2.0), None, meta)
+    uri = tracker.client.get_run(run_id).data.tags[MODEL_URI_TAG]
+    model, loaded_meta = load_model(store, uri)
+    assert loaded_meta == meta
+    assert getattr(model, "optimizer", None) is None  # logged without its optimizer state
+    p = model.predict_on_batch(np.zeros((1, 4, 84), np.float32))
+    assert p.shape == (1, 4, 88) and round(float(p[0, 0, 0]), 4) == 0.8808  # sigmoid(2)
+
+
+def test_models_logged_by_earlier_versions_in_the_keras_flavour_still_load(tmp_path, monkeypatch):
+    """Stores made before models were served as audio-to-notes models hold MLflow Keras
+    models: pianotx loads them as it did (tracking.load_model, load_transcriber)."""
+    import mlflow
+    import mlflow.keras
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from pianotx.config import DecodingConfig, FeatureConfig, model_metadata
+    from pianotx.tracking import connect, load_model, register
+    from pianotx.transcribe import load_transcriber
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    store = Store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", (tmp_path / "mlruns" / "artifacts").as_uri())
+    connect(store)
+    model = _dense_model(-2.0)
+    x = np.zeros((1, 3, 84), np.float32)
+    meta = model_metadata(FeatureConfig(), DecodingConfig(), 64)
+    with mlflow.start_run():  # as pianotx 0.1 logged a trial's model
+        info = mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=infer_signature(x, model.predict_on_batch(x)),
+            pip_requirements=["pianotx", "tensorflow", "keras>=3"],
+            metadata={"pianotx": meta},
+        )
+    register(store, info.model_uri, "piano")
+    loaded, loaded_meta = load_model(store, "models:/piano/Production")
+    assert loaded_meta == meta
+    assert round(float(loaded.predict_on_batch(x)[0, 0, 0]), 4) == 0.1192  # sigmoid(-2)
+    transcriber = load_transcriber("models:/piano/Production", store.tracking_uri)
+    assert transcriber.context == 64 and transcriber.decoding == DecodingConfig()

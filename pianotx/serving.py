@@ -157,7 +157,7 @@ def notes_table(notes: list[Any]) -> pd.DataFrame:
     )
 
 
-class PianoModel(PythonModel):  # type: ignore[misc]
+class PianoModel(PythonModel):
     """MLflow's ``python_function`` model of a pianotx transcriber (see the module
     docstring for its input and output).
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import mlflow
-import mlflow.pyfunc
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel as PythonModel  # the base of pianotx.serving.PianoModel
 from mlflow.tracking import MlflowClient
 
 from pianotx.errors import PianotxError
@@ -57,7 +57,6 @@ PIP_REQUIREMENTS = [
     "soundfile>=0.12",
     "soxr>=0.3.2",
 ]
-PythonModel = mlflow.pyfunc.PythonModel  # the base of pianotx.serving.PianoModel (MLflow is reached through here)
 # The file MLflow runs to build a logged model's Python object ("models from code"): no
 # pickle is stored, so loading needs no MLFLOW_ALLOW_PICKLE_DESERIALIZATION.
 MODEL_CODE = '''"""pianotx's audio-to-notes model, as MLflow loads it (see pianotx.serving)."""

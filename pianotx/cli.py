@@ -509,9 +509,7 @@ def transcribe(
         elif result.skipped:
             print(f"skipped {result.audio}: {result.skipped} (--overwrite replaces it)", file=sys.stderr, flush=True)
         elif not quiet:
-            line = (
-                f"{result.midi}: {result.notes} notes, {result.audio_seconds:.1f} s of audio in {result.seconds:.2f} s"
-            )
+            line = f"{result.midi}: {result.notes} note{'s' if result.notes != 1 else ''}, {result.audio_seconds:.1f} s of audio in {result.seconds:.2f} s"
             print(line, flush=True)
 
     def announce(transcriber: Transcriber) -> None:
@@ -586,7 +584,7 @@ def export(
     """Write a model as a standalone .keras file with its feature and decoding config."""
     import json
 
-    from pianotx.transcribe import export_model
+    from pianotx.evaluate import export_model
 
     _keras()
     with user_errors(out_dir):

@@ -27,6 +27,7 @@ from pianotx.config import DecodingConfig, FeatureConfig
 from pianotx.decoding import decode
 from pianotx.features import file_features
 from pianotx.labels import note_frames
+from pianotx.locations import MODEL_NAME
 from pianotx.midi import Notes
 
 T = TypeVar("T")
@@ -503,3 +504,24 @@ def evaluate_model(
     from pianotx.locations import resolve_store
 
     return report, tracking.log_evaluation(resolve_store(tracking_uri), report)
+
+
+def export_model(
+    model: str | None,
+    out_dir: Path,
+    name: str = MODEL_NAME,
+    tracking_uri: str | None = None,
+    tune_on: Path | None = None,
+    tune_pieces: int = 24,
+) -> Path:
+    """``pianotx export``: load ``model`` (as :func:`~pianotx.transcribe.load_transcriber`)
+    and :func:`~pianotx.transcribe.export` it, its decoding first tuned afresh on
+    ``tune_on``'s validation pieces if given (:func:`retuned`). It lives here, beside
+    the scoring it may use, so that transcription never imports scoring."""
+    from pianotx.transcribe import check_export_target, export, load_transcriber
+
+    check_export_target(out_dir, name)
+    transcriber = load_transcriber(model, tracking_uri)
+    if tune_on is not None:
+        transcriber = retuned(transcriber, tune_on, tune_pieces)
+    return export(transcriber, out_dir, name)

@@ -29,8 +29,7 @@ from typing import Any, TypeAlias
 import keras
 import numpy as np
 
-from pianotx.config import ModelConfig, TrainConfig
-from pianotx.decoding import DecodingConfig
+from pianotx.config import DecodingConfig, ModelConfig, TrainConfig
 from pianotx.evaluate import prf
 from pianotx.files import atomic_path, write_text_atomic
 from pianotx.model import build_model, has_onset_head, loss_weights, output_heads

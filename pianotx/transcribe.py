@@ -325,26 +325,6 @@ def check_export_target(out_dir: Path, name: str) -> None:
         raise OutputError(f"{taken}: exists and is not a pianotx export; choose another folder or --name")
 
 
-def export_model(
-    model: str | None,
-    out_dir: Path,
-    name: str = MODEL_NAME,
-    tracking_uri: str | None = None,
-    tune_on: Path | None = None,
-    tune_pieces: int = 24,
-) -> Path:
-    """``pianotx export``: load ``model`` (as :func:`load_transcriber`) and :func:`export`
-    it, its decoding first tuned afresh on ``tune_on``'s validation pieces if given
-    (:func:`pianotx.evaluate.retuned`)."""
-    check_export_target(out_dir, name)
-    transcriber = load_transcriber(model, tracking_uri)
-    if tune_on is not None:
-        from pianotx.evaluate import retuned
-
-        transcriber = retuned(transcriber, tune_on, tune_pieces)
-    return export(transcriber, out_dir, name)
-
-
 def export(transcriber: Transcriber, out_dir: Path, name: str = MODEL_NAME) -> Path:
     """Write ``NAME.keras`` and ``NAME.json`` (feature and decoding config) to ``out_dir``.
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,8 +27,16 @@ import numpy as np
 from pianotx.config import BuildConfig, to_dict
 from pianotx.datasets import PieceSource, Problem, discover
 from pianotx.errors import PianotxError
-from pianotx.files import check_output_folder, clear_stale_siblings, swap_in, temp_sibling, write_json_atomic
-from pianotx.store import MANIFEST, MANIFEST_VERSION, SPLITS, chunk, load_manifest, write_split
+from pianotx.files import (
+    check_output_folder,
+    clear_stale_siblings,
+    discard,
+    remove_inside,
+    swap_in,
+    temp_sibling,
+    write_json_atomic,
+)
+from pianotx.store import DATASET_FOLDER, MANIFEST, MANIFEST_VERSION, SPLITS, chunk, load_manifest, write_split
 
 Log = Callable[[str], None]
 
@@ -149,7 +156,7 @@ def process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> d
 
 
 def _process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> dict[str, Any]:
-    from pianotx.align import estimate_offset
+    from pianotx.align import estimate_offset, implausible_pair
     from pianotx.audio import AudioError, load_audio
     from pianotx.features import compute_features
     from pianotx.labels import notes_to_rolls
@@ -161,14 +168,18 @@ def _process_piece(source: PieceSource, config: BuildConfig, out_file: Path) -> 
         notes = read_notes(source.midi, config.labels.sustain_pedal, config.labels.pedal_threshold)
     except MidiError as exc:
         return {**record, "excluded": True, "reason": str(exc), "bad_file": str(source.midi)}
+    warnings: list[str] = []
     try:
-        samples = load_audio(source.audio, fc.sample_rate)
+        samples = load_audio(source.audio, fc.sample_rate, warn=warnings.append)
     except AudioError as exc:
         return {**record, "excluded": True, "reason": str(exc), "bad_file": str(source.audio)}
+    if warnings:
+        record["warnings"] = warnings
     seconds = len(samples) / fc.sample_rate
-    if seconds + 1.0 < notes.end_time:
-        reason = f"audio ({seconds:.1f} s) is much shorter than its MIDI ({notes.end_time:.1f} s)"
-        return {**record, "excluded": True, "reason": reason, "bad_file": str(source.audio)}
+    fault = implausible_pair(notes, seconds, fc.frame_rate)
+    if fault is not None:
+        which, reason = fault
+        return {**record, "excluded": True, "reason": reason, "bad_file": str(getattr(source, which))}
     features = compute_features(samples, fc)
     alignment = estimate_offset(features, notes, fc, config.align)
     offset = 0 if source.aligned else alignment.offset_frames
@@ -282,8 +293,9 @@ def build_dataset(
 ) -> BuildResult:
     """Build (or confirm up to date) the dataset of ``input_dir`` in ``out_dir``.
 
-    ``out_dir`` must be new, empty, or an earlier pianotx dataset (its manifest), and may
-    not be or contain ``input_dir``: anything else is refused before any work.
+    ``out_dir`` must be new, empty, or an earlier pianotx dataset holding only the files
+    its manifest lists, and may not be or contain ``input_dir``: anything else is refused
+    before any work.
 
     Raises:
         BuildError: no usable piece, or ``strict`` and any bad input.
@@ -291,9 +303,11 @@ def build_dataset(
     """
     config = config or BuildConfig()
     root, out = Path(input_dir), Path(out_dir)
+    if root.is_file():
+        raise BuildError(f"{root}: the input is a file, not a folder (give the folder of audio and MIDI pairs)")
     if not root.is_dir():
         raise BuildError(f"{root}: input folder does not exist")
-    check_output_folder(out, MANIFEST, inputs=[root], what="dataset")
+    check_output_folder(out, DATASET_FOLDER, inputs=[root], what="dataset")
     sources, problems = discover(root)
     for p in problems:
         log(f"skipped {p.path}: {p.reason}")
@@ -341,11 +355,11 @@ def _build(plan: _Plan, strict: bool, workers: int | None, progress: bool, log: 
         for split in ("train", "validation"):
             if not manifest["splits"][split]["pieces"]:
                 log(f"warning: the {split} split is empty; `pianotx search` needs train and validation pieces")
-        shutil.rmtree(work)
+        remove_inside(work, tmp, "work folder")
         write_json_atomic(tmp / MANIFEST, manifest)
-        swap_in(tmp, plan.out, MANIFEST)
+        swap_in(tmp, plan.out, DATASET_FOLDER)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
         raise
     return BuildResult("built", plan.out, manifest)
 
@@ -362,6 +376,8 @@ def _included_records(
     records = _process_all(todo, plan.config, work, workers, progress)
     for s, r in zip(todo, records):
         r["split"] = splits[s.name]
+        for line in r.pop("warnings", []):
+            log(f"warning: {line}")
         if r["excluded"]:
             bad = r.pop("bad_file")
             log(f"skipped {bad}: {r['reason']}")

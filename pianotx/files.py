@@ -11,9 +11,11 @@ places in one atomic step, so a kill at any moment leaves the old folder or the 
 elsewhere a kill between two renames leaves the old one aside, and the next
 :func:`temp_sibling` puts it back (it also clears what a killed process left). Before
 any work, :func:`check_output_folder` makes sure the target is something pianotx may
-replace: nothing yet, an empty folder, or a folder pianotx made itself (recognised by
-its manifest). Anything else, or a target that is or contains an input, is refused with
-one line naming the path and the reason, and nothing is touched.
+replace: nothing yet, an empty folder, or a folder pianotx made itself. A folder is
+recognised as pianotx's by its manifest's content (:class:`OwnedFolder`: the format
+pianotx writes, and the files it lists), never by a file name alone, and it may hold
+nothing its manifest does not list. Anything else, or a target that is or contains an
+input, is refused with one line naming the path and the reason, and nothing is touched.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,21 +138,76 @@ def _contains(folder: Path, other: Path) -> bool:
     return other == folder or folder in other.parents
 
 
-def check_output_folder(out: str | Path, marker: str, inputs: Sequence[str | Path] = (), what: str = "output") -> None:
+@dataclass(frozen=True)
+class OwnedFolder:
+    """How pianotx recognises a folder it made (a dataset, a rendered corpus).
+
+    Attributes:
+        marker: the manifest's file name, written last into the folder
+            (``manifest.json``).
+        listed: from the manifest's parsed JSON, every file pianotx wrote into the
+            folder (paths relative to it, ``/``-separated, the manifest included), or
+            None when the JSON is not a manifest of this kind (another program's file of
+            the same name).
+    """
+
+    marker: str
+    listed: Callable[[Any], Iterable[str] | None]
+
+    def unexpected(self, folder: Path) -> str | None:
+        """Why ``folder`` (which exists) is not one pianotx may replace, or None.
+
+        The reason names the manifest that is missing or foreign, or one entry (file,
+        folder or link) that the manifest does not list.
+        """
+        path = folder / self.marker
+        if not path.is_file():
+            return f"the folder holds files pianotx did not make (no {self.marker})"
+        try:
+            files = self.listed(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unreadable, or another schema
+            files = None
+        if files is None:
+            return f"its {self.marker} is not one pianotx wrote"
+        files = {str(f) for f in files}
+        folders = {str(parent) for f in files for parent in Path(f).parents if str(parent) != "."}
+        for entry in _entries(folder):
+            relative = entry.relative_to(folder).as_posix()
+            if entry.is_symlink():
+                return f"{relative} is a symbolic link, which pianotx never makes"
+            if not (entry.is_file() or entry.is_dir()):
+                return f"{relative} is neither a file nor a folder, which pianotx never makes"
+            if relative not in (files if entry.is_file() else folders):
+                return f"{relative} is there, which its {self.marker} does not list"
+        return None
+
+
+def _entries(folder: Path) -> Iterator[Path]:
+    """Everything under ``folder``, depth first in sorted order; links are not followed."""
+    for entry in sorted(folder.iterdir()):
+        yield entry
+        if entry.is_dir() and not entry.is_symlink():
+            yield from _entries(entry)
+
+
+def check_output_folder(
+    out: str | Path, owned: OwnedFolder, inputs: Sequence[str | Path] = (), what: str = "output"
+) -> None:
     """Refuse an output folder pianotx must not replace.
 
-    Allowed: ``out`` does not exist, is an empty folder, or is a folder holding
-    ``marker`` (the manifest pianotx writes last into what it makes).
+    Allowed: ``out`` does not exist, is an empty folder, or is a folder pianotx made:
+    its manifest is one ``owned`` recognises, and it holds nothing else than what that
+    manifest lists (and the folders those files lie in).
 
     Args:
         out: the folder to be written or replaced.
-        marker: file name that marks a folder pianotx made (``manifest.json``).
+        owned: how a folder pianotx made is recognised.
         inputs: paths the command reads; ``out`` may not be one of them or contain one.
         what: what pianotx would write there, for the message ("dataset").
 
     Raises:
         OutputError: ``out`` is a file, is under a file, is or contains an input, or is a
-            folder with other content.
+            folder with other content (the message names one unexpected entry).
     """
     out = Path(out)
     target = out.resolve()
@@ -163,11 +221,11 @@ def check_output_folder(out: str | Path, marker: str, inputs: Sequence[str | Pat
         return
     if not target.is_dir():
         raise OutputError(f"{out}: a file is there; the {what} needs a folder (remove it or choose another path)")
-    if (target / marker).is_file() or not any(target.iterdir()):
+    if not any(target.iterdir()):
         return
-    raise OutputError(
-        f"{out}: the folder holds files pianotx did not make (no {marker}); choose a new or empty folder for the {what}"
-    )
+    reason = owned.unexpected(target)
+    if reason is not None:
+        raise OutputError(f"{out}: {reason}; choose a new or empty folder for the {what}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -190,12 +248,14 @@ def clear_stale_siblings(out: Path) -> None:
         return
     for stale in sorted(out.parent.glob(f".{out.name}.*-*")):
         kind, _, pid = stale.name.removeprefix(f".{out.name}.").partition("-")
-        if kind not in ("tmp", "old") or not stale.is_dir() or not pid.isdigit() or pid_alive(int(pid)):
+        if kind not in ("tmp", "old") or stale.is_symlink() or not stale.is_dir():
+            continue
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         if kind == "old" and not out.exists():
             os.replace(stale, out)
         else:
-            shutil.rmtree(stale, ignore_errors=True)
+            discard(stale)
 
 
 def temp_sibling(out: Path) -> Path:
@@ -204,9 +264,17 @@ def temp_sibling(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     clear_stale_siblings(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    discard(tmp)
     tmp.mkdir()
     return tmp
+
+
+def discard(folder: Path) -> None:
+    """Remove ``folder``, a temporary sibling pianotx made (:func:`remove_inside` its
+    parent folder), ignoring what cannot be removed (a folder being cleaned up after an
+    error must not hide that error)."""
+    with suppress(OSError):
+        remove_inside(folder, folder.parent, "temporary folder")
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -220,24 +288,25 @@ def _exchange(a: Path, b: Path) -> bool:
     return bool(renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0)
 
 
-def swap_in(tmp: Path, out: Path, marker: str) -> None:
+def swap_in(tmp: Path, out: Path, owned: OwnedFolder) -> None:
     """Replace ``out`` by the complete folder ``tmp`` with renames only.
 
-    ``out`` is replaced only when it is empty or holds ``marker`` (checked again here,
-    so a folder that changed since :func:`check_output_folder` is never deleted). On
-    Linux the two folders trade places in one atomic step and the old one is removed
-    from ``tmp``'s name; elsewhere ``out`` is moved aside first, so a kill between the
-    two renames leaves it as ``.NAME.old-PID`` (put back by :func:`temp_sibling`).
+    ``out`` is replaced only when it is empty or a folder pianotx made (``owned``; checked
+    again here, so a folder that changed since :func:`check_output_folder` is never
+    deleted). On Linux the two folders trade places in one atomic step and the old one
+    is removed from ``tmp``'s name; elsewhere ``out`` is moved aside first, so a kill
+    between the two renames leaves it as ``.NAME.old-PID`` (put back by
+    :func:`temp_sibling`).
 
     Raises:
         OutputError: ``out`` now holds something pianotx did not make (``tmp`` is kept).
     """
-    check_output_folder(out, marker)
+    check_output_folder(out, owned)
     if out.exists() and _exchange(tmp, out):
-        shutil.rmtree(tmp, ignore_errors=True)  # the previous folder, now at tmp's name
+        discard(tmp)  # the previous folder, now at tmp's name
         return
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    discard(old)

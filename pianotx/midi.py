@@ -7,6 +7,7 @@ A :class:`Notes` is three parallel arrays, the layout mir_eval expects:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ from pianotx.errors import PianotxError
 from pianotx.files import atomic_path
 
 MIDI_EXTENSIONS = (".mid", ".midi")
+# What :func:`read_notes` reads: a file lasting longer, or whose last event lies at a
+# later tick, is refused before pretty_midi builds its tick-to-time table (8 bytes a tick)
+# or anything is sized by its length: a few bytes can say "a note of 24 hours".
+MAX_SECONDS = 2 * 3600.0
+MAX_TICKS = 3 * 10**7  # 240 MB of table; 2 hours at 960 ticks a beat and 120 bpm is 13.8 M
 
 
 class MidiError(PianotxError, ValueError):
@@ -124,17 +130,66 @@ def apply_sustain(notes: Notes, pedal: list[tuple[float, float]]) -> Notes:
     return Notes.from_lists(iv, notes.pitches, notes.velocities)
 
 
+def midi_extent(midi: object) -> tuple[int, float]:
+    """The last event of a parsed ``mido.MidiFile``: its tick and its time in seconds.
+
+    Each track's ticks are summed and the latest end kept; the seconds follow the tempo
+    changes of the first track (120 bpm until the first), as pretty_midi times the
+    notes. Nothing is allocated by the file's length.
+
+    Raises:
+        MidiError: a time division of zero ticks a beat.
+    """
+    ppq = int(midi.ticks_per_beat)  # type: ignore[attr-defined]
+    if ppq <= 0:
+        raise MidiError(f"MIDI has a time division of {ppq} ticks a beat")
+    last, tempos = 0, []
+    for number, track in enumerate(midi.tracks):  # type: ignore[attr-defined]
+        tick = 0
+        for message in track:
+            tick += message.time
+            if message.type == "set_tempo" and number == 0:
+                tempos.append((tick, message.tempo))
+        last = max(last, tick)
+    seconds, at, tempo = 0.0, 0, 500000
+    for tick, new in sorted(tempos):
+        seconds += (tick - at) * tempo / 1e6 / ppq
+        at, tempo = tick, new
+    return last, seconds + (last - at) * tempo / 1e6 / ppq
+
+
+def check_extent(midi: object) -> None:
+    """Refuse a parsed ``mido.MidiFile`` longer than :data:`MAX_SECONDS` or with events
+    beyond tick :data:`MAX_TICKS`.
+
+    Raises:
+        MidiError: the length and the limit.
+    """
+    ticks, seconds = midi_extent(midi)
+    if seconds > MAX_SECONDS:
+        limit = f"{MAX_SECONDS:.0f} s ({MAX_SECONDS / 3600:g} hours)"
+        raise MidiError(f"MIDI lasts {seconds:.0f} s, longer than the {limit} pianotx reads")
+    if ticks > MAX_TICKS:
+        raise MidiError(f"MIDI's last event lies at tick {ticks}, beyond the {MAX_TICKS} ticks pianotx reads")
+
+
 def read_notes(path: str | Path, sustain: bool = True, pedal_threshold: int = 64) -> Notes:
     """All non-drum notes of a MIDI file, in the piano range, optionally pedal-extended.
 
     Raises:
-        MidiError: the file does not parse, or has no notes in MIDI 21..108.
+        MidiError: the file does not parse, lasts longer than :data:`MAX_SECONDS` (or
+            reaches beyond tick :data:`MAX_TICKS`), or has no notes in MIDI 21..108.
     """
+    import mido
     import pretty_midi
 
-    pretty_midi.pretty_midi.MAX_TICK = max(pretty_midi.pretty_midi.MAX_TICK, 10**8)
+    pretty_midi.pretty_midi.MAX_TICK = max(pretty_midi.pretty_midi.MAX_TICK, MAX_TICKS + 1)
     try:
-        pm = pretty_midi.PrettyMIDI(str(path))
+        midi = mido.MidiFile(file=io.BytesIO(Path(path).read_bytes()), charset="latin1")
+        check_extent(midi)
+        pm = pretty_midi.PrettyMIDI(mido_object=midi)
+    except MidiError:
+        raise
     except Exception as exc:  # pretty_midi/mido raise many types on bad files
         detail = str(exc).strip() or "the file ends early or is malformed"
         raise MidiError(f"MIDI does not parse ({type(exc).__name__}: {detail})") from exc

@@ -26,6 +26,7 @@ import numpy as np
 
 from pianotx.config import BuildConfig, ChunkConfig, FeatureConfig, from_dict
 from pianotx.errors import PianotxError
+from pianotx.files import OwnedFolder
 from pianotx.midi import Notes
 
 MANIFEST = "manifest.json"
@@ -37,6 +38,37 @@ ARRAYS = ("features", "frames", "onsets")
 
 class DatasetError(PianotxError, ValueError):
     """A dataset folder is missing or malformed."""
+
+
+def dataset_files(data: Any) -> list[str] | None:
+    """Every file of the dataset a parsed ``manifest.json`` describes (relative paths:
+    the manifest, each split's ``notes.npz`` and the three arrays of each shard it
+    lists), or None when ``data`` is not a pianotx dataset manifest (version 1 to
+    :data:`MANIFEST_VERSION`, all of one layout)."""
+    if not isinstance(data, dict):
+        return None
+    version, splits = data.get("version"), data.get("splits")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MANIFEST_VERSION:
+        return None
+    if not isinstance(data.get("fingerprint"), str) or not isinstance(data.get("pieces"), list):
+        return None
+    if not isinstance(data.get("config"), dict) or not isinstance(splits, dict) or not set(splits) <= set(SPLITS):
+        return None
+    files = [MANIFEST]
+    for split, info in splits.items():
+        shards = info.get("shards") if isinstance(info, dict) else None
+        if not isinstance(shards, list):
+            return None
+        files.append(f"{split}/notes.npz")
+        for shard in shards:
+            index = shard.get("index") if isinstance(shard, dict) else None
+            if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+                return None
+            files += [f"{split}/{key}-{index:03d}.npy" for key in ARRAYS]
+    return files
+
+
+DATASET_FOLDER = OwnedFolder(MANIFEST, dataset_files)  # how `pianotx data build` knows a dataset it made
 
 
 def chunk(array: np.ndarray, config: ChunkConfig) -> np.ndarray:

@@ -76,3 +76,48 @@ def test_lagged_correlation_of_a_pulse_train():
     corr = lagged_correlations(energy, activity, max_lag=5)
     assert int(np.argmax(corr)) - 5 == 3
     assert corr[3 + 5] == pytest.approx(1.0)
+
+
+def test_a_pair_that_cannot_be_a_recording_of_its_midi_is_refused():
+    from pianotx.align import implausible_pair
+
+    fr = FC.frame_rate
+    chord = Notes.from_lists([(1.0, 2.0)] * 21 + [(0.0, 8.0)], list(range(40, 61)) + [30])
+    assert implausible_pair(chord, 8.5, fr) == (
+        "midi",
+        "21 notes start together at 1.00 s, more than the 20 a pianist plays at once",
+    )
+    twenty = Notes.from_lists([(1.0, 2.0)] * 20 + [(0.0, 8.0)], list(range(40, 60)) + [30])
+    assert implausible_pair(twenty, 8.5, fr) is None  # two hands can strike twenty keys
+    notes = melody(1, seconds=8)
+    end = notes.end_time
+    assert implausible_pair(notes, end + 1.0, fr) is None
+    assert implausible_pair(notes, end - 0.9, fr) is None  # a release cut short
+    assert implausible_pair(notes, 5.0, fr) == ("audio", f"audio (5.0 s) is much shorter than its MIDI ({end:.1f} s)")
+    assert implausible_pair(notes, 1.5 * end + 1.9, fr) is None  # a long tail of silence or applause
+    assert implausible_pair(notes, 30.0, fr) == ("midi", f"MIDI ({end:.1f} s) is much shorter than its audio (30.0 s)")
+
+
+def test_a_midi_of_one_note_beside_unrelated_music_is_not_trusted():
+    features = compute_features(synth(melody(100, seconds=10)), FC)
+    one = Notes.from_lists([(1.0, 1.5)], [60])
+    result = estimate_offset(features, one, FC, AlignConfig())
+    max_lag = round(AlignConfig().max_lag_seconds * FC.frame_rate)
+    targets = onset_targets(one, len(features) + max_lag, FC)
+    corr = lagged_correlations(np.maximum(np.diff(features, axis=0, prepend=features[:1]), 0), targets, max_lag)
+    strength = peak_strength(corr, int(np.argmax(corr)))
+    assert strength > AlignConfig().min_confidence  # the peak alone would let the pair in
+    assert result.onsets == 1 and result.confidence == pytest.approx(strength / 8)
+    assert result.confidence < AlignConfig().min_confidence
+
+
+def test_confidence_is_scaled_by_the_onsets_up_to_eight():
+    from pianotx.align import onset_count
+
+    chord_and_run = Notes.from_lists(
+        [(0.5, 1.0)] * 3 + [(1.0 + i / 10, 2.0) for i in range(4)], [60, 64, 67, 70, 72, 74, 76]
+    )
+    assert onset_count(chord_and_run, FC.frame_rate) == 5  # the chord counts once
+    notes = melody(3, seconds=10)
+    result = estimate_offset(compute_features(synth(notes), FC), notes, FC, AlignConfig())
+    assert result.onsets == onset_count(notes, FC.frame_rate) >= 8  # enough: the peak strength as it is

@@ -117,3 +117,47 @@ def test_the_output_buffer_outgrows_a_wrong_header_and_is_cut_or_padded_to_the_f
     short.append(np.ones(4, np.float32))
     np.testing.assert_array_equal(short.result(3), [1, 1, 1])
     assert len(audio._Buffer(1 << 62).data) == 0  # an absurd header: grown as samples come
+
+
+@pytest.mark.parametrize("gain", [8.0, 1e30])
+def test_a_float_file_above_full_scale_is_scaled_to_a_peak_of_one_with_one_warning(tmp_path, monkeypatch, gain):
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 4096)  # the peak is found across blocks
+    quiet = signal(44100 * 2, 2)
+    sf.write(tmp_path / "x1.wav", quiet, 44100, subtype="FLOAT")
+    loud = (quiet.astype(np.float64) * gain).astype(np.float32)
+    sf.write(tmp_path / "loud.wav", loud, 44100, subtype="FLOAT")
+    lines: list[str] = []
+    got = load_audio(tmp_path / "loud.wav", 16000, warn=lines.append)
+    peak = float(np.abs(loud).max())
+    assert lines == [
+        f"{tmp_path / 'loud.wav'}: samples reach {peak:.3g}, above full scale (1.0); scaled to a peak of 1.0"
+    ]
+    expected = load_audio(tmp_path / "x1.wav", 16000) * np.float32(gain / peak)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(got)) and np.abs(got).max() < 1.1
+
+
+def test_the_default_warning_names_the_file_once(tmp_path, capsys):
+    from pianotx.config import FeatureConfig
+    from pianotx.features import compute_features, file_features
+
+    loud = signal(16000, 1) * np.float32(1e30)
+    sf.write(tmp_path / "loud.wav", loud, 16000, subtype="FLOAT")
+    samples = load_audio(tmp_path / "loud.wav", 16000)
+    features, n = file_features(tmp_path / "loud.wav", FeatureConfig())  # as transcription reads it
+    np.testing.assert_array_equal(features, compute_features(samples, FeatureConfig()))
+    assert n == len(samples) == 16000
+    peak = float(np.abs(loud).max())
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {tmp_path / 'loud.wav'}: samples reach {peak:.3g}, above full scale (1.0); scaled to a peak of 1.0"
+    ]
+
+
+def test_files_within_full_scale_are_read_as_they_are(tmp_path):
+    lines: list[str] = []
+    full = np.array([[1.0], [-1.0], [0.5]], np.float32)
+    sf.write(tmp_path / "float.wav", full, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "pcm.wav", full, 16000, subtype="PCM_16")
+    assert load_audio(tmp_path / "float.wav", 16000, warn=lines.append).tolist() == [1.0, -1.0, 0.5]
+    assert load_audio(tmp_path / "pcm.wav", 16000, warn=lines.append).tolist() == [32767 / 32768, -1.0, 0.5]
+    assert lines == []

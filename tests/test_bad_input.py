@@ -61,6 +61,50 @@ def test_build_missing_input(tmp_path):
     _one_line(result, f"{tmp_path / 'nope'}: input folder does not exist")
 
 
+def test_build_given_a_file_says_it_is_a_file(tmp_path):
+    write_pair(tmp_path, "a", melody(0, seconds=3.0))
+    result = runner.invoke(app, ["data", "build", str(tmp_path / "a.wav"), str(tmp_path / "ds")])
+    _one_line(
+        result, f"{tmp_path / 'a.wav'}: the input is a file, not a folder (give the folder of audio and MIDI pairs)"
+    )
+    assert not (tmp_path / "ds").exists()
+
+
+def test_build_strict_names_a_folder_named_like_audio(tmp_path):
+    write_pair(tmp_path / "pairs", "a", melody(0, seconds=3.0))
+    (tmp_path / "pairs" / "x.wav").mkdir()
+    result = runner.invoke(app, ["data", "build", str(tmp_path / "pairs"), str(tmp_path / "ds"), "--strict"])
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and error == [
+        f"error: {tmp_path / 'pairs' / 'x.wav'}: a folder, not an audio file (--strict)"
+    ]
+
+
+def test_build_strict_names_a_midi_of_a_24_hour_note(tmp_path):
+    import mido
+
+    write_pair(tmp_path / "pairs", "a", melody(0, seconds=3.0))
+    day = mido.MidiFile(ticks_per_beat=480)
+    note = [mido.Message("note_on", note=60, velocity=80), mido.Message("note_off", note=60, time=82_944_000)]
+    day.tracks.append(mido.MidiTrack(note))
+    day.save(str(tmp_path / "pairs" / "a.mid"))
+    result = runner.invoke(
+        app, ["data", "build", str(tmp_path / "pairs"), str(tmp_path / "ds"), "--strict", "--workers", "1"]
+    )
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and error == [
+        f"error: {tmp_path / 'pairs' / 'a.mid'}: MIDI lasts 86400 s, longer than the 7200 s (2 hours) pianotx reads "
+        "(--strict)"
+    ]
+
+
+def test_render_refuses_a_text_file_named_sf2(tmp_path):
+    (tmp_path / "piano.sf2").write_text("not a soundfont\n")
+    result = runner.invoke(app, ["data", "render", str(tmp_path / "out"), "--piano", str(tmp_path / "piano.sf2")])
+    _one_line(result, f"{tmp_path / 'piano.sf2'}: not a SoundFont file (no RIFF sfbk header)")
+    assert not (tmp_path / "out").exists()
+
+
 def test_build_negative_max_lag(tmp_path):
     write_pair(tmp_path / "pairs", "a", melody(0, seconds=3.0))
     result = runner.invoke(app, ["data", "build", str(tmp_path / "pairs"), str(tmp_path / "ds"), "--max-lag", "-1"])

@@ -15,7 +15,7 @@ from pianotx.build import BuildError, assign_splits, build_dataset
 from pianotx.config import BuildConfig, ChunkConfig, SplitConfig, to_dict
 from pianotx.datasets import PieceSource
 from pianotx.loader import ChunkDataset
-from pianotx.midi import Notes, write_midi
+from pianotx.midi import Notes, read_notes, write_midi
 from pianotx.store import SPLITS, SplitArrays, load_manifest
 
 QUIET = {"workers": 1, "progress": False, "log": lambda m: None}
@@ -296,3 +296,109 @@ def test_early_audio_shifts_notes_before_zero_which_are_clamped(tmp_path):
     assert ref.intervals.min() == 0.0 and len(ref) == 5
     np.testing.assert_allclose(ref.intervals[1:], notes.intervals[1:] - 0.32)
     assert evaluate_piece(ref, ref)["note_f1"] == 1.0  # mir_eval accepts the clamped notes
+
+
+def test_every_file_of_a_built_dataset_is_listed_by_its_manifest(pairs_dir, tmp_path):
+    from pianotx.store import DATASET_FOLDER
+
+    manifest = build_dataset(pairs_dir, tmp_path / "ds", **QUIET).manifest
+    present = sorted(p.relative_to(tmp_path / "ds").as_posix() for p in (tmp_path / "ds").rglob("*") if p.is_file())
+    assert sorted(DATASET_FOLDER.listed(manifest)) == present  # so a rebuild may replace it
+
+
+def test_a_float_wav_at_eight_times_full_scale_is_aligned_as_recorded(tmp_path):
+    import soundfile as sf
+    from conftest import SR, synth
+
+    notes = melody(7)
+    loud = synth(notes, delay=0.5) * np.float32(8.0)
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "loud.wav", loud, SR, subtype="FLOAT")
+    write_midi(notes, tmp_path / "in" / "loud.mid")
+    lines: list[str] = []
+    (piece,) = build_dataset(tmp_path / "in", tmp_path / "ds", workers=1, progress=False, log=lines.append).manifest[
+        "pieces"
+    ]
+    peak = float(np.abs(loud).max())
+    assert [line for line in lines if "full scale" in line] == [
+        f"warning: {tmp_path / 'in' / 'loud.wav'}: samples reach {peak:.3g}, above full scale (1.0); "
+        "scaled to a peak of 1.0"
+    ]
+    assert (piece["excluded"], piece["offset_frames"], piece["offset_seconds"]) == (False, 16, 0.512)
+
+
+def _chord_midi(path, count, seconds=8.0):
+    """``count`` notes struck at 0 s over the keyboard, held ``seconds``."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    piano.notes = [pretty_midi.Note(80, 21 + i % 88, 0.0, seconds) for i in range(count)]
+    pm.instruments.append(piano)
+    pm.write(str(path))
+
+
+def test_implausible_pairs_are_refused_naming_the_midi(tmp_path):
+    import soundfile as sf
+    from conftest import SR, synth
+
+    src = tmp_path / "in"
+    write_pair(src, "good", melody(1))
+    sf.write(src / "chord.wav", synth(melody(2)), SR)  # unrelated audio beside a 10,000-note chord
+    _chord_midi(src / "chord.mid", 10_000)
+    audio = synth(melody(3, seconds=30.0))
+    sf.write(src / "partial.wav", audio, SR)
+    write_midi(melody(3), src / "partial.mid")  # the MIDI of its first 8 seconds
+    lines: list[str] = []
+    m = build_dataset(src, tmp_path / "ds", workers=1, progress=False, log=lines.append).manifest
+    skipped = sorted(line for line in lines if line.startswith("skipped "))
+    end, seconds = read_notes(src / "partial.mid").end_time, len(audio) / SR
+    assert skipped == [
+        f"skipped {src / 'chord.mid'}: 10000 notes start together at 0.00 s, more than the 20 a pianist plays at once",
+        f"skipped {src / 'partial.mid'}: MIDI ({end:.1f} s) is much shorter than its audio ({seconds:.1f} s)",
+    ]
+    assert [p["name"] for p in m["pieces"] if not p["excluded"]] == ["good"]
+
+
+def test_a_midi_of_a_24_hour_note_is_skipped_without_exhausting_memory(tmp_path):
+    import mido
+
+    src = tmp_path / "in"
+    write_pair(src, "good", melody(1))
+    write_pair(src, "day", melody(2))
+    day = mido.MidiFile(ticks_per_beat=480)
+    day.tracks.append(
+        mido.MidiTrack(
+            [mido.Message("note_on", note=60, velocity=80, time=0), mido.Message("note_off", note=60, time=82_944_000)]
+        )
+    )
+    day.save(str(src / "day.mid"))
+    lines: list[str] = []
+    build_dataset(src, tmp_path / "ds", workers=1, progress=False, log=lines.append)
+    assert [line for line in lines if line.startswith("skipped ")] == [
+        f"skipped {src / 'day.mid'}: MIDI lasts 86400 s, longer than the 7200 s (2 hours) pianotx reads"
+    ]
+
+
+def test_the_input_must_be_a_folder(tmp_path):
+    write_pair(tmp_path, "a", melody(1))
+    message = f"{tmp_path / 'a.wav'}: the input is a file, not a folder (give the folder of audio and MIDI pairs)"
+    with pytest.raises(BuildError, match=f"^{re.escape(message)}$"):
+        build_dataset(tmp_path / "a.wav", tmp_path / "ds", **QUIET)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_folder_named_like_audio_is_reported_and_refused_when_strict(tmp_path):
+    src = tmp_path / "in"
+    write_pair(src, "good", melody(1))
+    (src / "take.wav").mkdir()
+    write_midi(melody(2), src / "take.mid")
+    lines: list[str] = []
+    build_dataset(src, tmp_path / "ds", workers=1, progress=False, log=lines.append)
+    assert [line for line in lines if line.startswith("skipped ")] == [
+        f"skipped {src / 'take.wav'}: a folder, not an audio file",
+        f"skipped {src / 'take.mid'}: no audio file with the same name",
+    ]
+    message = f"{src / 'take.wav'}: a folder, not an audio file (--strict)"
+    with pytest.raises(BuildError, match=f"^{re.escape(message)}$"):
+        build_dataset(src, tmp_path / "ds2", strict=True, **QUIET)

@@ -38,3 +38,30 @@ def test_pairs_in_subfolders_and_render_json_groups(tmp_path):
         (root / "a" / "x.wav", root / "a" / "x.mid"),
         (root / "y.wav", root / "y.mid"),
     ]
+
+
+def test_a_folder_named_like_an_audio_or_midi_file_is_reported(tmp_path):
+    root = tmp_path / "pairs"
+    write_pair(root, "good", melody(1))
+    (root / "x.wav").mkdir()  # a folder, perhaps of stems: its files are searched as any subfolder's
+    write_pair(root / "x.wav", "inner", melody(2))
+    (root / "y.mid").mkdir()
+    sources, problems = discover(root)
+    assert [s.name for s in sources] == ["good", "x.wav/inner"]
+    assert [(p.path, p.reason) for p in problems] == [
+        (root / "x.wav", "a folder, not an audio file"),
+        (root / "y.mid", "a folder, not a MIDI file"),
+    ]
+
+
+def test_a_maestro_row_naming_a_folder_is_a_problem(tmp_path):
+    root = tmp_path / "maestro"
+    write_pair(root / "2004", "piece0", melody(0))
+    (root / "2004" / "dir.wav").mkdir()
+    row = "Bach,Dir,train,2004,2004/piece0.mid,2004/dir.wav,8.0\n"
+    (root / maestro.CSV_NAME).write_text(CSV_HEAD + row)
+    sources, problems = discover(root)
+    assert sources == []
+    assert [(p.path, p.reason) for p in problems] == [
+        (root / "2004" / "dir.wav", "listed in the CSV as a file, but a folder")
+    ]

@@ -51,3 +51,54 @@ def test_unparseable_and_out_of_range_midi_raise(tmp_path):
     write_midi(Notes.from_lists([(0, 1)], [10]), tmp_path / "low.mid")
     with pytest.raises(MidiError, match="no notes in the piano range 21..108"):
         read_notes(tmp_path / "low.mid")
+
+
+def _long_midi(path, ticks_per_beat, ticks, tempos=()):
+    """One note ending at tick ``ticks`` (mido writes it in a few dozen bytes), struck
+    at the last of the ``(tick, tempo)`` changes of the first track."""
+    import mido
+
+    midi = mido.MidiFile(ticks_per_beat=ticks_per_beat)
+    track = mido.MidiTrack()
+    at = 0
+    for tick, tempo in tempos:
+        track.append(mido.MetaMessage("set_tempo", tempo=tempo, time=tick - at))
+        at = tick
+    track.append(mido.Message("note_on", note=60, velocity=80, time=0))
+    track.append(mido.Message("note_off", note=60, velocity=0, time=ticks - at))
+    midi.tracks.append(track)
+    midi.save(str(path))
+
+
+def test_a_tiny_midi_with_a_24_hour_note_is_refused_before_any_table_is_built(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "day.mid"
+    _long_midi(path, 480, 24 * 3600 * 960)  # 960 ticks a second at the default 120 bpm
+    assert path.stat().st_size == 37
+    tracemalloc.start()
+    with pytest.raises(MidiError) as caught:
+        read_notes(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert str(caught.value) == "MIDI lasts 86400 s, longer than the 7200 s (2 hours) pianotx reads"
+    assert peak < 5e6  # pretty_midi's tick table alone would be 660 MB
+
+
+def test_a_midi_reaching_absurd_ticks_is_refused(tmp_path):
+    path = tmp_path / "ticks.mid"
+    _long_midi(path, 30000, 20 * 60 * 60000)  # 20 minutes at 120 bpm, 30,000 ticks a beat
+    with pytest.raises(MidiError) as caught:
+        read_notes(path)
+    assert str(caught.value) == "MIDI's last event lies at tick 72000000, beyond the 30000000 ticks pianotx reads"
+
+
+def test_the_extent_of_a_midi_follows_its_tempo_changes(tmp_path):
+    import mido
+
+    from pianotx.midi import midi_extent
+
+    path = tmp_path / "tempo.mid"
+    _long_midi(path, 480, 9600, tempos=[(0, 1_000_000), (4800, 500_000)])  # 10 s at 60 bpm, 5 s at 120
+    assert midi_extent(mido.MidiFile(str(path))) == (9600, 15.0)
+    assert read_notes(path).intervals.tolist() == [[pytest.approx(10.0), pytest.approx(15.0)]]  # as pretty_midi

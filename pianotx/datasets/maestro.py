@@ -33,6 +33,8 @@ def discover(root: Path) -> tuple[list[PieceSource], list[Problem]]:
         audio, midi = root / row["audio_filename"], root / row["midi_filename"]
         if row["split"] not in SPLITS:
             problems.append(Problem(csv_path, f"unknown split {row['split']!r} for {row['midi_filename']}"))
+        elif audio.is_dir() or midi.is_dir():
+            problems.append(Problem(audio if audio.is_dir() else midi, "listed in the CSV as a file, but a folder"))
         elif not audio.is_file():
             problems.append(Problem(audio, "audio file listed in the CSV is missing"))
         elif not midi.is_file():

@@ -1,7 +1,8 @@
 """A folder of pairs: ``X.wav`` (or flac/ogg/mp3) beside ``X.mid`` (or ``.midi``).
 
 This is the piano-midi.de layout and what ``pianotx data render`` writes. Subfolders are
-searched too; names are paths relative to the root. When a ``render.json`` from
+searched too; names are paths relative to the root. A folder named like an audio or
+MIDI file (``x.wav/``) is reported as a problem (its contents are still searched). When a ``render.json`` from
 ``pianotx data render`` is present, each piece's source score (its group) and piano are
 taken from it.
 """
@@ -28,20 +29,28 @@ def _render_info(root: Path) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def _stems(root: Path, extensions: tuple[str, ...]) -> dict[Path, Path]:
+def _stems(root: Path, extensions: tuple[str, ...], kind: str, problems: list[Problem]) -> dict[Path, Path]:
+    """Files under ``root`` (hidden ones aside) with one of ``extensions``, by stem; each
+    folder so named is added to ``problems``."""
     found: dict[Path, Path] = {}
     for path in sorted(root.rglob("*")):
         hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
-        if path.is_file() and path.suffix.lower() in extensions and not hidden:
+        if hidden or path.suffix.lower() not in extensions:
+            continue
+        if path.is_file():
             found.setdefault(path.with_suffix(""), path)
+        elif path.is_dir():
+            problems.append(Problem(path, f"a folder, not {kind} file"))
     return found
 
 
 def discover(root: Path) -> tuple[list[PieceSource], list[Problem]]:
     """Pair every audio file with the MIDI file of the same stem."""
-    audio, midi = _stems(root, AUDIO_EXTENSIONS), _stems(root, MIDI_EXTENSIONS)
+    problems: list[Problem] = []
+    audio = _stems(root, AUDIO_EXTENSIONS, "an audio", problems)
+    midi = _stems(root, MIDI_EXTENSIONS, "a MIDI", problems)
     info = _render_info(root)
-    pieces, problems = [], []
+    pieces = []
     for stem in sorted(set(audio) | set(midi)):
         if stem not in midi:
             problems.append(Problem(audio[stem], "no MIDI file with the same name"))

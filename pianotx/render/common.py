@@ -9,13 +9,16 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from pianotx.errors import PianotxError
+from pianotx.files import OwnedFolder
 from pianotx.midi import Notes
 
 RENDER_MANIFEST = "render.json"  # written last by a complete render; read by the pairs source
+RENDER_VERSION = 1
 LEAD_IN = 0.25  # seconds of silence before a piece's first note
 _TICK = 60.0 / (120.0 * 220)  # one tick of pretty_midi's default file (120 qpm, 220 ppq)
 MIN_NOTE = 0.03  # seconds; shorter notes (after overlap cuts) are dropped
@@ -23,6 +26,30 @@ MIN_NOTE = 0.03  # seconds; shorter notes (after overlap cuts) are dropped
 
 class RenderError(PianotxError, RuntimeError):
     """The corpus cannot be rendered (missing tool or file, refused input, failed render)."""
+
+
+def render_files(data: Any) -> list[str] | None:
+    """Every file of the corpus a parsed ``render.json`` describes (``render.json``, and
+    ``NAME.wav`` and ``NAME.mid`` of each piece it lists), or None when ``data`` is not
+    a render manifest pianotx wrote (its version, sample rate, options, pianos, and
+    pieces whose names :func:`safe_name` could have made)."""
+    if not isinstance(data, dict) or data.get("version") != RENDER_VERSION:
+        return None
+    pianos = data.get("pianos", data.get("soundfonts"))  # "soundfonts": renders before TiMidity's pianos
+    if not isinstance(data.get("sample_rate"), int) or not isinstance(data.get("options"), dict):
+        return None
+    if not isinstance(pianos, list) or not isinstance(data.get("pieces"), list):
+        return None
+    files = [RENDER_MANIFEST]
+    for piece in data["pieces"]:
+        name = piece.get("name") if isinstance(piece, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", name):
+            return None
+        files += [f"{name}.wav", f"{name}.mid"]
+    return files
+
+
+RENDER_FOLDER = OwnedFolder(RENDER_MANIFEST, render_files)  # how `pianotx data render` knows a corpus it made
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from pianotx.files import atomic_path, check_output_folder, swap_in, temp_sibling, write_json_atomic
+from pianotx.files import atomic_path, check_output_folder, discard, swap_in, temp_sibling, write_json_atomic
 from pianotx.midi import write_midi
 from pianotx.render.augment import augment, preset, variant_rng
 from pianotx.render.catalog import DEFAULT_PIANOS, KNOWN, open_pianos
-from pianotx.render.common import RENDER_MANIFEST, Piece, RenderError
+from pianotx.render.common import RENDER_FOLDER, RENDER_MANIFEST, RENDER_VERSION, Piece, RenderError
 from pianotx.render.generated import generated_pieces, parse_kinds
 from pianotx.render.piano import Piano, measure_lag, trim_audio, write_wav
 from pianotx.render.scores import check_corpus, load_scores
@@ -268,7 +268,8 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
     The corpus is rendered into a hidden temporary folder beside ``out_dir`` and renamed
     into place when complete (``render.json`` written last), so a folder with a
     ``render.json`` is always a complete render. ``out_dir`` must be new, empty or an
-    earlier render: anything else is refused before any work.
+    earlier render holding only the files its ``render.json`` lists: anything else is
+    refused before any work.
 
     Args:
         out_dir: output folder, created if needed.
@@ -282,15 +283,15 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
     """
     say = progress or (lambda _line: None)
     out_dir = Path(out_dir)
-    check_output_folder(out_dir, RENDER_MANIFEST, inputs=[c for c in options.corpus if Path(c).is_dir()], what="corpus")
+    check_output_folder(out_dir, RENDER_FOLDER, inputs=[c for c in options.corpus if Path(c).is_dir()], what="corpus")
     pianos = check_options(options, say)
     target = temp_sibling(out_dir)
     try:
         entries, pianos, pieces, skipped = _render_into(target, options, pianos, say, progress)
         _write_manifest(target, options, pianos, pieces, entries)
-        swap_in(target, out_dir, RENDER_MANIFEST)
+        swap_in(target, out_dir, RENDER_FOLDER)
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        discard(target)
         raise
     total = round(sum(e["seconds"] for e in entries), 3)
     keys = _keys_covered(pieces)
@@ -334,7 +335,7 @@ def _write_manifest(
     keys = _keys_covered(pieces)
     total = round(sum(e["seconds"] for e in entries), 3)
     write_json_atomic(target / RENDER_MANIFEST, {
-        "version": 1, "sample_rate": options.sample_rate, "seed": options.seed,
+        "version": RENDER_VERSION, "sample_rate": options.sample_rate, "seed": options.seed,
         "options": asdict(options),
         "pianos": [piano.describe() for piano in pianos],
         "keys_covered": keys, "total_seconds": total, "pieces": entries,

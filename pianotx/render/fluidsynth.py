@@ -62,7 +62,8 @@ def check_soundfont(path: str | Path, name: str | None = None, hint: str = INSTA
 
     Raises:
         RenderError: a reserved soundfont (by file name or by the bank name in its
-            header), or a missing file.
+            header), a missing file, or a file that is no SoundFont (its first 12 bytes
+            are not ``RIFF``, a size and ``sfbk``, as in every .sf2 and .sf3 file).
     """
     path = Path(path)
     header = b""
@@ -74,6 +75,8 @@ def check_soundfont(path: str | Path, name: str | None = None, hint: str = INSTA
             raise RenderError(f"soundfont {path.name} is refused: {word} is reserved for outside evaluation")
     if not path.is_file():
         raise RenderError(f"soundfont {path} not found; {hint}")
+    if header[:4] != b"riff" or header[8:12] != b"sfbk":  # the header was read lowered
+        raise RenderError(f"{path}: not a SoundFont file (no RIFF sfbk header)")
     return SoundfontPiano(name or safe_name(path.stem), path)
 
 

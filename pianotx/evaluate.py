@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from pianotx.callable_module import make_callable
 from pianotx.config import DecodingConfig, FeatureConfig
 from pianotx.decoding import decode
 from pianotx.features import file_features
@@ -525,3 +526,7 @@ def export_model(
     if tune_on is not None:
         transcriber = retuned(transcriber, tune_on, tune_pieces)
     return export(transcriber, out_dir, name)
+
+
+# `pianotx.evaluate(...)` is the API function (see pianotx.callable_module).
+make_callable(__name__, "evaluate")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pianotx.audio import AUDIO_EXTENSIONS, AudioError
+from pianotx.callable_module import make_callable
 from pianotx.config import ChunkConfig, DecodingConfig, FeatureConfig, from_dict, model_metadata, to_dict
 from pianotx.decoding import decode
 from pianotx.errors import PianotxError
@@ -537,3 +538,7 @@ def transcribe_batch(
             results.append(result)
             report(result)
     return results
+
+
+# `pianotx.transcribe(...)` is the API function (see pianotx.callable_module).
+make_callable(__name__, "transcribe")

@@ -146,8 +146,11 @@ def test_search_folder_that_is_no_dataset(tmp_path):
 
 def test_text_named_mp3_is_one_quiet_line(tmp_path, capfd):
     (tmp_path / "song.mp3").write_text("not audio")
-    result = runner.invoke(app, ["transcribe", str(tmp_path / "song.mp3"), "--model", str(BUNDLED_MODEL)])
+    result = runner.invoke(app, ["transcribe", "-q", str(tmp_path / "song.mp3"), "--model", str(BUNDLED_MODEL)])
     _one_line(result, f"{tmp_path / 'song.mp3'}: cannot decode audio (no decoder recognises the file)")
+    # without -q the model is named first, on a line of its own
+    said = runner.invoke(app, ["transcribe", str(tmp_path / "song.mp3"), "--model", str(BUNDLED_MODEL)]).output
+    assert said.splitlines() == [f"transcribing with {BUNDLED_MODEL}", result.output.strip()]
     assert capfd.readouterr().err == ""  # nothing from the native decoders either
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song.mp3"]
 

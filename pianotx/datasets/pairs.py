@@ -16,7 +16,10 @@ from typing import Any
 from pianotx.audio import AUDIO_EXTENSIONS
 from pianotx.datasets.base import PieceSource, Problem
 from pianotx.midi import MIDI_EXTENSIONS
-from pianotx.render.common import RENDER_MANIFEST
+
+# The manifest `pianotx data render` writes last into the pairs folders it makes; defined
+# here, with the layout it describes, so that the renderer imports it and not the reverse.
+RENDER_MANIFEST = "render.json"
 
 
 def _render_info(root: Path) -> dict[str, dict[str, Any]]:

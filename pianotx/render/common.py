@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from pianotx.datasets.pairs import RENDER_MANIFEST  # written last by a complete render
 from pianotx.errors import PianotxError
 from pianotx.files import OwnedFolder
 from pianotx.midi import Notes
 
-RENDER_MANIFEST = "render.json"  # written last by a complete render; read by the pairs source
 RENDER_VERSION = 1
 LEAD_IN = 0.25  # seconds of silence before a piece's first note
 _TICK = 60.0 / (120.0 * 220)  # one tick of pretty_midi's default file (120 qpm, 220 ppq)

@@ -153,12 +153,13 @@ def wait_for_chief(role: Role) -> None:
         ConfigError: no oracle answered within ``role.chief_wait`` seconds.
     """
     import grpc
-    from keras_tuner.src import protos
+
+    from pianotx.tuning.private import protos
 
     channel = grpc.insecure_channel(role.address)
     try:
-        stub = protos.get_service_grpc().OracleStub(channel)
-        stub.GetSpace(protos.get_service().GetSpaceRequest(), wait_for_ready=True, timeout=role.chief_wait)
+        stub = protos().get_service_grpc().OracleStub(channel)
+        stub.GetSpace(protos().get_service().GetSpaceRequest(), wait_for_ready=True, timeout=role.chief_wait)
     except grpc.RpcError as exc:
         raise ConfigError(
             f"no chief answered at {role.address} within {role.chief_wait:.0f} s ({exc.code().name}); "
@@ -171,8 +172,9 @@ def wait_for_chief(role: Role) -> None:
 @contextmanager
 def locked(oracle: Any) -> Iterator[None]:
     """Hold the lock Keras Tuner's oracle methods take (``keras_tuner.synchronized``)."""
-    from keras_tuner.src.engine.oracle import LOCKS, THREADS
+    from pianotx.tuning.private import oracle_locks
 
+    LOCKS, THREADS = oracle_locks()
     name = threading.current_thread().name
     mine = THREADS[oracle] == name
     if not mine:
@@ -315,12 +317,11 @@ def _servicer(oracle: Any, hold: float = HOLD) -> Any:
     one of them may come back for a retry. Every IDLE answer comes after ``hold`` s
     (Hyperband's too, while a bracket's trials run), so waiting workers do not spin."""
     from keras_tuner.engine.trial import TrialStatus
-    from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
-    class HoldingServicer(OracleServicer):
+    from pianotx.tuning.private import oracle_servicer, protos
+
+    class HoldingServicer(oracle_servicer()):  # type: ignore[misc]
         def CreateTrial(self, request: Any, context: Any) -> Any:
-            from keras_tuner.src import protos
-
             trial = self.oracle.create_trial(request.tuner_id)
             if trial.status == TrialStatus.STOPPED:
                 with locked(self.oracle):
@@ -333,7 +334,7 @@ def _servicer(oracle: Any, hold: float = HOLD) -> Any:
                     self.stop_triggered = True
             if trial.status == TrialStatus.IDLE:  # the worker asks again at once: not in a tight loop
                 time.sleep(hold)
-            return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+            return protos().get_service().CreateTrialResponse(trial=trial.to_proto())
 
     return HoldingServicer(oracle)
 
@@ -349,8 +350,8 @@ def serve_oracle(tuner: Any, tracker: SearchTracker, role: Role) -> None:
     from concurrent import futures
 
     import grpc
-    from keras_tuner.src import protos
-    from keras_tuner.src.distribute.oracle_chief import exit_chief
+
+    from pianotx.tuning.private import exit_chief, protos
 
     oracle = tuner.oracle
     drop_ended_retries(oracle)
@@ -360,7 +361,7 @@ def serve_oracle(tuner: Any, tracker: SearchTracker, role: Role) -> None:
     # idle workers each hold a thread for HOLD seconds: room for many
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
     servicer = _servicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    protos().get_service_grpc().add_OracleServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(role.address)
     except RuntimeError:

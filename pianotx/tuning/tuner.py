@@ -534,8 +534,9 @@ def write_state_atomically() -> None:
     are written to a temporary sibling and renamed into place instead (other URLs as
     Keras Tuner does). Idempotent.
     """
-    from keras_tuner.src import utils
+    from pianotx.tuning.private import state_utils
 
+    utils = state_utils()
     original = utils.save_json
     if getattr(original, "pianotx_atomic", False):
         return

@@ -28,7 +28,11 @@ import numpy as np
 from pianotx.errors import PianotxError
 from pianotx.quiet import quiet_native_stderr
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+# What libsndfile decodes itself, then what is decoded through ffmpeg when it is installed
+# (libsndfile reads no AAC / MP4 audio).
+SNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".oga", ".aiff", ".aif")
+FFMPEG_EXTENSIONS = (".m4a", ".aac", ".mp4")
+AUDIO_EXTENSIONS = SNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time (1.5 s at 44.1 kHz)
 QUALITY = "soxr_hq"  # librosa.load's default resampler
 FULL_SCALE_LIMIT = 1.0  # peak above which a float file is scaled to a peak of 1
@@ -103,6 +107,8 @@ def read_audio(path: str | Path, sample_rate: int, consume: Callable[[AudioBlock
         raise AudioError("no such file")
     if path.suffix.lower() not in AUDIO_EXTENSIONS:
         raise AudioError(f"unsupported format {path.suffix or '(none)'}; expected {', '.join(AUDIO_EXTENSIONS)}")
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        return _through_ffmpeg(path, sample_rate, consume, warn)
     check_decodable(path)
     try:
         with quiet_native_stderr(), soundfile.SoundFile(str(path)) as audio:
@@ -113,6 +119,32 @@ def read_audio(path: str | Path, sample_rate: int, consume: Callable[[AudioBlock
     except Exception as exc:  # libsndfile and soxr raise many types on bad files
         detail = str(exc).strip() or "no decoder recognises the file"
         raise AudioError(f"cannot decode audio ({type(exc).__name__}: {detail})") from exc
+
+
+def _through_ffmpeg(path: Path, sample_rate: int, consume: Callable[[AudioBlocks], T], warn: Warn | None) -> T:
+    """:func:`read_audio` of a format libsndfile does not read (AAC in MP4): ffmpeg
+    decodes it to a temporary float WAV at its own rate and channels, read as any WAV.
+
+    Raises:
+        AudioError: no ffmpeg on ``PATH``, or ffmpeg cannot decode the file.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioError(
+            f"{path.suffix.lower()} audio is decoded with ffmpeg, which is not installed (apt-get install ffmpeg)"
+        )
+    with tempfile.TemporaryDirectory(prefix="pianotx-decode-") as tmp:
+        wav = Path(tmp) / "decoded.wav"
+        command = [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-vn", "-c:a", "pcm_f32le", str(wav)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not wav.is_file():
+            detail = (done.stderr.strip().splitlines() or ["no audio stream"])[-1]
+            raise AudioError(f"cannot decode audio (ffmpeg: {detail})")
+        return read_audio(wav, sample_rate, consume, warn)
 
 
 def read_resampled(path: Path, sample_rate: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -75,7 +76,8 @@ def test_bad_files_raise_one_line_errors(tmp_path):
         "nan.wav": "audio contains non-finite samples",
         "empty.wav": "audio is empty",
         "text.wav": "cannot decode audio (no decoder recognises the file)",
-        "notes.txt": "unsupported format .txt; expected .wav, .flac, .ogg, .mp3",
+        "notes.txt": "unsupported format .txt; expected .wav, .flac, .ogg, .mp3, .opus, .oga, "
+        ".aiff, .aif, .m4a, .aac, .mp4",
         "missing.wav": "no such file",
     }
     for name, message in expected.items():
@@ -161,3 +163,44 @@ def test_files_within_full_scale_are_read_as_they_are(tmp_path):
     assert load_audio(tmp_path / "float.wav", 16000, warn=lines.append).tolist() == [1.0, -1.0, 0.5]
     assert load_audio(tmp_path / "pcm.wav", 16000, warn=lines.append).tolist() == [32767 / 32768, -1.0, 0.5]
     assert lines == []
+
+
+def test_aiff_and_opus_are_read_as_the_same_music(tmp_path):
+    piece = signal(44100 * 2, 1)[:, 0]
+    sf.write(tmp_path / "x.wav", piece, 44100, subtype="PCM_16")
+    sf.write(tmp_path / "x.aiff", piece, 44100, subtype="PCM_16")
+    np.testing.assert_array_equal(load_audio(tmp_path / "x.aiff", 16000), load_audio(tmp_path / "x.wav", 16000))
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(48000 * 2) / 48000)).astype(np.float32)
+    sf.write(tmp_path / "x.opus", tone, 48000, format="OGG", subtype="OPUS")
+    samples = load_audio(tmp_path / "x.opus", 16000)
+    assert abs(len(samples) - 32000) < 800
+    spectrum = np.abs(np.fft.rfft(samples[4000:28000]))
+    assert abs(np.argmax(spectrum) * 16000 / 24000 - 440) < 2
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_m4a_is_decoded_through_ffmpeg(tmp_path):
+    piece = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44100 * 2) / 44100)).astype(np.float32)
+    sf.write(tmp_path / "x.wav", piece, 44100)
+    encode = ["ffmpeg", "-v", "error", "-i", str(tmp_path / "x.wav"), "-c:a", "aac", str(tmp_path / "x.m4a")]
+    subprocess.run(encode, check=True)
+    samples = load_audio(tmp_path / "x.m4a", 16000)
+    assert abs(len(samples) - 32000) < 1600  # AAC's priming frames trimmed or kept: within 0.1 s
+    spectrum = np.abs(np.fft.rfft(samples[4000:28000]))
+    assert abs(np.argmax(spectrum) * 16000 / 24000 - 440) < 2  # the A4 is there
+
+
+def test_m4a_without_ffmpeg_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "x.m4a").write_bytes(b"\0" * 100)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(AudioError) as caught:
+        load_audio(tmp_path / "x.m4a", 16000)
+    assert str(caught.value) == ".m4a audio is decoded with ffmpeg, which is not installed (apt-get install ffmpeg)"
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_an_m4a_ffmpeg_cannot_read_is_one_line(tmp_path):
+    (tmp_path / "x.m4a").write_text("not audio")
+    with pytest.raises(AudioError) as caught:
+        load_audio(tmp_path / "x.m4a", 16000)
+    assert str(caught.value).startswith("cannot decode audio (ffmpeg: ")

@@ -96,7 +96,8 @@ def test_cli_transcribes_many_files_and_reports_each_failure(tmp_path):
     assert errors == [
         f"error: {tmp_path / 'missing.wav'}: no such file",
         f"error: {tmp_path / 'notaudio.wav'}: cannot decode audio (no decoder recognises the file)",
-        f"error: {tmp_path / 'notes.txt'}: unsupported format .txt; expected .wav, .flac, .ogg, .mp3",
+        f"error: {tmp_path / 'notes.txt'}: unsupported format .txt; expected .wav, .flac, .ogg, .mp3, .opus, .oga, "
+        ".aiff, .aif, .m4a, .aac, .mp4",
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["blip.mid", "silence.mid", "tone.mid"]
     assert len(read_notes_or_empty(tmp_path / "out" / "silence.mid")) == 0

@@ -275,12 +275,19 @@ def test_hyperband_honours_its_epoch_budget_and_initial_epoch(tiny_dataset, tmp_
     client = connect(store)
     runs = client.search_runs([client.get_experiment_by_name("hb").experiment_id], "tags.mlflow.parentRunId != ''")
     budgets = set()
+    by_trial = {r.data.tags["pianotx.trial_id"]: r for r in runs}
     for run in runs:
         params = run.data.params
         first, last = int(params["tuner/initial_epoch"]), int(params["tuner/epochs"])
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
         assert steps == list(range(first + 1, last + 1))  # promoted trials start where their parent stopped
+        assert int(params["epochs"]) == last and run.data.metrics["epochs_trained"] == last  # what it trained
         budgets.add((first, last))
+        if first > 0:  # the trial it trained on from is linked, trial and run
+            parent = params["tuner/trial_id"]
+            assert run.data.tags["pianotx.continues"] == f"trial {parent}, run {by_trial[parent].info.run_id}"
+        else:
+            assert "pianotx.continues" not in run.data.tags
     assert (0, 1) in budgets and any(first > 0 for first, _ in budgets)
 
 

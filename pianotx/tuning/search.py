@@ -501,6 +501,8 @@ def _summary(trials: list[Any], spec: SearchSpec, tracker: SearchTracker) -> tup
     for trial in trials:
         row = {"trial": trial.trial_id, "status": str(trial.status), spec.objective: trial.score}
         row |= {k: trial.hyperparameters.values.get(k) for k in spec.hyperparameters}
+        if "tuner/epochs" in trial.hyperparameters.values:  # Hyperband: the epochs the trial reached
+            row["epochs"] = trial.hyperparameters.values["tuner/epochs"]
         rows.append(row | {"run_id": runs.get(trial.trial_id, "")})
     done = [r for r in rows if r[spec.objective] is not None]
     done.sort(key=lambda r: r[spec.objective], reverse=spec.direction == "max")

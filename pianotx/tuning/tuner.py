@@ -195,12 +195,15 @@ def trial_params(
     """Every setting of a trial, searched, fixed or default (and Keras Tuner's own
     ``tuner/...`` values), so that MLflow's compare view lines all trials up."""
     tuner_values = {k: v for k, v in values.items() if k.startswith("tuner/")}
-    return {
+    params = {
         **to_dict(model_cfg),
         **to_dict(train_cfg),
         **{f"decoding.{k}": v for k, v in to_dict(decoding).items()},
         **tuner_values,
     }
+    if "tuner/epochs" in values:  # Hyperband's budget is the epochs the trial may reach
+        params["epochs"] = values["tuner/epochs"]
+    return params
 
 
 def worker_tags(tuner_id: str) -> dict[str, str]:
@@ -210,6 +213,8 @@ def worker_tags(tuner_id: str) -> dict[str, str]:
 
 INIT_MODEL_PARAM = "init_model_uri"  # a fine-tuning trial's param: the model it started from
 INIT_MODEL_TAG = "pianotx.init_model"
+CONTINUES_TAG = "pianotx.continues"  # a Hyperband trial's tag: the trial (and run) it trained on from
+EPOCHS_TRAINED = "epochs_trained"  # a trial's metric: the epochs its model reached (early stopping included)
 
 
 class PianoHyperModel(kt.HyperModel):
@@ -354,6 +359,10 @@ class TrackedTrials(_TunerBase):
         if initial is not None:  # the lineage: which model this trial fine-tuned
             params[INIT_MODEL_PARAM] = initial.uri
             tags[INIT_MODEL_TAG] = initial.uri
+        continued = hp.values.get("tuner/trial_id")
+        if continued:  # Hyperband trains on from an earlier trial's model: link it
+            earlier = self.tracker.complete_trial_run(str(continued))
+            tags[CONTINUES_TAG] = f"trial {continued}" + (f", run {earlier.info.run_id}" if earlier else "")
         run_id = self.tracker.start_trial(trial.trial_id, params, tags)
         with self._heartbeat(run_id) as abandoned:
             try:
@@ -412,6 +421,9 @@ class TrackedTrials(_TunerBase):
             InterruptWhenSignalled(),  # after the logger: an epoch backed up is an epoch logged
         ]
         results = super().run_trial(trial, dataset_dir, callbacks=callbacks, epochs=train_cfg.epochs, verbose=verbose)
+        histories = results if isinstance(results, list) else [results]
+        trained = max((len(h.history.get("loss", [])) for h in histories), default=0)
+        self.tracker.log_metrics(run_id, {EPOCHS_TRAINED: float(initial_epoch + trained)})
         self._check_kept(trial, run_id, abandoned)
         scores = self._log_outcome(trial, run_id, model_cfg, train_cfg)
         value = self._objective_value(results, scores)

@@ -47,9 +47,7 @@ def piano_roll_figure(probs: np.ndarray, truth: np.ndarray, frame_rate: float, t
     return fig
 
 
-def hyperparameter_figure(
-    rows: list[dict[str, Any]], names: list[str], objective: str, budget: str = "epochs"
-) -> Any:
+def hyperparameter_figure(rows: list[dict[str, Any]], names: list[str], objective: str, budget: str = "epochs") -> Any:
     """One panel per searched hyperparameter: each finished trial's objective against
     its value (categories and booleans on an even axis, log-spaced numbers on a log axis).
     Where rows give a ``budget`` (Hyperband's epochs), trials of each budget have a

@@ -29,6 +29,7 @@ registered with Keras under the package name ``pianotx``: importing this module 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -36,7 +37,8 @@ import numpy as np
 
 from pianotx.config import N_KEYS, ModelConfig, TrainConfig
 
-FeatureStats = tuple[list[float], list[float]]  # per-bin (mean, std) of training features
+# per-bin (mean, std) of the training features
+FeatureStats = tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]
 OUTPUTS = ("frames", "onsets")
 
 

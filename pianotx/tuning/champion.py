@@ -133,7 +133,7 @@ def compare(
     """Score both versions on the dataset's held-out splits and decide; the comparison
     as plain data (what :func:`pianotx.tracking.log_comparison` records)."""
     metric = comparison_metric(objective)
-    roles = {}
+    roles: dict[str, Any] = {}
     for role, version in (("challenger", challenger), ("champion", champion)):
         uri = f"models:/{name}/{version}"
         roles[role] = {"version": version, "uri": uri, "scores": score(store, uri, manifest)}

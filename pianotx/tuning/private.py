@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 
-def state_utils() -> ModuleType:
+def state_utils() -> Any:
     """``keras_tuner.src.utils``: its ``save_json(path, obj)`` writes every state file."""
     from keras_tuner.src import utils
 

@@ -157,6 +157,12 @@ class ChunkConfig:
     chunk_frames: int = 512
     shard_chunks: int = 1024  # chunks per .npy shard
 
+    def __post_init__(self) -> None:
+        for name in ("chunk_frames", "shard_chunks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+
 
 @dataclass(frozen=True)
 class SplitConfig:

@@ -29,3 +29,17 @@ def test_types_are_checked_and_ints_coerced():
 def test_hop_must_suit_the_cqt():
     with pytest.raises(ValueError, match="divisible"):
         FeatureConfig(hop_length=500)
+
+
+def test_chunk_sizes_must_be_positive_whole_numbers():
+    from typer.testing import CliRunner
+
+    from pianotx.cli import app
+    from pianotx.config import ChunkConfig
+
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(ValueError, match=f"^chunk_frames must be a whole number of at least 1, got {bad!r}$"):
+            ChunkConfig(chunk_frames=bad)
+    result = CliRunner().invoke(app, ["data", "build", "in", "out", "--chunk-frames", "0"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: options: chunk_frames must be a whole number of at least 1, got 0"

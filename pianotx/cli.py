@@ -456,7 +456,10 @@ def ui(
 
 @app.command()
 def transcribe(
-    audio: Annotated[list[Path], typer.Argument(help="Audio files or folders (wav, flac, ogg, mp3).")],
+    audio: Annotated[
+        list[Path],
+        typer.Argument(help="Audio files or folders (wav, flac, ogg, opus, mp3, aiff; m4a, aac, mp4 with ffmpeg)."),
+    ],
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", "-o", help="Where NAME.mid goes (default: beside each input).")
     ] = None,

@@ -32,10 +32,20 @@ drew for it, no run left RUNNING, the search's run holding its setup, and
 always`` over the bundled model, registered first as champion), registered once, and
 transcribes a clip.
 
+A kill counts only when it landed in the phase it names. Each command marks when its
+start-up is over (Python's and pianotx's imports done, the build or search running);
+no kill is made before, and one that lands before all the same (the process replacing
+itself, say) is discarded: "landed before start-up". After a kill the phase it landed in
+is read from the command's markers, the store and the folders; a kill planned for one
+moment that landed in another is discarded too ("landed in epoch, not run_created"). A
+random kill counts in whatever phase it landed after start-up.
+
     python benchmarks/chaos.py [--kills 10] [--build-kills 5] [--seed 0] [--keep]
 
-The last line reads ``kills survived / kills made: X/Y``; the exit status is 1 when a
-kill was not survived or a final check failed.
+The closing lines give the kills made, how many landed in their phase (counted) and
+which were discarded and why; the last reads ``kills survived / kills counted: X/Y``.
+The exit status is 1 when a kill made (counted or not) left a problem, a command failed
+by itself or a final check failed.
 """
 
 from __future__ import annotations
@@ -82,12 +92,42 @@ hyperparameters:
   dense_units: {{type: choice, values: [8, 16]}}
 fixed: {{epochs: {epochs}, lstm_units: 8, recurrent_dropout: 0.0, batch_size: 4}}
 """
-# Run as `python -c SWAP_HOOK data build ...`: the build pauses inside its final swap
+# Every command starts as `python -c STARTUP_HOOK [HOOK] RUN_CLI ...`: once the command
+# itself runs (Python's and pianotx's imports done, its build or search function called)
+# the process writes the file CHAOS_STARTED_MARKER; it removes it when it replaces itself
+# with a fresh process (os.exec, a search's fresh process every few trials), whose
+# imports are start-up again. No kill is made before the file is there, and a kill that
+# lands while it is missing tests nothing: it is not counted (see :func:`discard_reason`).
+STARTUP_HOOK = """
+import os, sys
+STARTED = os.environ["CHAOS_STARTED_MARKER"]
+def _started(function):
+    def marked(*args, **kwargs):
+        with open(STARTED, "w") as marker:
+            marker.write(function.__name__)
+        return function(*args, **kwargs)
+    return marked
+def _restarting(event, args):
+    if event == "os.exec":
+        try:
+            os.unlink(STARTED)
+        except OSError:
+            pass
+sys.addaudithook(_restarting)
+import pianotx.build, pianotx.tuning.command
+pianotx.build.build_dataset = _started(pianotx.build.build_dataset)
+pianotx.tuning.command.search_command = _started(pianotx.tuning.command.search_command)
+"""
+RUN_CLI = """
+import runpy
+runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
+"""
+# With SWAP_HOOK, `data build ...`: the build pauses inside its final swap
 # and says where in a marker file, so that a kill can land exactly there: between two
 # renames (the old dataset moved aside, the new one not yet in place), or after the new
 # one moved in, while the old one (under a hidden name of this process) is removed.
 SWAP_HOOK = """
-import os, runpy, sys, time
+import os, sys, time
 OUT = os.environ["CHAOS_SWAP_TARGET"]
 MINE = os.path.join(os.path.dirname(OUT), "." + os.path.basename(OUT) + ".")
 def _pause_in_swap(event, args):
@@ -104,14 +144,13 @@ def _pause_in_swap(event, args):
         marker.write(where)
     time.sleep(float(os.environ["CHAOS_SWAP_PAUSE"]))
 sys.addaudithook(_pause_in_swap)
-runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
 """
-# Run as `python -c STATE_HOOK search ...`: Keras Tuner writes a trial's trial.json and
+# With STATE_HOOK, `search ...`: Keras Tuner writes a trial's trial.json and
 # then the oracle state that names it ongoing (a new trial) or done (a COMPLETED one);
 # the search pauses between the two (for the status CHAOS_STATE_STATUS) and says so in a
 # marker file, so that a kill can land in between. The wrappers only note and wait.
 STATE_HOOK = """
-import os, runpy, time
+import os, time
 from keras_tuner.src.engine import oracle as _oracle
 _save_trial, _save = _oracle.Oracle._save_trial, _oracle.Oracle.save
 last = []
@@ -127,7 +166,6 @@ def _save_paused(self):
     last[:] = []
     return _save(self)
 _oracle.Oracle._save_trial, _oracle.Oracle.save = _save_trial_noted, _save_paused
-runpy.run_module("pianotx.cli", run_name="__main__", alter_sys=True)
 """
 
 
@@ -206,6 +244,12 @@ def set_up(root: Path, seed: int, trials: int, epochs: int) -> Setup:
 # ---------------------------------------------------------------- killing
 
 
+def child_code(hook: str = "") -> str:
+    """The code a command runs as (``python -c CODE ARGS``): pianotx's command line with
+    the start-up marker (STARTUP_HOOK) and ``hook``."""
+    return STARTUP_HOOK + hook + RUN_CLI
+
+
 def child_env() -> dict[str, str]:
     """This process's environment, with the pianotx it imports first on the path."""
     repo = str(Path(pianotx.__file__).resolve().parents[1])
@@ -223,6 +267,8 @@ class Outcome:
     orphans: list[int] = field(default_factory=list)  # children still alive after the grace time
     log: Path | None = None
     hung: bool = False  # ran past ROUND_LIMIT and was killed
+    started: bool = True  # the command had passed start-up (imports) when it was killed
+    landed: str | None = None  # the phase the kill landed in (one of PHASES' names), where known
 
     @property
     def failed(self) -> bool:
@@ -245,7 +291,10 @@ Trigger = Callable[[psutil.Process, float], "str | None"]
 
 def run_command(cmd: Sequence[str], trigger: Trigger | None, log: Path, env: dict[str, str], cwd: Path) -> Outcome:
     """Run ``cmd``; SIGKILL it when ``trigger`` names a moment (given the process and the
-    seconds since start), else let it end."""
+    seconds since start), else let it end. ``trigger`` is asked only once the command has
+    passed start-up (the file ``env["CHAOS_STARTED_MARKER"]`` exists, see STARTUP_HOOK)."""
+    started = Path(env["CHAOS_STARTED_MARKER"])
+    started.unlink(missing_ok=True)
     start = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
@@ -253,10 +302,11 @@ def run_command(cmd: Sequence[str], trigger: Trigger | None, log: Path, env: dic
     try:
         while proc.poll() is None:
             elapsed = time.monotonic() - start
-            moment = trigger(watched, elapsed) if trigger else None
+            moment = trigger(watched, elapsed) if trigger and started.exists() else None
             if moment is not None or elapsed > ROUND_LIMIT:
                 rc, orphans = kill(proc, watched)
-                return Outcome(moment, rc, elapsed, orphans, log, hung=moment is None)
+                # read once the process is dead: whether the kill landed after start-up
+                return Outcome(moment, rc, elapsed, orphans, log, hung=moment is None, started=started.exists())
             time.sleep(POLL)
     except BaseException:
         proc.kill()
@@ -283,8 +333,8 @@ def kill(proc: subprocess.Popen, watched: psutil.Process) -> tuple[int, list[int
 
 
 def build_command(setup: Setup, chunk_frames: int, hook: bool) -> list[str]:
-    head = [sys.executable, "-c", SWAP_HOOK] if hook else [sys.executable, "-m", "pianotx.cli"]
-    return [*head, "data", "build", str(setup.pairs), str(setup.dataset), "--workers", "2",
+    code = child_code(SWAP_HOOK if hook else "")
+    return [sys.executable, "-c", code, "data", "build", str(setup.pairs), str(setup.dataset), "--workers", "2",
             "--chunk-frames", str(chunk_frames)]  # fmt: skip
 
 
@@ -331,29 +381,62 @@ class BuildTrigger:
         self.moment, self.out, self.marker = moment, out, marker
         self.delay = rng.uniform(0.05, 0.95) * seconds
         self.pieces = rng.randint(1, PIECES - 2)  # "workers": pieces done when it fires
+        self.landed: str | None = None  # the phase the build was in when the kill was ordered
 
     def __call__(self, proc: psutil.Process, elapsed: float) -> str | None:
         tmp = self.out.parent / f".{self.out.name}.tmp-{proc.pid}"
+        # the phase as the build's files show it, a poll (POLL seconds) before the kill
+        phase, words = build_phase(tmp)
         if self.moment == "swap":
             where = self.marker.read_text() if self.marker.exists() else ""
-            return f"during the final swap, {where}" if where else None
+            # the build wrote the marker inside the swap and waits there: the kill lands in it
+            return self._fire("swap", f"during the final swap, {where}") if where else None
         if self.moment == "gather":
-            return "while the split shards were written" if (tmp / "train").exists() else None
+            return self._fire(phase, "while the split shards were written") if (tmp / "train").exists() else None
         if self.moment == "workers":
             done = len(list((tmp / "pieces").glob("*.npz"))) if (tmp / "pieces").is_dir() else 0
             workers = len(proc.children()) if done >= self.pieces else 0
-            return f"while {workers} workers processed pieces ({done} of {PIECES} done)" if workers else None
-        return f"at random ({build_phase(tmp, self.out)})" if elapsed >= self.delay else None
+            return (
+                self._fire(phase, f"while {workers} workers processed pieces ({done} of {PIECES} done)")
+                if workers
+                else None
+            )
+        return self._fire(phase, f"at random ({words})") if elapsed >= self.delay else None
+
+    def _fire(self, phase: str, words: str) -> str:
+        self.landed = phase
+        return words
 
 
-def build_phase(tmp: Path, out: Path) -> str:
+def build_phase(tmp: Path) -> tuple[str, str]:
+    """(phase, in words) of a build whose temporary folder is ``tmp``: "swap" (manifest
+    written), "gather" (shards being written), "workers" (pieces being processed) or
+    "preparing" (before any of these)."""
     if (tmp / "manifest.json").exists():
-        return "manifest written, swapping"
+        return "swap", "manifest written, swapping"
     if (tmp / "train").exists():
-        return "writing shards"
+        return "gather", "writing shards"
     if (tmp / "pieces").is_dir():
-        return f"processing pieces, {len(list((tmp / 'pieces').glob('*.npz')))} done"
-    return "starting"
+        return "workers", f"processing pieces, {len(list((tmp / 'pieces').glob('*.npz')))} done"
+    return "preparing", "preparing"
+
+
+# Where a kill planned for a moment may land and still test it, besides the phase of the
+# same name: "before_state" (Keras Tuner's state not yet written) holds just after the
+# search's run was created too. A "random" kill tests whatever phase it lands in.
+ALSO_LANDS_IN = {"before_state": {"search_created"}}
+
+
+def discard_reason(planned: str, started: bool, landed: str | None) -> str | None:
+    """Why a kill planned for moment ``planned`` does not count, given whether the command
+    had passed start-up (imports done, its command running) and the phase the kill landed
+    in (None: unknown); None when it counts: it landed in the phase it names (any phase,
+    for a "random" kill) after start-up."""
+    if not started:
+        return "landed before start-up"
+    if planned == "random" or landed == planned or landed in ALSO_LANDS_IN.get(planned, ()):
+        return None
+    return f"landed in {landed or 'an unknown phase'}, not {planned}"
 
 
 @dataclass
@@ -370,13 +453,24 @@ class KillReport:
         return self.outcome.rc == -signal.SIGKILL and self.outcome.moment is not None
 
     @property
+    def discarded(self) -> str | None:
+        """Why this kill, made, tested nothing it planned to (None: it counts)."""
+        return discard_reason(self.planned, self.outcome.started, self.outcome.landed) if self.made else None
+
+    @property
+    def counted(self) -> bool:
+        return self.made and self.discarded is None
+
+    @property
     def survived(self) -> bool:
-        return self.made and not self.problems
+        return self.counted and not self.problems
 
     def line(self, total: int) -> str:
-        verdict = "survived" if self.survived else "NOT SURVIVED: " + "; ".join(self.problems)
+        verdict = "survived" if not self.problems else "NOT SURVIVED: " + "; ".join(self.problems)
         if not self.made:
             verdict = "no kill made"
+        elif self.discarded:
+            verdict = f"{self.discarded}: not counted" + ("" if not self.problems else f" ({verdict})")
         extra = f" ({'; '.join(self.notes)})" if self.notes and self.survived else ""
         when = f"{self.outcome.moment}, {self.outcome.seconds:.1f} s in"
         return f"{self.kind} kill {self.number}/{total} [{self.planned}] {when} -> {verdict}{extra}"
@@ -390,7 +484,8 @@ def build_chaos(
     Returns:
         The kills, and the builds that failed by themselves."""
     env, marker = child_env(), setup.root / "swap-reached"
-    env.update(CHAOS_SWAP_TARGET=str(setup.dataset), CHAOS_SWAP_MARKER=str(marker), CHAOS_SWAP_PAUSE="3")
+    env.update(CHAOS_SWAP_TARGET=str(setup.dataset), CHAOS_SWAP_MARKER=str(marker), CHAOS_SWAP_PAUSE="3",
+               CHAOS_STARTED_MARKER=str(setup.root / "started"))  # fmt: skip
     first = run_command(build_command(setup, 64, False), None, setup.root / "logs" / "build-0.log", env, setup.root)
     if first.rc != 0:
         raise SystemExit(f"the first build failed: {first.failure()}")
@@ -407,6 +502,7 @@ def build_chaos(
         trigger = BuildTrigger(moment, setup.dataset, marker, rng, first.seconds)
         earlier = set(leftovers(setup.dataset))  # blamed on the kill that left them
         outcome = run_command(cmd, trigger, log, env, setup.root)
+        outcome.landed = trigger.landed
         report = KillReport("build", number, moment, outcome)
         if outcome.failed:
             failures.append(f"build {number} failed ({outcome.failure()})")
@@ -589,18 +685,43 @@ def recover(setup: Setup) -> None:
             con.execute("SELECT count(*) FROM sqlite_master").fetchall()
 
 
-def search_state(setup: Setup, known: set[str]) -> str:
-    """Where a search command stood (after it died): the latest trial run it made."""
+def trial_phase(row: RunRow, epochs: int, trial_json: str) -> str:
+    """The phase of a search that stood at trial run ``row`` (of ``epochs`` epochs; its
+    trial.json's status ``trial_json``): "run_created" (before its first epoch ended),
+    "epoch" (during a later one), "scoring", "model_logging" (logged model PENDING),
+    "model_logged", "run_finished" (FINISHED, Keras Tuner's trial not COMPLETED yet),
+    "between_trials" (both done) or "run_ended" (FAILED or KILLED)."""
+    if row.status == "FINISHED":
+        return "between_trials" if trial_json == "COMPLETED" else "run_finished"
+    if row.status != "RUNNING":
+        return "run_ended"
+    if row.model_status == PENDING:
+        return "model_logging"
+    if row.tagged or row.model_status is not None:
+        return "model_logged"
+    if row.epoch is None:
+        return "run_created"
+    return "epoch" if row.epoch < epochs else "scoring"
+
+
+def search_state(setup: Setup, known: set[str], had_search_run: bool) -> tuple[str, str]:
+    """(phase, in words) of a search command (after it died): the latest trial run it
+    made, or the phase before any. ``had_search_run``: the search's own run existed
+    before the command started (then "search_created" cannot be where it stood)."""
     recover(setup)
     if search_run_done(setup):
-        return f"after the search run FINISHED, registering its best model ({registry_state(setup)})"
+        return "registering", f"after the search run FINISHED, registering its best model ({registry_state(setup)})"
     if not (setup.project / "oracle.json").exists():
         params = search_run_params(setup)
         if params is None:
-            return f"before the search's run was created ({store_tables(setup)})"
-        return f"before Keras Tuner's state was first written (no oracle.json; the search's run {params} params)"
+            return "store_creation", f"before the search's run was created ({store_tables(setup)})"
+        words = f"before Keras Tuner's state was first written (no oracle.json; the search's run {params} params)"
+        return ("before_state" if had_search_run else "search_created"), words
     fresh = [r for r in trial_rows(setup) if r.run_id not in known]
-    return describe(setup, fresh[-1]) if fresh else "resuming, before this command made a trial run"
+    if not fresh:
+        return "resuming", "resuming, before this command made a trial run"
+    row = fresh[-1]
+    return trial_phase(row, setup.epochs, trial_status(setup, row.trial)), describe(setup, row)
 
 
 class SearchTrigger:
@@ -916,8 +1037,8 @@ def transcribe_problem(setup: Setup) -> str | None:
 
 
 def search_command(setup: Setup, hook: bool = False) -> list[str]:
-    head = [sys.executable, "-c", STATE_HOOK] if hook else [sys.executable, "-m", "pianotx.cli"]
-    return [*head, "search", str(setup.space), "--data", str(setup.dataset),
+    code = child_code(STATE_HOOK if hook else "")
+    return [sys.executable, "-c", code, "search", str(setup.space), "--data", str(setup.dataset),
             "--tracking-uri", setup.store.tracking_uri, "--promote", "always"]  # fmt: skip
 
 
@@ -938,6 +1059,7 @@ class SearchChaos:
         self.setup, self.rng, self.say = setup, rng, say
         self.marker = setup.root / "state-write-reached"
         self.env = child_env() | {
+            "CHAOS_STARTED_MARKER": str(setup.root / "started"),
             "CHAOS_PROJECT": str(setup.project),
             "CHAOS_STATE_MARKER": str(self.marker),
             "CHAOS_STATE_PAUSE": "3",
@@ -954,6 +1076,7 @@ class SearchChaos:
         """One command, killed at ``moment`` (None: let it end); settles earlier kills."""
         self.rounds += 1
         known = {r.run_id for r in trial_rows(self.setup)}
+        had_search_run = search_run_params(self.setup) is not None
         self.marker.unlink(missing_ok=True)
         trigger = SearchTrigger(moment, self.setup, known, self.rng) if moment else None
         log = self.setup.root / "logs" / f"search-{self.rounds}.log"
@@ -966,7 +1089,10 @@ class SearchChaos:
         self._settle(outcome, resumed)
         if outcome.moment is not None:
             hooked = self.marker.read_text() if self.marker.exists() else ""
-            outcome.moment = hooked or search_state(self.setup, known)
+            if hooked:  # the command wrote the marker between the two writes and waits there
+                outcome.landed, outcome.moment = "state_write", hooked
+            else:
+                outcome.landed, outcome.moment = search_state(self.setup, known, had_search_run)
         return outcome
 
     def _settle(self, outcome: Outcome, resumed: bool) -> None:
@@ -1000,7 +1126,9 @@ class SearchChaos:
         self.pending.append((report, left))
         self.reports.append(report)
         state = "consistent" if not report.problems else "; ".join(report.problems)
-        self.say(f"search kill {number}/{total} [{moment}] {outcome.moment}, {outcome.seconds:.1f} s in: store {state}")
+        counted = f" ({report.discarded}: not counted)" if report.discarded else ""
+        where = f"{outcome.moment}, {outcome.seconds:.1f} s in"
+        self.say(f"search kill {number}/{total} [{moment}] {where}: store {state}{counted}")
         return True
 
     def run(self, plan: Sequence[str]) -> list[Check]:
@@ -1032,12 +1160,35 @@ class Summary:
         return sum(r.made for r in self.kills)
 
     @property
+    def counted(self) -> int:
+        """Kills that landed in the phase they name, after start-up."""
+        return sum(r.counted for r in self.kills)
+
+    @property
     def survived(self) -> int:
         return sum(r.survived for r in self.kills)
 
     @property
     def ok(self) -> bool:
-        return self.made == self.survived and not self.failures and not any(c.problem for c in self.checks)
+        """Every kill made left no problem (a discarded one's are findings too), no command
+        failed by itself and every final check passed."""
+        clean = not any(r.problems for r in self.kills if r.made)
+        return clean and not self.failures and not any(c.problem for c in self.checks)
+
+
+def tally(kills: Sequence[KillReport]) -> list[str]:
+    """The closing lines: kills made, counted and discarded (each discarded one and why),
+    and last ``kills survived / kills counted: X/Y``."""
+    made = [r for r in kills if r.made]
+    discarded = [r for r in made if r.discarded]
+    counted, survived = len(made) - len(discarded), sum(r.survived for r in kills)
+    totals = {kind: sum(r.kind == kind for r in kills) for kind in ("build", "search")}
+    return [
+        f"kills made: {len(made)}; landed in their phase (counted): {counted}; discarded: {len(discarded)}",
+        *(f"discarded: {r.kind} kill {r.number}/{totals.get(r.kind, r.number)} [{r.planned}]: {r.discarded}"
+          for r in discarded),
+        f"kills survived / kills counted: {survived}/{counted}",
+    ]  # fmt: skip
 
 
 def enough_trials(plan: Sequence[str]) -> int:
@@ -1078,7 +1229,8 @@ def report(summary: Summary, say: Callable[[str], None] = print) -> None:
         say(f"check: {check.name}: {'ok' if check.problem is None else 'FAILED: ' + check.problem}")
     for failure in summary.failures:
         say(f"failure: {failure}")
-    say(f"kills survived / kills made: {summary.survived}/{summary.made}")
+    for line in tally(summary.kills):
+        say(line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -764,11 +764,14 @@ class SearchTrigger:
         return search_run_params(self.setup) is not None
 
     def _before_state(self) -> bool:
-        """The command holds the search's lock (not one a killed command left) and
-        Keras Tuner has written no state yet."""
-        locks = [read_json(lock)[0] for lock in self.setup.project.glob(".lock-*")]
+        """The command holds the search's lock (not one a killed command left), the
+        search's run exists and Keras Tuner has written no state yet."""
+        # pianotx's lock file of the search: .NAME.TUNER.lock beside its Keras Tuner folder
+        locks = [read_json(lock)[0] for lock in self.setup.project.parent.glob(f".{SEARCH}.*.lock")]
         mine = any(isinstance(lock, dict) and lock.get("pid") == self.pid for lock in locks)
-        return mine and not (self.setup.project / "oracle.json").exists()
+        if not mine or (self.setup.project / "oracle.json").exists():
+            return False
+        return search_run_params(self.setup) is not None  # the lock is taken before the store is made
 
     def _run_created(self) -> bool:
         return bool(self._fresh())

@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
 	touch $@
 
-system-deps: ## FluidSynth, TiMidity, the piano soundfonts and patches, npm, polyphone, python3-venv (apt)
+system-deps: ## FluidSynth, TiMidity, the piano soundfonts and patches, npm, polyphone, ffmpeg, python3-venv (apt)
 	@missing=""; \
 	command -v fluidsynth >/dev/null || missing="$$missing fluidsynth"; \
 	[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing="$$missing fluid-soundfont-gm"; \
@@ -36,6 +36,7 @@ system-deps: ## FluidSynth, TiMidity, the piano soundfonts and patches, npm, pol
 	[ -f /etc/timidity/freepats.cfg ] || missing="$$missing freepats"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v polyphone >/dev/null || missing="$$missing polyphone"; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \

@@ -386,10 +386,7 @@ def score_condition(run: versus.SystemRun, pieces: list[versus.Piece]) -> dict[s
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.soundfont is None or not args.soundfont.is_file():
-        sys.exit(f"error: {args.soundfont or 'MuseScore General'}: no such soundfont; {outside.SOUNDFONT_HINT}")
-    if args.json is not None and not args.json.parent.is_dir():
-        sys.exit(f"error: {args.json}: its folder does not exist")
+    outside.check_inputs(args)
     from pianotx.errors import PianotxError
     from pianotx.files import write_json_atomic
 

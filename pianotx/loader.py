@@ -5,6 +5,7 @@ Imports Keras at module level: import it only where training happens.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection
 from pathlib import Path
@@ -12,7 +13,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pianotx.store import Manifest, SplitArrays, load_manifest
+from pianotx.config import MIDI_MIN, N_KEYS
+from pianotx.labels import note_frames
+from pianotx.midi import Notes
+from pianotx.store import DatasetError, Manifest, SplitArrays, load_manifest
 
 Targets = np.ndarray | dict[str, np.ndarray]
 
@@ -54,6 +58,69 @@ def piece_chunks(manifest: Manifest, split: str, pieces: Collection[str]) -> np.
     return np.sort(np.concatenate(spans)).astype(np.int64) if spans else np.zeros(0, np.int64)
 
 
+class VelocityTargets:
+    """Velocity targets of a split's chunks, from its reference notes (``notes.npz``):
+    datasets store no velocity roll, and none is needed, since the notes the rolls were
+    made from are kept with their velocities.
+
+    ``get(indices)`` gives (k, chunk_frames, 88) float32: MIDI velocity / 127 at each
+    note's onset cell (as :func:`pianotx.labels.notes_to_velocities`), 0 elsewhere.
+    Only the onsets (frame, key, velocity) are held: a few bytes per note.
+    """
+
+    def __init__(self, manifest: Manifest, split: str):
+        arrays = SplitArrays(manifest, split)
+        size = manifest.chunk_frames
+        rate = manifest.features.frame_rate
+        where, keys, values = [], [], []
+        path = manifest.root / split / "notes.npz"
+        try:
+            with np.load(path) as z:
+                for record in manifest.pieces(split):
+                    start, _, n_frames = arrays.chunk_range(record)
+                    name = record["name"]
+                    notes = Notes.from_arrays({k: z[f"{name}/{k}"] for k in ("intervals", "pitches", "velocities")})
+                    first, _ = note_frames(notes, rate)
+                    inside = (first >= 0) & (first < n_frames)
+                    where.append(start * size + first[inside])
+                    keys.append(notes.pitches[inside] - MIDI_MIN)
+                    values.append(np.clip(notes.velocities[inside], 1, 127))
+        except KeyError as exc:
+            raise DatasetError(f"{path}: no reference notes for a piece ({exc}); rebuild the dataset") from exc
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"{path}: unreadable reference notes ({exc})") from exc
+
+        def cat(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+        frame, key, value = cat(where), cat(keys), cat(values)
+        order = np.argsort(frame, kind="stable")
+        self.frame, self.key, self.value = frame[order], key[order], (value[order] / 127.0).astype(np.float32)
+        self.chunk_frames = size
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, np.int64)
+        size = self.chunk_frames
+        out = np.zeros((len(indices), size, N_KEYS), np.float32)
+        lo = np.searchsorted(self.frame, indices * size)
+        hi = np.searchsorted(self.frame, (indices + 1) * size)
+        for row, (a, b, c) in enumerate(zip(lo, hi, indices)):
+            cells = (self.frame[a:b] - c * size, self.key[a:b])
+            np.maximum.at(out[row], cells, self.value[a:b])
+        return out
+
+
+@functools.lru_cache(maxsize=8)
+def _velocity_targets(root: str, split: str, fingerprint: str) -> VelocityTargets:
+    """One :class:`VelocityTargets` per split per process (each search trial makes new loaders)."""
+    return VelocityTargets(load_manifest(root), split)
+
+
+def velocity_targets(manifest: Manifest, split: str) -> VelocityTargets:
+    """The split's velocity targets, built once per process."""
+    return _velocity_targets(str(manifest.root.resolve()), split, manifest.data["fingerprint"])
+
+
 class ChunkDataset(keras.utils.PyDataset):
     """Shuffled batches ``(x, y)`` from a split's memory-mapped shards.
 
@@ -76,6 +143,8 @@ class ChunkDataset(keras.utils.PyDataset):
         onset_width: frames marked per onset (``TrainConfig.onset_width``).
         pieces: serve only the chunks of these pieces of the split (names as in the
             manifest; None: every piece), e.g. to measure what part of a corpus is worth.
+        velocities: add ``"velocities"`` to the dict (see :class:`VelocityTargets`), for
+            a model with a velocity head.
     """
 
     def __init__(
@@ -90,6 +159,7 @@ class ChunkDataset(keras.utils.PyDataset):
         onsets: bool = False,
         onset_width: int = 1,
         pieces: Collection[str] | None = None,
+        velocities: bool = False,
     ):
         super().__init__(workers=workers, use_multiprocessing=False)
         if onset_width < 1:
@@ -102,6 +172,7 @@ class ChunkDataset(keras.utils.PyDataset):
         self.limit_batches = limit_batches
         self.onsets = onsets
         self.onset_width = onset_width
+        self.velocities = velocity_targets(manifest, split) if velocities else None
         self.order = np.arange(self.arrays.n_chunks) if pieces is None else piece_chunks(manifest, split, pieces)
         self.n_chunks = len(self.order)
         self.on_epoch_end()
@@ -113,10 +184,14 @@ class ChunkDataset(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, Targets]:
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         features, frames, onsets = self.arrays.get(idx)
-        if not self.onsets:
+        if not self.onsets and self.velocities is None:
             return features, frames.astype(np.float32)
-        wide = widen_onsets(onsets, self.onset_width).astype(np.float32)
-        return features, {"frames": frames.astype(np.float32), "onsets": wide}
+        targets = {"frames": frames.astype(np.float32)}
+        if self.onsets:
+            targets["onsets"] = widen_onsets(onsets, self.onset_width).astype(np.float32)
+        if self.velocities is not None:
+            targets["velocities"] = self.velocities.get(idx)
+        return features, targets
 
     def on_epoch_end(self) -> None:
         if self.shuffle:

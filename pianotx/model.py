@@ -7,6 +7,7 @@ length. Key ``k`` of every output is MIDI note ``21 + k``. Architecture, per
     cqt -> [standardize] -> [conv front-end] -> trunk features
     trunk ----------------------------------------------> frame LSTMs -> [hidden] -> frames
     trunk -> onset LSTMs -> onsets --stop_gradient--^ (concatenated with the trunk)
+    trunk [+ onset LSTMs' output, gradient stopped] -> [velocity head] -> velocities
 
 - Without an onset head the model has one output: ``(batch, time, 88)`` float32 frame
   probabilities, named ``frames`` (the seed's form; saved models of that form still load).
@@ -22,7 +23,8 @@ The default :class:`~pianotx.config.ModelConfig` is exactly the seed model
 layers are plain ``Dense`` on the 3-D tensor, not ``TimeDistributed`` (which Keras 3
 mishandles for variable-length input; same math, same parameters).
 
-Custom objects (:class:`StopGradient`, :class:`WeightedBinaryCrossentropy`) are
+Custom objects (:class:`StopGradient`, :class:`WeightedBinaryCrossentropy`,
+:class:`OnsetVelocityLoss`) are
 registered with Keras under the package name ``pianotx``: importing this module before
 ``keras.models.load_model`` lets safe-mode loading find them.
 """
@@ -39,7 +41,8 @@ from pianotx.config import N_KEYS, ModelConfig, TrainConfig
 
 # per-bin (mean, std) of the training features
 FeatureStats = tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]
-OUTPUTS = ("frames", "onsets")
+OUTPUTS = ("frames", "onsets", "velocities")
+VELOCITY_LAYERS = ("velocity_input", "velocity_hidden", "velocities")  # the velocity head's layers
 
 
 @keras.saving.register_keras_serializable(package="pianotx")
@@ -90,6 +93,33 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
         return {**super().get_config(), "pos_weight": self.pos_weight}
 
 
+@keras.saving.register_keras_serializable(package="pianotx")
+class OnsetVelocityLoss(keras.losses.Loss):
+    """Squared error of the velocity output at note onsets only (Onsets and Frames'
+    velocity loss): ``sum(m * (y - p)^2) / max(sum(m), 1)`` over the whole batch, where
+    the target ``y`` is MIDI velocity / 127 at a note's first frame and 0 elsewhere, and
+    ``m = (y > 0)``. A batch without onsets has loss 0.
+
+    Keras reduces a loss by averaging its per-sample values, so each sample's value is
+    its share of the batch total times the batch size: their mean is the batch's loss.
+    """
+
+    def __init__(self, name: str = "onset_velocity_loss", reduction: str = "sum_over_batch_size"):
+        super().__init__(name=name, reduction=reduction)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        ops = keras.ops
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        mask = ops.cast(y_true > 0, y_pred.dtype)
+        per_sample = ops.sum(mask * ops.square(y_true - y_pred), axis=tuple(range(1, len(y_pred.shape))))
+        batch = ops.cast(ops.shape(y_pred)[0], y_pred.dtype)
+        return per_sample * batch / ops.maximum(ops.sum(mask), 1.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return super().get_config()
+
+
 def build_model(
     model: ModelConfig,
     train: TrainConfig,
@@ -133,20 +163,27 @@ def build_model(
         x = keras.layers.Normalization(mean=mean, variance=np.maximum(std, 1e-3) ** 2, name="standardize")(x)
     if model.conv_layers:
         x = _conv_front_end(x, model, n_bins)
+    trunk, onset_features = x, None
     if model.onset_head:
-        onsets = _onset_head(x, model)
+        onsets, onset_features = _onset_head(x, model)
         x = keras.layers.Concatenate(name="frame_input")([x, StopGradient(name="onsets_stopped")(onsets)])
     frames = _frame_head(x, model)
-    if model.onset_head:
-        net = keras.Model(inputs, {"frames": frames, "onsets": onsets}, name="pianotx_onsets_frames")
+    if model.onset_head or model.velocity_head:
+        outputs = {"frames": frames}
+        losses: dict[str, keras.losses.Loss] = {"frames": keras.losses.BinaryCrossentropy()}
+        if model.onset_head:
+            outputs["onsets"] = onsets
+            losses["onsets"] = WeightedBinaryCrossentropy(train.onset_pos_weight)
+        if model.velocity_head:
+            outputs["velocities"] = _velocity_head(trunk, onset_features, model)
+            losses["velocities"] = OnsetVelocityLoss()
+        name = "pianotx_onsets_frames" if model.onset_head else "pianotx_frames_velocity"
+        net = keras.Model(inputs, outputs, name=name)
         freeze(net, train.train_layers)
         net.compile(
             optimizer=make_optimizer(train),
-            loss={
-                "frames": keras.losses.BinaryCrossentropy(),
-                "onsets": WeightedBinaryCrossentropy(train.onset_pos_weight),
-            },
-            loss_weights=loss_weights(train),
+            loss=losses,
+            loss_weights={k: v for k, v in loss_weights(train).items() if k in outputs},
             jit_compile=jit_compile,
         )
         return net
@@ -156,13 +193,16 @@ def build_model(
     return net
 
 
-OUTPUT_LAYERS = ("hidden", "frames", "onsets")  # what train_layers="heads" trains
+OUTPUT_LAYERS = ("hidden", "frames", "onsets", *VELOCITY_LAYERS)  # what train_layers="heads" trains
 
 
 def trains_layer(name: str, train_layers: str) -> bool:
     """Whether the layer ``name`` trains under ``train_layers`` (see
     :attr:`pianotx.config.TrainConfig.train_layers`): "all" trains every layer, "frames"
-    all but the onset head and the conv front-end, "heads" only the output Dense layers."""
+    all but the onset head and the conv front-end, "heads" only the output Dense layers,
+    "velocity" only the velocity head."""
+    if train_layers == "velocity":
+        return name in VELOCITY_LAYERS
     if train_layers == "heads":
         return name in OUTPUT_LAYERS
     if train_layers == "frames":
@@ -214,12 +254,27 @@ def _conv_front_end(x: Any, model: ModelConfig, n_bins: int) -> Any:
     return keras.layers.Dropout(model.conv_dropout, name="conv_dense_dropout")(x)
 
 
-def _onset_head(x: Any, model: ModelConfig) -> Any:
-    """Onset LSTM stack -> ``onsets`` (batch, time, 88) sigmoid."""
+def _onset_head(x: Any, model: ModelConfig) -> tuple[Any, Any]:
+    """Onset LSTM stack -> ``onsets`` (batch, time, 88) sigmoid; also the last LSTM's
+    output (what the velocity head listens to besides the trunk)."""
     units = model.onset_lstm_units or model.lstm_units
     for i in range(1, model.lstm_layers + 1):
         x = _recurrent_layer(model, i, units, prefix="onset_")(x)
-    return keras.layers.Dense(N_KEYS, activation="sigmoid", name="onsets")(x)
+    return keras.layers.Dense(N_KEYS, activation="sigmoid", name="onsets")(x), x
+
+
+def _velocity_head(trunk: Any, onset_features: Any, model: ModelConfig) -> Any:
+    """Trunk features [+ the onset stack's output] -> ``velocity_hidden`` Dense(relu) ->
+    ``velocities`` (batch, time, 88) sigmoid, velocity / 127.
+
+    The onset stack's output reaches it gradient-stopped: the velocity loss never moves
+    the onset head, so adding or training a velocity head leaves the notes as they were."""
+    x = trunk
+    if onset_features is not None:
+        stopped = StopGradient(name="velocity_onset_stopped")(onset_features)
+        x = keras.layers.Concatenate(name="velocity_input")([trunk, stopped])
+    x = keras.layers.Dense(model.velocity_units, activation="relu", name="velocity_hidden")(x)
+    return keras.layers.Dense(N_KEYS, activation="sigmoid", name="velocities")(x)
 
 
 def _frame_head(x: Any, model: ModelConfig) -> Any:
@@ -253,8 +308,8 @@ def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
 
 
 def loss_weights(train: TrainConfig) -> dict[str, float]:
-    """Each output's weight in the total loss of a model with an onset head."""
-    return {"frames": 1.0, "onsets": train.onset_loss_weight}
+    """Each output's weight in the total loss of a model with several outputs."""
+    return {"frames": 1.0, "onsets": train.onset_loss_weight, "velocities": train.velocity_loss_weight}
 
 
 def output_heads(outputs: Any) -> dict[str, np.ndarray]:
@@ -278,3 +333,14 @@ def output_heads(outputs: Any) -> dict[str, np.ndarray]:
 def has_onset_head(model: keras.Model) -> bool:
     """Whether ``model`` (built here, or loaded) outputs onsets."""
     return any(layer.name == "onsets" for layer in model.layers)
+
+
+def has_velocity_head(model: keras.Model) -> bool:
+    """Whether ``model`` (built here, or loaded) outputs velocities."""
+    return any(layer.name == "velocities" for layer in model.layers)
+
+
+def output_names(model: keras.Model) -> tuple[str, ...]:
+    """The outputs ``model`` has, in :data:`OUTPUTS` order."""
+    present = {layer.name for layer in model.layers}
+    return tuple(name for name in OUTPUTS if name == "frames" or name in present)

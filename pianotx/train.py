@@ -279,7 +279,7 @@ class FrameMetrics(keras.callbacks.Callback):
             return
         loss = logs.get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            heads = ("frames", "onsets") if has_onset_head(self.model) else ("frames",)
+            heads = ("frames", "onsets") if has_onset_head(self.model) else ("frames",)  # velocities have no counts
             counts = {key: (0, 0, 0) for key in heads}
             losses = {"loss": math.nan} if self.loss_weights is not None else {}
         else:

@@ -26,7 +26,7 @@ import numpy as np
 from pianotx.audio import AUDIO_EXTENSIONS, AudioError
 from pianotx.callable_module import make_callable
 from pianotx.config import ChunkConfig, DecodingConfig, FeatureConfig, from_dict, model_metadata, to_dict
-from pianotx.decoding import decode
+from pianotx.decoding import decode_rolls
 from pianotx.errors import PianotxError
 from pianotx.features import file_features
 from pianotx.files import OutputError, atomic_path, write_json_atomic
@@ -94,7 +94,7 @@ class Transcriber:
         """(n_frames, n_bins) features -> notes, decoded with this model's settings
         (onsets start notes when the model has them)."""
         rolls = self.probabilities(features, progress)
-        return decode(rolls["frames"], self.features.frame_rate, self.decoding, onset_probs=rolls.get("onsets"))
+        return decode_rolls(rolls, self.features.frame_rate, self.decoding)
 
     def with_decoding(self, **changes: Any) -> Transcriber:
         """The same model with some decoding settings replaced (``None`` values ignored).

@@ -190,6 +190,33 @@ def test_a_fine_tuning_search_starts_from_the_bundled_model_and_records_its_line
 
 
 @pytest.mark.slow
+def test_a_fine_tuning_search_adds_a_velocity_head_and_leaves_the_notes_as_they_were(
+    bundled_features_dataset, tmp_path
+):
+    from pianotx.tracking import load_model
+    from pianotx.tuning.search import run_search
+
+    store = _store(tmp_path)
+    text = FINE_TUNE.replace("train_layers: heads", "train_layers: velocity, velocity_head: true, velocity_units: 16")
+    result = run_search(_space(tmp_path, "vel", text), bundled_features_dataset, store, None, verbose=0)
+    assert result.trials == 1 and result.failed == 0
+    run = connect(store).get_run(result.best_run_id)
+    assert run.data.params["velocity_head"] == "True" and run.data.params["lstm_units"] == "160"
+    assert "velocities_loss" in run.data.metrics and "val_note_with_velocity_f1" in run.data.metrics
+    tuned, meta = load_model(store, run.data.tags[MODEL_URI_TAG])
+    assert meta["model"]["velocity_head"] is True and meta["model"]["velocity_units"] == 16
+    bundled = load_local(BUNDLED_MODEL).model
+    for layer in bundled.layers:  # every layer the bundled model has is exactly its own
+        before, after = layer.get_weights(), tuned.get_layer(layer.name).get_weights()
+        assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)), layer.name
+    x = np.random.default_rng(0).normal(size=(1, 40, 252)).astype(np.float32)
+    old, new = bundled.predict_on_batch(x), tuned.predict_on_batch(x)
+    np.testing.assert_array_equal(new["frames"], old["frames"])
+    np.testing.assert_array_equal(new["onsets"], old["onsets"])
+    assert new["velocities"].shape == (1, 40, 88)
+
+
+@pytest.mark.slow
 def test_fine_tuning_from_the_champion_of_a_fresh_store_registers_the_bundled_model_first(
     bundled_features_dataset, tmp_path
 ):

@@ -117,8 +117,16 @@ def test_evaluate_piece_keys_and_values() -> None:
         "note_with_offset_precision",
         "note_with_offset_recall",
         "note_with_offset_f1",
+        "note_with_velocity_precision",
+        "note_with_velocity_recall",
+        "note_with_velocity_f1",
     ]
     assert list(scores) == list(METRIC_KEYS)
+    # every velocity is 80 on both sides: the velocity test passes wherever onsets match
+    assert (scores["note_with_velocity_precision"], scores["note_with_velocity_recall"]) == (
+        pytest.approx(3 / 5),
+        pytest.approx(3 / 4),
+    )
     assert scores["note_precision"] == pytest.approx(3 / 5)
     assert scores["note_with_offset_recall"] == pytest.approx(2 / 4)
     assert evaluate_piece(REF, REF) == dict.fromkeys(METRIC_KEYS, 1.0)
@@ -143,12 +151,14 @@ def test_format_table() -> None:
     table = format_table(per_piece, mean)
     lines = table.splitlines()
     assert "frame" in lines[0] and "note+offset" in lines[0]
-    assert lines[1].split() == ["piece"] + ["P", "R", "F1"] * 3
+    assert "note+velocity" in lines[0]
+    assert lines[1].split() == ["piece"] + ["P", "R", "F1"] * 4
     row = lines[3].split()
     assert row[0] == "bach_prelude"
     assert row[4:7] == ["60.0", "75.0", "66.7"]  # note P, R, F1 in percent
     assert row[7:10] == ["40.0", "50.0", "44.4"]
-    assert lines[4].split()[1:] == ["100.0"] * 9
+    assert row[10:13] == ["60.0", "75.0", "66.7"]  # note+velocity: all velocities 80
+    assert lines[4].split()[1:] == ["100.0"] * 12
     assert lines[-1].startswith("mean (2)")
     assert len({len(line) for line in lines}) == 1  # aligned columns
 

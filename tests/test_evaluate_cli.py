@@ -43,7 +43,11 @@ def test_evaluate_prints_writes_json_and_logs_a_run(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["split"] == "train" and report["pieces"] == len(report["per_piece"]) >= 1
-    keys = {f"{g}_{p}" for g in ("frame", "note", "note_with_offset") for p in ("precision", "recall", "f1")}
+    keys = {
+        f"{g}_{p}"
+        for g in ("frame", "note", "note_with_offset", "note_with_velocity")
+        for p in ("precision", "recall", "f1")
+    }
     assert set(report["mean"]) == keys
     assert "mean" in result.output and "F1" in result.output
     client = connect(Store(uri, None))

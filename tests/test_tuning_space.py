@@ -296,7 +296,7 @@ RULE = "must be letters, digits, '.', '_' or '-', starting with a letter or digi
         (
             "tuner: {type: random}\nobjective: val_f2\n",
             "objective.name must be one of val_f1, val_precision, val_recall, val_loss, loss, val_note_f1, "
-            "val_note_with_offset_f1, val_frame_f1",
+            "val_note_with_offset_f1, val_note_with_velocity_f1, val_frame_f1",
         ),
         (
             "tuner: {type: random}\nhyperparameters: [lstm_units]\n",

@@ -43,7 +43,11 @@ BUNDLED = "bundled"
 CHAMPION = "champion"
 # Model settings a fine-tuning trial may set: they change no weight's shape.
 FINE_TUNABLE = ("dropout", "recurrent_dropout", "conv_dropout")
-ARCHITECTURE = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in FINE_TUNABLE)
+# A head a fine-tuning trial may add to a model that has none: its layers start from
+# nothing, every other layer from the initial model (e.g. ``velocity_head: true`` with
+# ``train_layers: velocity`` teaches a model velocities and leaves its notes as they were).
+ADDABLE = ("velocity_head", "velocity_units")
+ARCHITECTURE = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in FINE_TUNABLE + ADDABLE)
 INITIAL_DIR = "initial"  # in the search's Keras Tuner folder: one export per initial model
 
 
@@ -69,8 +73,26 @@ class InitialModel:
 
     def architecture(self, trial_model: ModelConfig, values: dict[str, Any]) -> ModelConfig:
         """The trial's model: this model's architecture, with the :data:`FINE_TUNABLE`
-        settings the trial sets (``values``: its hyperparameter values)."""
-        return dataclasses.replace(self.model, **{k: getattr(trial_model, k) for k in FINE_TUNABLE if k in values})
+        settings the trial sets (``values``: its hyperparameter values) and the velocity
+        head when the trial asks for one and this model has none (:data:`ADDABLE`)."""
+        changes = {k: getattr(trial_model, k) for k in FINE_TUNABLE if k in values}
+        if trial_model.velocity_head and not self.model.velocity_head:
+            changes |= {"velocity_head": True, "velocity_units": trial_model.velocity_units}
+        return dataclasses.replace(self.model, **changes)
+
+    def load_into(self, net: Any) -> None:
+        """Give ``net`` (built from :meth:`architecture`) this model's weights, layer by
+        layer; a head this model lacks keeps its fresh weights."""
+        if [tuple(w.shape) for w in net.get_weights()] == [tuple(w.shape) for w in self.weights]:
+            net.set_weights(self.weights)
+            return
+        from pianotx.model import build_model
+
+        source = build_model(self.model, TrainConfig(), self.features.n_bins, input_stats=self.input_stats)
+        source.set_weights(self.weights)
+        for layer in source.layers:
+            if layer.weights:
+                net.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 def init_names(fixed: dict[str, Any], hyperparameters: dict[str, tuple[dict[str, Any], ...]]) -> list[str]:

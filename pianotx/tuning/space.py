@@ -99,7 +99,7 @@ HP_KEYS = {
 }
 EPOCH_OBJECTIVES = ("val_f1", "val_precision", "val_recall", "val_loss", "loss")  # every epoch, from counts
 # at the end of each trial, mir_eval on the validation pieces (pianotx.evaluate)
-TRIAL_OBJECTIVES = ("val_note_f1", "val_note_with_offset_f1", "val_frame_f1")
+TRIAL_OBJECTIVES = ("val_note_f1", "val_note_with_offset_f1", "val_note_with_velocity_f1", "val_frame_f1")
 OBJECTIVES = EPOCH_OBJECTIVES + TRIAL_OBJECTIVES
 SETTING_TYPES = {"alpha": float, "beta": float}  # every other tuner setting is an integer
 AT_LEAST = {"max_trials": 1, "max_epochs": 1, "hyperband_iterations": 1, "max_consecutive_failed_trials": 1}

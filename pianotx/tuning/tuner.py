@@ -35,7 +35,7 @@ import keras_tuner as kt
 import numpy as np
 
 from pianotx.config import DecodingConfig, ModelConfig, TrainConfig, model_metadata, to_dict
-from pianotx.decoding import decode
+from pianotx.decoding import decode_rolls
 from pianotx.evaluate import evaluate_piece, mean_scores, split_rolls, tune_decoding
 from pianotx.files import write_text_atomic
 from pianotx.loader import ChunkDataset
@@ -59,7 +59,7 @@ from pianotx.windows import predict_rolls
 
 EPOCH_KEYS = (
     "loss", "val_loss", "val_precision", "val_recall", "val_f1",
-    "frames_loss", "onsets_loss", "val_frames_loss", "val_onsets_loss",
+    "frames_loss", "onsets_loss", "velocities_loss", "val_frames_loss", "val_onsets_loss", "val_velocities_loss",
     "val_onset_precision", "val_onset_recall", "val_onset_f1",
 )  # fmt: skip
 FIGURE_SECONDS = 12.0
@@ -256,7 +256,7 @@ class PianoHyperModel(kt.HyperModel):
         stats = initial.input_stats if initial is not None else self.manifest.feature_stats
         model = build_model(model_cfg, train_cfg, self.manifest.features.n_bins, input_stats=stats)
         if initial is not None:  # Hyperband's continued trials then load their own weights over these
-            model.set_weights(initial.weights)
+            initial.load_into(model)
         return model
 
     def fit(
@@ -279,9 +279,16 @@ class PianoHyperModel(kt.HyperModel):
             limit_batches=train_cfg.steps_per_epoch,
             onsets=onsets,
             onset_width=width,
+            velocities=model_cfg.velocity_head,
         )
         val_data = ChunkDataset(
-            self.manifest, "validation", train_cfg.batch_size, shuffle=False, onsets=onsets, onset_width=width
+            self.manifest,
+            "validation",
+            train_cfg.batch_size,
+            shuffle=False,
+            onsets=onsets,
+            onset_width=width,
+            velocities=model_cfg.velocity_head,
         )
         return fit(
             model,
@@ -515,7 +522,7 @@ class TrackedTrials(_TunerBase):
 
         rate = self.manifest.features.sample_rate
         seconds = len(rolls["frames"]) / self.manifest.features.frame_rate
-        notes = decode(rolls["frames"], self.manifest.features.frame_rate, decoding, onset_probs=rolls.get("onsets"))
+        notes = decode_rolls(rolls, self.manifest.features.frame_rate, decoding)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             write_wav(folder / "original.wav", load_audio(audio_path, rate)[: int(seconds * rate)], rate)
@@ -533,7 +540,7 @@ class TrackedTrials(_TunerBase):
         decoding, _ = tune_decoding([(rolls, ref) for _, rolls, ref in pieces], features.frame_rate, self.decoding)
         scores = []
         for _, rolls, ref in pieces:
-            est = decode(rolls["frames"], features.frame_rate, decoding, onset_probs=rolls.get("onsets"))
+            est = decode_rolls(rolls, features.frame_rate, decoding)
             scores.append(evaluate_piece(ref, est))
         return decoding, (mean_scores(scores) if scores else {})
 

@@ -109,18 +109,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table, one row per system.
 
     Args:
-        rows: ``{"system", "note_f1", "note_with_offset_f1", "frame_f1", "rtf",
-            "startup_seconds", "pieces"}`` each; F1 in [0, 1], shown in percent.
+        rows: ``{"system", "note_f1", "note_with_offset_f1", "frame_f1",
+            "note_with_velocity_f1", "rtf", "startup_seconds", "pieces"}`` each; F1 in
+            [0, 1], shown in percent (note+velocity: mir_eval's transcription_velocity,
+            offsets ignored).
 
     Returns:
         Lines joined by newlines (no trailing newline).
     """
     lines = [
-        "| system | note F1 | note+offset F1 | frame F1 | real-time factor | start-up s | pieces |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| system | note F1 | note+offset F1 | frame F1 | note+velocity F1 | real-time factor | start-up s | pieces |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        scores = " | ".join(f"{100.0 * r[key]:.1f}" for key in ("note_f1", "note_with_offset_f1", "frame_f1"))
+        keys = ("note_f1", "note_with_offset_f1", "frame_f1", "note_with_velocity_f1")
+        scores = " | ".join(f"{100.0 * r[key]:.1f}" for key in keys)
         lines.append(f"| {r['system']} | {scores} | {r['rtf']:.4f} | {r['startup_seconds']:.1f} | {r['pieces']} |")
     return "\n".join(lines)
 
@@ -243,6 +246,7 @@ def table_row(scored: dict[str, Any]) -> dict[str, Any]:
         "note_f1": mean["note_f1"],
         "note_with_offset_f1": mean["note_with_offset_f1"],
         "frame_f1": mean["frame_f1"],
+        "note_with_velocity_f1": mean["note_with_velocity_f1"],
         "rtf": scored["rtf"],
         "startup_seconds": scored["startup_seconds"],
         "pieces": scored["pieces"],

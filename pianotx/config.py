@@ -234,12 +234,15 @@ class ModelConfig:
     onset_lstm_units: int = 0
     # Velocity head (Onsets and Frames' velocity stack, on pianotx's trunk): the trunk
     # features, and with an onset head its last LSTM's output, -> Dense(velocity_units,
-    # relu) -> Dense(88, sigmoid) ``velocities``: each key's MIDI velocity / 127 at the
+    # relu) -> Dense(88, sigmoid) ``velocities`` (optionally through an LSTM first): each key's MIDI velocity / 127 at the
     # frames where a note starts, trained only there (see
     # :class:`pianotx.model.OnsetVelocityLoss`). Decoding gives each note the velocity
     # at its first frame. Off: velocity comes from the mean frame probability.
     velocity_head: bool = False
     velocity_units: int = 64
+    # >0: a (bidirectional as the other stacks) LSTM of this many units first, so the
+    # head hears each onset in context (how loud the piece around it is).
+    velocity_lstm_units: int = 0
 
     def __post_init__(self) -> None:
         if self.lstm_layers < 1 or self.lstm_units < 1 or self.dense_units < 0:
@@ -252,8 +255,8 @@ class ModelConfig:
             raise ValueError("conv_dropout must be in [0, 1)")
         if self.onset_lstm_units < 0:
             raise ValueError("onset_lstm_units must be >= 0 (0: lstm_units)")
-        if self.velocity_units < 1:
-            raise ValueError("velocity_units must be >= 1")
+        if self.velocity_units < 1 or self.velocity_lstm_units < 0:
+            raise ValueError("velocity_units must be >= 1 and velocity_lstm_units >= 0")
 
 
 @dataclass(frozen=True)

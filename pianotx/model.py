@@ -42,7 +42,13 @@ from pianotx.config import N_KEYS, ModelConfig, TrainConfig
 # per-bin (mean, std) of the training features
 FeatureStats = tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]
 OUTPUTS = ("frames", "onsets", "velocities")
-VELOCITY_LAYERS = ("velocity_input", "velocity_hidden", "velocities")  # the velocity head's layers
+VELOCITY_LAYERS = (
+    "velocity_input",
+    "velocity_lstm",
+    "velocity_bilstm",
+    "velocity_hidden",
+    "velocities",
+)  # the velocity head's layers
 
 
 @keras.saving.register_keras_serializable(package="pianotx")
@@ -264,7 +270,8 @@ def _onset_head(x: Any, model: ModelConfig) -> tuple[Any, Any]:
 
 
 def _velocity_head(trunk: Any, onset_features: Any, model: ModelConfig) -> Any:
-    """Trunk features [+ the onset stack's output] -> ``velocity_hidden`` Dense(relu) ->
+    """Trunk features [+ the onset stack's output] -> [``velocity_lstm`` /
+    ``velocity_bilstm``] -> ``velocity_hidden`` Dense(relu) ->
     ``velocities`` (batch, time, 88) sigmoid, velocity / 127.
 
     The onset stack's output reaches it gradient-stopped: the velocity loss never moves
@@ -273,6 +280,9 @@ def _velocity_head(trunk: Any, onset_features: Any, model: ModelConfig) -> Any:
     if onset_features is not None:
         stopped = StopGradient(name="velocity_onset_stopped")(onset_features)
         x = keras.layers.Concatenate(name="velocity_input")([trunk, stopped])
+    if model.velocity_lstm_units:
+        lstm = keras.layers.LSTM(model.velocity_lstm_units, return_sequences=True, name="velocity_lstm")
+        x = keras.layers.Bidirectional(lstm, name="velocity_bilstm")(x) if model.bidirectional else lstm(x)
     x = keras.layers.Dense(model.velocity_units, activation="relu", name="velocity_hidden")(x)
     return keras.layers.Dense(N_KEYS, activation="sigmoid", name="velocities")(x)
 

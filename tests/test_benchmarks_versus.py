@@ -54,6 +54,7 @@ def test_markdown_table_rounds_percent_and_factor(versus):
             "note_f1": 0.79649,
             "note_with_offset_f1": 0.40551,
             "frame_f1": 0.8,
+            "note_with_velocity_f1": 0.33449,
             "rtf": 0.016849,
             "startup_seconds": 5.04,
             "pieces": 12,
@@ -63,16 +64,17 @@ def test_markdown_table_rounds_percent_and_factor(versus):
             "note_f1": 0.5,
             "note_with_offset_f1": 0.25,
             "frame_f1": 0.0,
+            "note_with_velocity_f1": 0.6,
             "rtf": 0.0032,
             "startup_seconds": 3.25,
             "pieces": 12,
         },
     ]
     assert versus.markdown_table(rows) == (
-        "| system | note F1 | note+offset F1 | frame F1 | real-time factor | start-up s | pieces |\n"
-        "|---|---:|---:|---:|---:|---:|---:|\n"
-        "| Basic Pitch 0.4.0 (tensorflow) | 79.6 | 40.6 | 80.0 | 0.0168 | 5.0 | 12 |\n"
-        "| pianotx bundled | 50.0 | 25.0 | 0.0 | 0.0032 | 3.2 | 12 |"
+        "| system | note F1 | note+offset F1 | frame F1 | note+velocity F1 | real-time factor | start-up s | pieces |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| Basic Pitch 0.4.0 (tensorflow) | 79.6 | 40.6 | 80.0 | 33.4 | 0.0168 | 5.0 | 12 |\n"
+        "| pianotx bundled | 50.0 | 25.0 | 0.0 | 60.0 | 0.0032 | 3.2 | 12 |"
     )
 
 

@@ -64,6 +64,23 @@ def test_velocity_head_outputs_and_parameters(onset_head: bool, extra: int) -> N
     assert set(net.loss) == set(output_names(net))
 
 
+def test_velocity_lstm_hears_the_onsets_in_context() -> None:
+    base = build_model(SMALL, TrainConfig())
+    net = build_model(replace(SMALL, velocity_head=True, velocity_lstm_units=4), TrainConfig())
+    assert net.count_params() - base.count_params() == 4 * 4 * (84 + 4 + 1) + (4 * 8 + 8) + (8 * 88 + 88)
+    bi = build_model(replace(SMALL, velocity_head=True, velocity_lstm_units=4, bidirectional=True), TrainConfig())
+    assert bi.get_layer("velocity_bilstm").count_params() == 2 * 4 * 4 * (84 + 4 + 1)
+    frozen = build_model(
+        replace(SMALL, velocity_head=True, velocity_lstm_units=4, bidirectional=True),
+        TrainConfig(train_layers="velocity"),
+    )
+    assert sorted({w.path.split("/")[0] for w in frozen.trainable_weights}) == [
+        "velocities",
+        "velocity_bilstm",
+        "velocity_hidden",
+    ]
+
+
 def test_train_layers_velocity_trains_only_the_velocity_head() -> None:
     net = build_model(replace(SMALL, onset_head=True, velocity_head=True), TrainConfig(train_layers="velocity"))
     trainable = sorted({w.path.split("/")[0] for w in net.trainable_weights})

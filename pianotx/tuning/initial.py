@@ -46,7 +46,7 @@ FINE_TUNABLE = ("dropout", "recurrent_dropout", "conv_dropout")
 # A head a fine-tuning trial may add to a model that has none: its layers start from
 # nothing, every other layer from the initial model (e.g. ``velocity_head: true`` with
 # ``train_layers: velocity`` teaches a model velocities and leaves its notes as they were).
-ADDABLE = ("velocity_head", "velocity_units")
+ADDABLE = ("velocity_head", "velocity_units", "velocity_lstm_units")
 ARCHITECTURE = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in FINE_TUNABLE + ADDABLE)
 INITIAL_DIR = "initial"  # in the search's Keras Tuner folder: one export per initial model
 
@@ -77,7 +77,7 @@ class InitialModel:
         head when the trial asks for one and this model has none (:data:`ADDABLE`)."""
         changes = {k: getattr(trial_model, k) for k in FINE_TUNABLE if k in values}
         if trial_model.velocity_head and not self.model.velocity_head:
-            changes |= {"velocity_head": True, "velocity_units": trial_model.velocity_units}
+            changes |= {k: getattr(trial_model, k) for k in ADDABLE}
         return dataclasses.replace(self.model, **changes)
 
     def load_into(self, net: Any) -> None:

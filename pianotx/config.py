@@ -234,8 +234,8 @@ class ModelConfig:
     onset_lstm_units: int = 0
     # Velocity head (Onsets and Frames' velocity stack, on pianotx's trunk): the trunk
     # features, and with an onset head its last LSTM's output, -> Dense(velocity_units,
-    # relu) -> Dense(88, sigmoid) ``velocities`` (optionally through an LSTM first): each key's MIDI velocity / 127 at the
-    # frames where a note starts, trained only there (see
+    # relu) -> Dense(88, sigmoid) ``velocities`` (through an LSTM first with
+    # velocity_lstm_units): each key's MIDI velocity / 127 at the frames where a note starts, trained only there (see
     # :class:`pianotx.model.OnsetVelocityLoss`). Decoding gives each note the velocity
     # at its first frame. Off: velocity comes from the mean frame probability.
     velocity_head: bool = False

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -160,11 +160,32 @@ def data_render(
             corpus=tuple(corpus) if corpus else None,
             pianos=tuple(piano) if piano else None,
         )
-        report = render_corpus(out_dir, options, progress=lambda line: typer.echo(line, err=True))
-    typer.echo(
-        f"{out_dir}: {report.pieces} pieces, {report.seconds / 60:.1f} min of audio, "
-        f"{report.keys_covered} keys covered, {len(report.skipped)} scores skipped"
-    )
+        report = _render_with_progress(render_corpus, out_dir, options)
+    typer.echo(report.summary())
+
+
+def _render_with_progress(render_corpus: Any, out_dir: Path, options: Any) -> Any:
+    """``render_corpus`` with a bar over the renderings on a terminal; elsewhere (a log,
+    CI) a ``rendered i/N`` line at every tenth of them, not one per file."""
+    from rich.progress import Progress
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)  # above the bar while it is shown
+
+    if sys.stderr.isatty():
+        with Progress(transient=True) as bar:
+            task = bar.add_task("rendering", total=None)
+
+            def tick(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            return render_corpus(out_dir, options, progress=say, on_render=tick)
+
+    def every_tenth(done: int, total: int) -> None:
+        if done == total or done * 10 // total != (done - 1) * 10 // total:
+            say(f"rendered {done}/{total}")
+
+    return render_corpus(out_dir, options, progress=say, on_render=every_tenth)
 
 
 @data_app.command("build")

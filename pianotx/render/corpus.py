@@ -152,6 +152,9 @@ class RenderReport:
         skipped: (score, one-line reason) for each score that could not be used.
         keys_covered: distinct MIDI keys played over the whole corpus (of 88).
         pianos_skipped: names of the requested pianos that could not be had.
+        scores: pieces of music played (scores and generated pieces).
+        pianos: pianos each was played on.
+        augmented: of ``pieces``, the augmented copies (the rest are renderings as played).
     """
 
     out_dir: Path
@@ -161,6 +164,20 @@ class RenderReport:
     skipped: tuple[tuple[str, str], ...]
     keys_covered: int
     pianos_skipped: tuple[str, ...] = ()
+    scores: int = 0
+    pianos: int = 0
+    augmented: int = 0
+
+    def summary(self) -> str:
+        """One line: what was written, e.g. ``data/render: 1800 pairs (180 pieces on 5
+        pianos, and 900 augmented copies), 612.0 min of audio, 88 keys covered, 0 scores
+        skipped``."""
+        copies = f", and {self.augmented} augmented copies" if self.augmented else ""
+        return (
+            f"{self.out_dir}: {self.pieces} pairs ({self.scores} pieces on {self.pianos} "
+            f"piano{'s' if self.pianos != 1 else ''}{copies}), {self.seconds / 60:.1f} min of audio, "
+            f"{self.keys_covered} keys covered, {len(self.skipped)} scores skipped"
+        )
 
 
 # ---------------------------------------------------------------- checks and options
@@ -247,22 +264,32 @@ def _render_all(
     out_dir: Path,
     work: Path,
     say: Callable[[str], None],
+    on_render: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Render every (piece, piano) job, ``os.cpu_count()`` renderer processes at once."""
+    """Render every (piece, piano) job, ``os.cpu_count()`` renderer processes at once;
+    after each, ``on_render(done, total)`` when given, else a ``rendered i/N`` line."""
     entries: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         futures = [pool.submit(render_piece, p, f, options, out_dir, work) for p, f in jobs]
         try:
             for i, future in enumerate(futures, 1):
                 entries += future.result()
-                say(f"rendered {i}/{len(jobs)} {entries[-1]['name']}")
+                if on_render is not None:
+                    on_render(i, len(jobs))
+                else:
+                    say(f"rendered {i}/{len(jobs)} {entries[-1]['name']}")
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return entries
 
 
-def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str], None] | None = None) -> RenderReport:
+def render_corpus(
+    out_dir: Path,
+    options: RenderOptions,
+    progress: Callable[[str], None] | None = None,
+    on_render: Callable[[int, int], None] | None = None,
+) -> RenderReport:
     """Render the corpus described by ``options`` into ``out_dir`` (see module docstring).
 
     The corpus is rendered into a hidden temporary folder beside ``out_dir`` and renamed
@@ -275,7 +302,9 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
         out_dir: output folder, created if needed.
         options: what to render.
         progress: called with one line per step (skipped pianos, lags, skipped scores,
-            each file).
+            and each rendering unless ``on_render`` is given).
+        on_render: called with (renderings done, renderings in all) after each (piece,
+            piano) rendering and its augmented copies are written, e.g. for a bar.
 
     Raises:
         RenderError: a reserved or missing input, no piano, or a failed render.
@@ -287,7 +316,7 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
     pianos = check_options(options, say)
     target = temp_sibling(out_dir)
     try:
-        entries, pianos, pieces, skipped = _render_into(target, options, pianos, say, progress)
+        entries, pianos, pieces, skipped = _render_into(target, options, pianos, say, progress, on_render)
         _write_manifest(target, options, pianos, pieces, entries)
         swap_in(target, out_dir, RENDER_FOLDER)
     except BaseException:
@@ -298,6 +327,7 @@ def render_corpus(out_dir: Path, options: RenderOptions, progress: Callable[[str
     return RenderReport(
         out_dir, len(entries), total, {p.name: p.lag_seconds for p in pianos},
         tuple(skipped), keys, _skipped_pianos(options, pianos),
+        scores=len(pieces), pianos=len(pianos), augmented=sum("augment" in e for e in entries),
     )  # fmt: skip
 
 
@@ -312,6 +342,7 @@ def _render_into(
     pianos: list[Piano],
     say: Callable[[str], None],
     progress: Callable[[str], None] | None,
+    on_render: Callable[[int, int], None] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Piano], list[Piece], list[tuple[str, str]]]:
     """Measure each piano's lag, plan the pieces and render them all into ``target``."""
     with tempfile.TemporaryDirectory(prefix=".work-", dir=target) as tmp:
@@ -321,7 +352,7 @@ def _render_into(
             say(f"{piano.name}: lag {piano.lag_seconds * 1000:.1f} ms")
         pieces, skipped = plan_pieces(options, progress)
         say(f"rendering {len(pieces)} pieces on {len(pianos)} piano(s)")
-        entries = _render_all([(p, q) for p in pieces for q in pianos], options, target, work, say)
+        entries = _render_all([(p, q) for p in pieces for q in pianos], options, target, work, say, on_render)
     return entries, pianos, pieces, skipped
 
 

@@ -141,3 +141,30 @@ def test_cli_render_writes_the_augmented_copies_asked_for(tmp_path: Path) -> Non
     bad = CliRunner().invoke(app, ["data", "render", str(tmp_path / "other"), "--augment", "loud"])
     assert bad.exit_code == 1 and "unknown augmentation preset 'loud'" in bad.output
     assert not (tmp_path / "other").exists()
+
+
+def test_render_summary_counts_pieces_pianos_and_augmented_copies() -> None:
+    report = syn.RenderReport(
+        Path("data/render"), 1800, 36720.0, {}, (("a.mxl", "no notes"),), 88, scores=180, pianos=5, augmented=900
+    )
+    assert report.summary() == (
+        "data/render: 1800 pairs (180 pieces on 5 pianos, and 900 augmented copies), 612.0 min of audio, "
+        "88 keys covered, 1 scores skipped"
+    )
+    plain = syn.RenderReport(Path("r"), 3, 60.0, {}, (), 40, scores=3, pianos=1)
+    assert plain.summary() == "r: 3 pairs (3 pieces on 1 piano), 1.0 min of audio, 40 keys covered, 0 scores skipped"
+
+
+def test_data_render_reports_every_tenth_rendering_off_a_terminal(capsys) -> None:
+    from pianotx.cli import _render_with_progress
+
+    def fake_render(out_dir, options, progress, on_render):
+        progress("FluidR3_GM: lag 1.0 ms")
+        for done in range(1, 26):
+            on_render(done, 25)
+        return "report"
+
+    assert _render_with_progress(fake_render, Path("out"), None) == "report"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "FluidR3_GM: lag 1.0 ms"
+    assert lines[1:] == [f"rendered {n}/25" for n in (3, 5, 8, 10, 13, 15, 18, 20, 23, 25)]

@@ -23,6 +23,7 @@ import json
 import socket
 import tempfile
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -54,6 +55,7 @@ from pianotx.train import (
 from pianotx.tuning.distributed import Heartbeat
 from pianotx.tuning.initial import FROM_SCRATCH, InitialModel
 from pianotx.tuning.interrupt import raise_if_interrupted
+from pianotx.tuning.progress import planned_trials, trial_line
 from pianotx.tuning.space import TRIAL_OBJECTIVES, configs_from_values
 from pianotx.windows import predict_rolls
 
@@ -350,7 +352,18 @@ class TrackedTrials(_TunerBase):
         self.outcomes: Counter[str] = Counter()
         self.abandoned: set[str] = set()
         self.piano = PianoHyperModel(manifest, decoding, initial)
+        self.trial_seconds: list[float] = []  # of the trials this process ran
+        self._trial_began = 0.0
         super().__init__(hypermodel=self.piano, **tuner_args)
+
+    def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
+        """Keras Tuner's own announcement, then how many trials there are in all and
+        about how long the rest will take (:func:`pianotx.tuning.progress.trial_line`)."""
+        super().on_trial_begin(trial)
+        self._trial_began = time.monotonic()
+        number = len(self.oracle.trials) if hasattr(self.oracle, "trials") else 0
+        if number:
+            print(trial_line(number, planned_trials(self.oracle), self.trial_seconds), flush=True)
 
     def run_trial(self, trial: kt.engine.trial.Trial, dataset_dir: str, verbose: int = 2) -> Any:
         raise_if_interrupted()  # a signal lost after the last trial's training: no new trial
@@ -445,6 +458,8 @@ class TrackedTrials(_TunerBase):
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         """Report the trial to the oracle, unless the chief took it back."""
+        if self._trial_began:
+            self.trial_seconds.append(time.monotonic() - self._trial_began)
         if trial.trial_id in self.abandoned:
             self.abandoned.discard(trial.trial_id)
             self.outcomes["ABANDONED"] += 1

@@ -16,20 +16,29 @@ It runs as a stream: the input is pushed through the resampling cascade in chunk
 once), and each octave's frames are computed as soon as their samples are there. So
 working memory is a few chunks whatever the input's length, and the frames equal those
 of one whole-signal transform exactly.
+
+The finished frames come out in order, block by block: :func:`feature_blocks` (of
+samples in memory) and :func:`stream_file_features` (of an audio file, never holding
+it) hand them to their consumer as they are ready, so transcription can run the model
+on them without the whole piece's features ever existing at once;
+:func:`compute_features` and :func:`file_features` gather them into one array.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from pianotx.audio import AudioError
 from pianotx.config import FeatureConfig
 from pianotx.locations import cache_dir
 
@@ -39,6 +48,15 @@ QUALITY = "soxr_hq"  # librosa's resampler for the octave cascade
 CHUNK_SAMPLES = 1 << 17  # input samples pushed through the cascade at a time
 FFT_BYTES = 1 << 20  # float64 frame data per FFT call
 BASES_FORMAT = 1  # part of the filter-basis cache key: raise it when their construction changes
+
+
+T = TypeVar("T")
+
+# What :func:`feature_blocks` and :func:`stream_file_features` hand out: ``(start, rows)``,
+# rows ``[start, start + len(rows))`` of the (n_frames, n_bins) float32 features. The
+# blocks come in order and tile ``[0, n_frames)``; each is a fresh array the consumer may
+# keep.
+FeatureBlocks = Iterator[tuple[int, np.ndarray]]
 
 
 def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -53,13 +71,23 @@ def compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
         (clip(dB, -top_db) + top_db) / top_db, so 0 is silence and full scale is ~1.
     """
     samples = np.asarray(samples, dtype=np.float32)
-    out = np.zeros((config.n_frames(len(samples)), config.n_bins), np.float32)
-    if not np.any(samples):
-        return out
-    cascade = _Cascade(config, len(samples), out)
+    return _gather(config.n_frames(len(samples)), config, feature_blocks(samples, config))
+
+
+def feature_blocks(samples: np.ndarray, config: FeatureConfig) -> FeatureBlocks:
+    """:func:`compute_features` of ``samples``, handed out as its frames are finished:
+    ``(start, rows)`` blocks in order (see :data:`FeatureBlocks`), together equal to
+    ``compute_features(samples, config)`` to the bit.
+
+    The samples are pushed through the transform :data:`CHUNK_SAMPLES` at a time; a
+    block holds the frames each push finished (the lowest octave's long filters keep a
+    frame unfinished until samples well after it have arrived).
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    feed = _Feed(config, len(samples))
     for start in range(0, len(samples), CHUNK_SAMPLES):
-        cascade.push(samples[start : start + CHUNK_SAMPLES], final=start + CHUNK_SAMPLES >= len(samples))
-    return out
+        yield from feed.push(samples[start : start + CHUNK_SAMPLES], final=start + CHUNK_SAMPLES >= len(samples))
+    yield from feed.close()
 
 
 def file_features(
@@ -84,42 +112,214 @@ def file_features(
     Raises:
         AudioError: as :func:`pianotx.audio.load_audio`.
     """
-    from pianotx.audio import AudioError, load_audio, read_audio
-
-    result = read_audio(path, config.sample_rate, lambda blocks: _stream(blocks, config, progress))
-    if result is None:  # the header's length was wrong
-        samples = load_audio(path, config.sample_rate)
-        return compute_features(samples, config), len(samples)
-    if result[1] == 0:
-        raise AudioError("audio is empty")
-    return result
+    return stream_file_features(path, config, lambda n, blocks: _gather(n, config, blocks), progress)
 
 
-def _stream(
-    blocks: Any, config: FeatureConfig, progress: Callable[[float], None] | None = None
-) -> tuple[np.ndarray, int] | None:
-    """Features of :class:`pianotx.audio.AudioBlocks` as they are decoded (None: their
-    length is not the announced one). The transform sees exactly the samples
-    :func:`compute_features` would: cut or zero-padded to the length."""
-    n = blocks.expected
-    out = np.zeros((config.n_frames(n), config.n_bins), np.float32)
-    cascade = _Cascade(config, n, out) if n else None
-    sent, heard, held = 0, False, np.zeros(0, np.float32)
-    for block in blocks:
-        block = block[: max(n - sent - len(held), 0)]
-        heard = heard or bool(np.any(block))
-        held = np.concatenate([held, block])
-        while len(held) > CHUNK_SAMPLES:  # keep one chunk back: the last push is `final`
-            if cascade is not None:
-                cascade.push(held[:CHUNK_SAMPLES], final=False)
-            sent, held = sent + CHUNK_SAMPLES, held[CHUNK_SAMPLES:]
-            if progress is not None and n:
-                progress(min(sent / n, 1.0))
-    if blocks.length != n:
+def stream_file_features(
+    path: str | Path,
+    config: FeatureConfig,
+    consume: Callable[[int, FeatureBlocks], T],
+    progress: Callable[[float], None] | None = None,
+) -> tuple[T, int]:
+    """Hand the features of an audio file to ``consume`` as they are computed, holding
+    neither the file's samples nor its features: :func:`file_features` without the array.
+
+    ``consume(n_frames, blocks)`` is called with the number of frames the file's header
+    announces and the :data:`FeatureBlocks` of the file, read and transformed as it
+    iterates them (the file stays open until it returns). Let the exceptions the
+    iteration raises propagate: a file that cannot be decoded raises
+    :class:`~pianotx.audio.AudioError` out of this function, as does one whose decoded
+    length differs from its header's (rare: some compressed files), after which the file
+    is read again whole and ``consume`` called a second time, on its exact frames.
+    Whatever ``consume`` raises itself comes out of this function unchanged.
+
+    While ``consume`` runs between blocks, stderr is the process's own: only the
+    decoding itself has native decoders' chatter silenced (see
+    :func:`pianotx.quiet.quiet_native_stderr`).
+
+    Args:
+        path: the audio file.
+        config: the features to compute.
+        consume: takes ``(n_frames, blocks)``; what it returns is returned.
+        progress: called as blocks are transformed, with the fraction of the file's
+            samples pushed through the transform (not called for the last push, nor
+            when the file is read again whole).
+
+    Returns:
+        (what ``consume`` returned, n_samples at ``config.sample_rate``).
+
+    Raises:
+        AudioError: as :func:`pianotx.audio.load_audio`.
+    """
+    from pianotx.audio import load_audio, read_audio
+
+    own_stderr = _dup_stderr()
+
+    def run(blocks: Any) -> tuple[T, int]:
+        rows = _file_blocks(blocks, config, progress, own_stderr)
+        try:
+            return consume(config.n_frames(blocks.expected), rows), blocks.expected
+        except _Decoding as failure:  # the decoder's own error: read_audio words it
+            raise failure.error from failure.error.__cause__
+        except (_LengthChanged, _Raised):
+            raise
+        except Exception as exc:  # consume's own: carried out of read_audio untouched
+            raise _Raised(exc) from exc
+        finally:
+            rows.close()  # its stderr switching ends while read_audio's silencing holds
+
+    raised: Exception | None = None
+    try:
+        return read_audio(path, config.sample_rate, run)
+    except _LengthChanged:  # the header's length was wrong
+        pass
+    except _Raised as carried:
+        raised = carried.error
+    finally:
+        if own_stderr is not None:
+            os.close(own_stderr)
+    if raised is not None:
+        raise raised
+    samples = load_audio(path, config.sample_rate)
+    return consume(config.n_frames(len(samples)), feature_blocks(samples, config)), len(samples)
+
+
+def _gather(n_frames: int, config: FeatureConfig, blocks: FeatureBlocks) -> np.ndarray:
+    """The (n_frames, n_bins) float32 array of ``blocks``."""
+    out = np.zeros((n_frames, config.n_bins), np.float32)
+    for start, rows in blocks:
+        out[start : start + len(rows)] = rows
+    return out
+
+
+def _file_blocks(
+    blocks: Any, config: FeatureConfig, progress: Callable[[float], None] | None, own_stderr: int | None
+) -> Generator[tuple[int, np.ndarray]]:
+    """The :data:`FeatureBlocks` of :class:`pianotx.audio.AudioBlocks` as they are
+    decoded. The transform sees exactly the samples :func:`compute_features` would: cut
+    or zero-padded to the announced length; at the end, :class:`_LengthChanged` if the
+    decoded length differs. Errors of the decoding and the transform come out wrapped
+    in :class:`_Decoding`; the consumer runs (between blocks, and in ``progress``) with
+    stderr set back to ``own_stderr``."""
+    try:
+        n = blocks.expected
+        feed = _Feed(config, n) if n else None
+        sent, held = 0, np.zeros(0, np.float32)
+        for block in blocks:
+            block = block[: max(n - sent - len(held), 0)]
+            held = np.concatenate([held, block])
+            while len(held) > CHUNK_SAMPLES:  # keep one chunk back: the last push is `final`
+                ready = list(feed.push(held[:CHUNK_SAMPLES], final=False)) if feed is not None else []
+                sent, held = sent + CHUNK_SAMPLES, held[CHUNK_SAMPLES:]
+                with _stderr_to(own_stderr):
+                    if progress is not None and n:
+                        progress(min(sent / n, 1.0))
+                    yield from ready
+        if blocks.length != n:
+            raise _LengthChanged("the decoded length differs from the header's")
+        if feed is None:
+            raise AudioError("audio is empty")
+        last = np.concatenate([held, np.zeros(n - sent - len(held), np.float32)])
+        ready = [*feed.push(last, final=True), *feed.close()]
+    except (GeneratorExit, _LengthChanged):
+        raise
+    except Exception as exc:
+        raise _Decoding(exc) from exc
+    if own_stderr is not None:  # decoding is over: the consumer's remaining work is heard
+        os.dup2(own_stderr, 2)  # (read_audio puts the same stderr back when it returns)
+    yield from ready
+
+
+def _dup_stderr() -> int | None:
+    """A duplicate of the process's stderr now (None: it has none)."""
+    try:
+        return os.dup(2)
+    except OSError:
         return None
-    if cascade is not None:
-        cascade.push(np.concatenate([held, np.zeros(n - sent - len(held), np.float32)]), final=True)
-    return (out if heard else np.zeros_like(out)), n
+
+
+@contextlib.contextmanager
+def _stderr_to(fd: int | None) -> Iterator[None]:
+    """File descriptor 2 pointed at ``fd`` for the duration (nothing when None), then
+    back to what it was."""
+    if fd is None:
+        yield
+        return
+    current = os.dup(2)
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        os.dup2(current, 2)
+        os.close(current)
+
+
+class _Decoding(Exception):
+    """Carries an error raised while a file was decoded or transformed, past the consumer."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _LengthChanged(AudioError):
+    """The file decoded to another length than its header announced."""
+
+
+class _Raised(AudioError):
+    """Carries what the consumer raised out of ``read_audio`` (which would word any
+    other error as a decoding failure)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Feed:
+    """Input samples in, finished feature rows out, in order: the octave cascade and
+    the rows it has only partly written.
+
+    Silence gives zeros (the features of a signal of zeros are defined as exactly 0):
+    until a nonzero sample arrives, finished rows are only counted; they are handed out
+    as the features of silence (``magnitude_to_features`` of zero magnitudes) once one
+    does, or as zeros at the end when none ever did.
+    """
+
+    def __init__(self, config: FeatureConfig, n_samples: int) -> None:
+        self.config = config
+        self.n_frames = config.n_frames(n_samples)
+        self.cascade = _Cascade(config, n_samples, self.n_frames) if n_samples else None
+        self.heard = False
+        self.silent = 0  # finished rows not handed out yet, all of them silence
+        self.handed = 0  # rows handed out
+
+    def push(self, samples: np.ndarray, final: bool) -> FeatureBlocks:
+        """Push the next samples (``final``: the last ones) and hand out what is finished."""
+        self.heard = self.heard or bool(np.any(samples))
+        if self.cascade is None:
+            return
+        self.cascade.push(samples, final)
+        rows = self.cascade.take()
+        if not len(rows):
+            return
+        if not self.heard:
+            self.silent += len(rows)
+            return
+        if self.silent:
+            zero = magnitude_to_features(np.zeros((1, self.config.n_bins)), self.config)
+            yield from self._hand(np.repeat(zero, self.silent, axis=0))
+            self.silent = 0
+        yield from self._hand(rows)
+
+    def close(self) -> FeatureBlocks:
+        """After the last push: the rest (zeros, for an input that was all silence)."""
+        rest = self.n_frames - self.handed
+        if rest:
+            yield from self._hand(np.zeros((rest, self.config.n_bins), np.float32))
+
+    def _hand(self, rows: np.ndarray) -> FeatureBlocks:
+        yield self.handed, rows
+        self.handed += len(rows)
 
 
 def magnitude_to_features(magnitude: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -347,7 +547,7 @@ class _Stage:
         self.received += len(chunk)
         return chunk
 
-    def frames(self, final: bool, out: np.ndarray, config: FeatureConfig) -> None:
+    def frames(self, final: bool, out: _Rows, config: FeatureConfig) -> None:
         """Write the features of every frame whose samples are all there to ``out``."""
         half, hop = self.octave.n_fft // 2, self.octave.hop
         if final:
@@ -362,7 +562,7 @@ class _Stage:
         for first in range(self.next_frame, stop, step):
             last = min(first + step, stop)
             rows = windows[first * hop - half - self.offset : last * hop - half - self.offset : hop]
-            out[first:last, self.octave.bins] = magnitude_to_features(self.magnitudes(rows), config)
+            out.rows(first, last)[:, self.octave.bins] = magnitude_to_features(self.magnitudes(rows), config)
         self.next_frame = stop
         drop = min(stop * hop - half - self.offset, len(self.buffer))  # hop > n_fft skips samples
         self.buffer, self.offset = self.buffer[drop:], self.offset + drop
@@ -378,14 +578,43 @@ class _Stage:
         return np.abs(response).T
 
 
-class _Cascade:
-    """The octave stages chained by streaming resamplers, writing features to ``out``."""
+class _Rows:
+    """Feature rows being written, octave by octave: rows ``[base, base + len(data))``.
 
-    def __init__(self, config: FeatureConfig, n_samples: int, out: np.ndarray) -> None:
+    Each octave finishes frames at its own pace (the lowest, with the longest filters,
+    last), so only the rows between the slowest octave's next frame and the fastest's
+    are held.
+    """
+
+    def __init__(self, n_bins: int) -> None:
+        self.base = 0
+        self.data = np.zeros((0, n_bins), np.float32)
+
+    def rows(self, first: int, last: int) -> np.ndarray:
+        """The rows ``[first, last)`` to write into (zeros where not written yet)."""
+        if last - self.base > len(self.data):
+            grown = np.zeros((max(last - self.base, 2 * len(self.data)), self.data.shape[1]), np.float32)
+            grown[: len(self.data)] = self.data
+            self.data = grown
+        return self.data[first - self.base : last - self.base]
+
+    def take(self, stop: int) -> np.ndarray:
+        """Rows ``[base, stop)``, no longer held."""
+        done = self.data[: stop - self.base].copy()
+        self.data = self.data[stop - self.base :].copy()
+        self.base = stop
+        return done
+
+
+class _Cascade:
+    """The octave stages chained by streaming resamplers, writing features to rows that
+    :meth:`take` hands out once every octave has written them."""
+
+    def __init__(self, config: FeatureConfig, n_samples: int, n_frames: int) -> None:
         import soxr
 
         plan = _plan(config)
-        self.config, self.out = config, out
+        self.config, self.out = config, _Rows(config.n_bins)
         self.early = None
         n = n_samples
         if plan.early_factor > 1:
@@ -395,7 +624,7 @@ class _Cascade:
         for i, octave in enumerate(plan.octaves):
             if i > 0:
                 n = int(np.ceil(n * 0.5))
-            self.stages.append(_Stage(octave, n, len(out)))
+            self.stages.append(_Stage(octave, n, n_frames))
         self.halvers = [soxr.ResampleStream(2, 1, 1, dtype="float32", quality=QUALITY) for _ in plan.octaves[1:]]
         self.early_factor = plan.early_factor
 
@@ -409,6 +638,10 @@ class _Cascade:
                 chunk = _scaled(self.halvers[i - 1].resample_chunk(chunk, last=final), 2)
             chunk = stage.accept(chunk, final)
             stage.frames(final, self.out, self.config)
+
+    def take(self) -> np.ndarray:
+        """The rows every octave has finished since the last call, in order."""
+        return self.out.take(min(stage.next_frame for stage in self.stages))
 
 
 def _scaled(y: np.ndarray, factor: int) -> np.ndarray:

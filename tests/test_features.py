@@ -201,3 +201,127 @@ def test_file_features_of_silence_and_of_nothing(tmp_path):
     sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(AudioError, match="^audio is empty$"):
         file_features(tmp_path / "empty.wav", FeatureConfig())
+
+
+@pytest.mark.parametrize("chunk", [1000, 65536, 1 << 17])
+def test_feature_blocks_tile_the_frames_in_order_and_equal_compute_features(monkeypatch, chunk):
+    samples = synth(melody(4, seconds=20), seconds=20.0)
+    expected = compute_features(samples, FC)
+    monkeypatch.setattr(features, "CHUNK_SAMPLES", chunk)
+    blocks = list(features.feature_blocks(samples, FC))
+    starts = [start for start, _ in blocks]
+    assert starts == [0] + np.cumsum([len(rows) for _, rows in blocks])[:-1].tolist()
+    assert sum(len(rows) for _, rows in blocks) == len(expected) == 626
+    np.testing.assert_array_equal(np.concatenate([rows for _, rows in blocks]), expected)
+    # a block is what one push finished: about a chunk's frames, never the whole piece
+    assert max(len(rows) for _, rows in blocks) < 2 * chunk // 512 + 200
+
+
+def test_feature_blocks_of_silence_before_sound_and_of_silence_only():
+    tone = synth(melody(2, seconds=4), seconds=4.0)
+    samples = np.concatenate([np.zeros(16000 * 30, np.float32), tone])  # 30 s of silence first
+    got = np.concatenate([rows for _, rows in features.feature_blocks(samples, FC)])
+    np.testing.assert_array_equal(got, compute_features(samples, FC))
+    assert not got[:900].any() and got[-100:].any()
+    silent = list(features.feature_blocks(np.zeros(16000 * 10, np.float32), FC))
+    assert sum(len(rows) for _, rows in silent) == 313 and not any(rows.any() for _, rows in silent)
+    assert [(start, rows.shape) for start, rows in features.feature_blocks(np.zeros(0, np.float32), FC)] == [
+        (0, (1, 84))
+    ]
+
+
+def test_stream_file_features_hands_blocks_to_its_consumer_while_the_file_is_read(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.setattr(features, "CHUNK_SAMPLES", 16000)
+    path = tmp_path / "x.wav"
+    sf.write(path, synth(melody(3, seconds=10), seconds=10.0), 16000)
+    seen: list[tuple[str, float]] = []
+
+    def consume(n_frames, blocks):
+        out = []
+        for start, rows in blocks:
+            seen.append(("block", start))
+            out.append(rows)
+        return n_frames, np.concatenate(out)
+
+    (n_frames, got), n_samples = features.stream_file_features(
+        path, FC, consume, lambda f: seen.append(("progress", f))
+    )
+    assert (n_frames, n_samples) == (313, 160000)
+    np.testing.assert_array_equal(got, features.file_features(path, FC)[0])
+    # progress after each push but the last, each push's finished frames right after it: the
+    # lowest octave's long filters hold the first frames back until 7 s were pushed
+    progress = [("progress", k / 10) for k in range(1, 10)]
+    assert seen == [*progress[:7], ("block", 0), *progress[7:], ("block", 88)]
+
+
+def test_stream_file_features_keeps_the_consumers_errors_and_words_the_decoders(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from pianotx.audio import AudioError
+
+    path = tmp_path / "x.wav"
+    sf.write(path, synth(melody(3, seconds=3)), 16000)
+
+    def fails(n_frames, blocks):
+        next(blocks)
+        raise KeyError("the model's own")
+
+    with pytest.raises(KeyError, match="the model's own"):  # not "cannot decode audio"
+        features.stream_file_features(path, FC, fails)
+
+    def broken(self):
+        raise RuntimeError("bad frame")
+
+    from pianotx import audio
+
+    monkeypatch.setattr(audio.AudioBlocks, "_read", broken)
+    with pytest.raises(AudioError, match=r"^cannot decode audio \(RuntimeError: bad frame\)$"):
+        features.stream_file_features(path, FC, lambda n, blocks: list(blocks))
+
+
+def test_stream_file_features_consumes_again_when_the_header_misstates_the_length(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from pianotx import audio
+
+    path = tmp_path / "x.wav"
+    sf.write(path, synth(melody(1, seconds=3)), 16000)
+    right = features.file_features(path, FC)[0]
+    announced = audio.AudioBlocks.__init__
+
+    def wrong_header(self, *args):
+        announced(self, *args)
+        self.expected += 700
+
+    monkeypatch.setattr(audio.AudioBlocks, "__init__", wrong_header)
+    calls: list[int] = []
+
+    def consume(n_frames, blocks):
+        calls.append(n_frames)
+        return np.concatenate([rows for _, rows in blocks])
+
+    got, n_samples = features.stream_file_features(path, FC, consume)
+    assert calls == [103, 102] and n_samples == 52000  # the announced frames, then the real ones
+    np.testing.assert_array_equal(got, right)
+
+
+def test_the_consumer_runs_with_stderr_while_decoding_has_it_silenced(tmp_path):
+    code = (
+        "import os, numpy as np, soundfile as sf; from pianotx.config import FeatureConfig; "
+        "from pianotx import audio, features; features.CHUNK_SAMPLES = 16000\n"
+        f"sf.write({str(tmp_path / 'x.wav')!r}, np.full(16000 * 12, 0.1, np.float32), 16000)\n"
+        "read = audio.AudioBlocks._read\n"
+        "def chatty(self):\n"
+        "    os.write(2, b'decoder chatter\\n')\n"  # what libmpg123 does, below Python
+        "    return read(self)\n"
+        "audio.AudioBlocks._read = chatty\n"
+        "def consume(n, blocks):\n"
+        "    for start, rows in blocks: os.write(2, b'block %d\\n' % start)\n"
+        "    os.write(2, b'after\\n')\n"
+        f"features.stream_file_features({str(tmp_path / 'x.wav')!r}, FeatureConfig(), consume)\n"
+        "os.write(2, b'done\\n')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.splitlines() == ["block 0", "block 88", "block 192", "after", "done"]

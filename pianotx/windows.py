@@ -5,16 +5,19 @@ input. So the input is cut into windows that each keep ``window`` output frames 
 also run ``context`` frames on each side that are computed and discarded (clipped at
 the very start and end of the input). The kept ranges tile ``[0, n_frames)``.
 
-Pure helpers: :func:`plan_windows` (where to cut), :func:`batch_windows` (equal-length
-batches for a batched predict), :func:`keep` and :func:`stitch` (kept parts back into
-one roll).
-:func:`predict_frames` runs a model over them with bounded memory. Nothing here loads
-models or imports Keras: training code and transcription share it.
+Pure helpers: :func:`plan_windows` (where to cut), :func:`plan_batches` (which windows
+share a call of the model), :func:`batch_windows` (their inputs stacked), :func:`keep`
+and :func:`stitch` (kept parts back into one roll).
+:func:`predict_rolls` runs a model over a whole piece's features with bounded working
+memory; :func:`stream_rolls` does the same on features that arrive block by block,
+handing out the output rows as they are done, equal to :func:`predict_rolls`' to the
+bit. Nothing here loads models or imports Keras: training code and transcription share
+it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +67,39 @@ def plan_windows(n_frames: int, window: int, context: int) -> list[Window]:
             )
         )
     return windows
+
+
+def plan_batches(windows: list[Window], batch_size: int) -> list[list[int]]:
+    """Which windows share a call of the model: runs of consecutive windows of one
+    length, cut into groups of at most ``batch_size``.
+
+    Only windows of one length share a batch: padding a shorter one would feed a
+    bidirectional model's backward pass frames that do not exist (0.55 off at the end).
+    Only consecutive ones do, so that a batch's inputs are all there as soon as its last
+    window's are (what lets :func:`stream_rolls` hold only the windows in flight). With
+    the usual sizes (``context < window``) a piece's windows have few lengths: the first,
+    the middle ones, the last one or two.
+
+    Args:
+        windows: from :func:`plan_windows`.
+        batch_size: most windows per call (>= 1).
+
+    Returns:
+        Lists of window indices, in order; together every index once.
+    """
+    if batch_size < 1:
+        raise ValueError("need batch_size >= 1")
+    batches: list[list[int]] = []
+    for i, w in enumerate(windows):
+        if i and len(batches[-1]) < batch_size and _length(windows[i - 1]) == _length(w):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _length(w: Window) -> int:
+    return w.stop - w.start
 
 
 def batch_windows(features: np.ndarray, windows: list[Window]) -> np.ndarray:
@@ -141,7 +177,9 @@ def predict_rolls(
 
     Working memory is bounded by ``batch_size`` windows whatever the piece's length
     (measured with the bundled model on 30 minutes of audio: peak 848 MB with 4, 975 MB
-    with 8 for 3% less time, 767 MB with 2 for 13% more; 566 MB for 15 seconds).
+    with 8 for 3% less time, 767 MB with 2 for 13% more; 566 MB for 15 seconds), but the
+    result holds the piece's rolls: :func:`stream_rolls` computes the same numbers on
+    features as they arrive and hands each part out when done.
 
     Args:
         predict_batch: maps (batch, frames, n_bins) float32 to (batch, frames, 88), or
@@ -153,7 +191,7 @@ def predict_rolls(
             model's training chunk length, since a bidirectional model trained on such
             chunks draws on up to that much context either way (measured: with 256 a
             bundled model's outputs moved by up to 0.2 on real music).
-        batch_size: windows per call of ``predict_batch``.
+        batch_size: windows per call of ``predict_batch`` (see :func:`plan_batches`).
         progress: called after each batch with the fraction of windows done (0..1].
 
     Returns:
@@ -161,25 +199,98 @@ def predict_rolls(
     """
     windows = plan_windows(len(features), window, context)
     rolls: dict[str, np.ndarray] = {}
-    # Only windows of one length share a batch: padding a shorter one would feed a
-    # bidirectional model's backward pass frames that do not exist (0.55 off at the end).
-    by_length: dict[int, list[int]] = {}
-    for i, w in enumerate(windows):
-        by_length.setdefault(w.stop - w.start, []).append(i)
     done = 0
-    for indices in by_length.values():
-        for k in range(0, len(indices), batch_size):
-            group = indices[k : k + batch_size]
-            heads = _heads(predict_batch(batch_windows(features, [windows[i] for i in group])))
-            for name, batch in heads.items():
-                if name not in rolls:  # kept parts go straight into the result: no copy per window
-                    rolls[name] = np.zeros((len(features), batch.shape[-1]), np.float32)
-                for j, i in enumerate(group):
-                    keep(rolls[name], windows[i], batch[j], i)
-            done += len(group)
+    for group in plan_batches(windows, batch_size):
+        heads = _heads(predict_batch(batch_windows(features, [windows[i] for i in group])))
+        for name, batch in heads.items():
+            if name not in rolls:  # kept parts go straight into the result: no copy per window
+                rolls[name] = np.zeros((len(features), batch.shape[-1]), np.float32)
+            for j, i in enumerate(group):
+                keep(rolls[name], windows[i], batch[j], i)
+        done += len(group)
+        if progress is not None:
+            progress(done / len(windows))
+    return rolls or {"frames": np.zeros((0, N_KEYS), np.float32)}
+
+
+# What :func:`stream_rolls` hands out: ``(start, {name: rows})``, rows ``[start, start +
+# len(rows))`` of each output roll, (rows, 88) float32; in order, tiling ``[0, n_frames)``.
+RollBlocks = Iterator[tuple[int, dict[str, np.ndarray]]]
+
+
+def stream_rolls(
+    predict_batch: Callable[[np.ndarray], Any],
+    n_frames: int,
+    blocks: Iterable[tuple[int, np.ndarray]],
+    window: int = 2048,
+    context: int = 512,
+    batch_size: int = 4,
+    progress: Callable[[float], None] | None = None,
+) -> RollBlocks:
+    """:func:`predict_rolls` over features that arrive block by block (as
+    :func:`pianotx.features.stream_file_features` hands them out), its output rows
+    handed out in order as each batch of windows is done.
+
+    The windows and batches are :func:`predict_rolls`' for ``n_frames`` frames (known
+    before the features: from the audio's length), so the numbers are the same to the
+    bit. A batch runs as soon as its last window's input is there; only the feature rows
+    of the windows not run yet are held (with the defaults, four windows of 2,048 frames
+    and their context: about 10,000 rows), and each batch's output is handed out at once.
+
+    Args:
+        predict_batch, window, context, batch_size, progress: as :func:`predict_rolls`.
+        n_frames: the piece's length in frames: the features' total.
+        blocks: ``(start, rows)`` of (rows, n_bins) float32 features, in order, tiling
+            ``[0, n_frames)``.
+
+    Yields:
+        ``(start, {"frames": (rows, 88) float32[, "onsets": ...]})``: rows ``[start,
+        start + rows)`` of :func:`predict_rolls`' result, in order; one per batch.
+
+    Raises:
+        ValueError: the blocks do not tile ``[0, n_frames)`` in order.
+    """
+    windows = plan_windows(n_frames, window, context)
+    batches = plan_batches(windows, batch_size)
+    held: list[np.ndarray] = []  # feature rows [first, arrived), as they came
+    first = arrived = done = 0
+    pending = iter(batches)
+    batch = next(pending, None)
+    for start, rows in blocks:
+        if start != arrived or arrived + len(rows) > n_frames:
+            raise ValueError(
+                f"features block at frame {start} of {len(rows)} rows; expected frame {arrived} "
+                f"and at most {n_frames - arrived} rows"
+            )
+        held.append(rows)
+        arrived += len(rows)
+        while batch is not None and windows[batch[-1]].stop <= arrived:
+            features = np.concatenate(held) if len(held) > 1 else held[0]
+            group = [windows[i] for i in batch]
+            inputs = batch_windows(features, [_shifted(w, -first) for w in group])
+            heads = _heads(predict_batch(inputs))
+            yield group[0].keep_start, {name: _kept(group, out) for name, out in heads.items()}
+            done += len(batch)
             if progress is not None:
                 progress(done / len(windows))
-    return rolls or {"frames": np.zeros((0, N_KEYS), np.float32)}
+            batch = next(pending, None)
+            drop = (windows[batch[0]].start if batch is not None else arrived) - first
+            held, first = [features[drop:]], first + drop
+    if arrived != n_frames:
+        raise ValueError(f"features end at frame {arrived}; expected {n_frames}")
+
+
+def _shifted(w: Window, offset: int) -> Window:
+    """``w`` with every frame moved by ``offset``."""
+    return Window(w.start + offset, w.stop + offset, w.keep_start + offset, w.keep_stop + offset)
+
+
+def _kept(group: list[Window], outputs: np.ndarray) -> np.ndarray:
+    """The kept rows of consecutive windows' outputs, one (rows, 88) float32 array."""
+    rows = np.zeros((group[-1].keep_stop - group[0].keep_start, outputs.shape[-1]), np.float32)
+    for j, w in enumerate(group):
+        keep(rows, _shifted(w, -group[0].keep_start), outputs[j], j)
+    return rows
 
 
 def _heads(outputs: Any) -> dict[str, np.ndarray]:

@@ -9,9 +9,16 @@ default ``latency`` of 0.
 
 Notes of one key never overlap: a run is split where an onset re-triggers the key, and
 the earlier note ends where the later one starts.
+
+:func:`decode` takes whole rolls; :class:`NoteStream` takes them in consecutive blocks of
+rows (as :func:`pianotx.windows.stream_rolls` hands them out) and gives each note as
+soon as later frames can no longer change it, holding only the frames since the start
+of the notes still sounding: its notes are :func:`decode`'s, exactly.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -119,13 +126,20 @@ def roll_to_notes(
     return Notes.from_lists(intervals, keys + MIDI_MIN, np.full(len(keys), velocity))
 
 
-def _velocities(probs: np.ndarray, keys: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def _velocities(
+    probs: np.ndarray, keys: np.ndarray, starts: np.ndarray, ends: np.ndarray, sums: np.ndarray | None = None
+) -> np.ndarray:
     """``clip(round(127 * mean frame probability), 1, 127)`` of each note, from one
-    float64 running sum per key (not a float64 copy of the whole roll)."""
+    float64 running sum per key (not a float64 copy of the whole roll).
+
+    ``sums``: the running sums already known, (n_frames + 1, n_keys) float64, row ``i``
+    the sum of the frames before ``i`` (of the whole piece, for :class:`NoteStream`'s
+    rows of it: the same numbers, so the same velocities).
+    """
     mean = np.zeros(len(keys))
     for key in np.unique(keys):
         of_key = keys == key
-        csum = np.concatenate([[0.0], np.cumsum(probs[:, key], dtype=np.float64)])
+        csum = np.concatenate([[0.0], np.cumsum(probs[:, key], dtype=np.float64)]) if sums is None else sums[:, key]
         mean[of_key] = (csum[ends[of_key]] - csum[starts[of_key]]) / np.maximum(ends[of_key] - starts[of_key], 1)
     return np.clip(np.round(127.0 * mean), 1, 127).astype(np.int64)
 
@@ -163,6 +177,21 @@ def decode(
         the same pitch overlap.
     """
     config = config or DecodingConfig()
+    keys, starts, ends, velocities, _ = _frame_notes(frame_probs, frame_rate, config, onset_probs, velocity_probs)
+    return _notes(keys, starts, ends, velocities, frame_rate, config)
+
+
+def _frame_notes(
+    frame_probs: np.ndarray,
+    frame_rate: float,
+    config: DecodingConfig,
+    onset_probs: np.ndarray | None = None,
+    velocity_probs: np.ndarray | None = None,
+    sums: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`decode`'s notes in frames: keys, starts, ends (exclusive) and velocities,
+    sorted by key then start, and the active frames after gap bridging ((n_frames,
+    n_keys) bool). ``sums``: as :func:`_velocities`."""
     probs = _check_roll(frame_probs, "frame_probs")  # compared and summed in float64, never copied whole
     trigger: np.ndarray | None = None
     if onset_probs is not None:
@@ -187,7 +216,19 @@ def decode(
         at_onset = velocity_probs[starts, keys].astype(np.float64)
         velocities = np.clip(np.round(127.0 * at_onset), 1, 127).astype(np.int64)
     else:
-        velocities = _velocities(probs, keys, starts, ends)
+        velocities = _velocities(probs, keys, starts, ends, sums)
+    return keys, starts, ends, velocities, active
+
+
+def _notes(
+    keys: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    velocities: np.ndarray,
+    frame_rate: float,
+    config: DecodingConfig,
+) -> Notes:
+    """Notes in frames (absolute) -> :class:`Notes` in seconds, moved by the latency."""
     intervals = np.stack([starts, ends], axis=1) / frame_rate
     if config.latency:
         intervals = np.maximum(intervals - config.latency, 0.0)
@@ -206,4 +247,155 @@ def decode_rolls(rolls: dict[str, np.ndarray], frame_rate: float, config: Decodi
         config,
         onset_probs=rolls.get("onsets"),
         velocity_probs=rolls.get("velocities"),
+    )
+
+
+class NoteStream:
+    """:func:`decode` of rolls that arrive in consecutive blocks of rows, each note given
+    as soon as it is final, with only the recent frames held.
+
+    Feed it each block with :meth:`push` (or :meth:`push_rolls`), then call
+    :meth:`finish`; the notes they return, together (:func:`join_notes`), are exactly
+    those :func:`decode` gives on the whole rolls, for every :class:`DecodingConfig`.
+
+    How: every call decodes the frames held as one roll. Keys are decoded independently,
+    and a note depends only on its own frames, one frame before it and up to
+    ``gap_frames + 1`` after it (a gap after it bridged or not, an onset re-triggering
+    the key). So a note is final once it has ended at least ``gap_frames + 2`` frames
+    before the last frame held. For each key the frame before the start of its earliest
+    run of active frames not yet ended there is inactive and stays so: the frames before
+    it are done with. The frames held start at the earliest such frame of any key, and
+    for each key only the notes starting after its own such frame are taken (a note
+    found again after the held frames moved on is given once, by key and start). So the
+    frames held reach back to the start of the longest note still sounding, whatever the
+    piece's length: a note longer than any block holds its frames, and no more.
+
+    Args:
+        frame_rate: frames per second.
+        config: as :func:`decode`.
+    """
+
+    def __init__(self, frame_rate: float, config: DecodingConfig | None = None) -> None:
+        self.frame_rate = frame_rate
+        self.config = config or DecodingConfig()
+        self.base = 0  # the piece's frame of the first frame held
+        self.rolls: dict[str, np.ndarray] = {}  # "frames"[, "onsets"][, "velocities"]: the frames held
+        self.sums: np.ndarray | None = None  # (held + 1, n_keys) float64 running sums of the frame probabilities
+        self.settled: np.ndarray | None = None  # (n_keys,) per key: notes starting after this frame are new
+        self.given: set[tuple[int, int]] = set()  # (key, start) of the notes given that may be found again
+        self.finished = False
+
+    def push(
+        self, frame_probs: np.ndarray, onset_probs: np.ndarray | None = None, velocity_probs: np.ndarray | None = None
+    ) -> Notes:
+        """The next rows of the rolls (as :func:`decode` takes them; the same ones given
+        or not in every call) -> the notes that became final, sorted as :class:`Notes`.
+
+        Raises:
+            ValueError: a block's shape or its set of rolls differs from the first's, or
+                :meth:`finish` was called.
+        """
+        if self.finished:
+            raise ValueError("NoteStream: push after finish")
+        block = {"frames": _check_roll(frame_probs, "frame_probs")}
+        for name, roll in (("onsets", onset_probs), ("velocities", velocity_probs)):
+            if roll is not None:
+                block[name] = _check_roll(roll, f"{name[:-1]}_probs")
+                if block[name].shape != block["frames"].shape:
+                    raise ValueError(f"{name[:-1]}_probs shape {block[name].shape} != {block['frames'].shape}")
+        if self.settled is None:
+            self._start(block)
+        elif set(block) != set(self.rolls) or block["frames"].shape[1] != self.rolls["frames"].shape[1]:
+            raise ValueError(
+                f"NoteStream: a block of {sorted(block)} {block['frames'].shape}, "
+                f"after blocks of {sorted(self.rolls)} with {self.rolls['frames'].shape[1]} keys"
+            )
+        else:
+            self.rolls = {name: np.concatenate([self.rolls[name], rows]) for name, rows in block.items()}
+        if self.sums is not None:
+            self.sums = np.concatenate([self.sums, _running_sums(self.sums[-1], block["frames"])])
+        return self._decode(final=False)
+
+    def push_rolls(self, rolls: Mapping[str, np.ndarray]) -> Notes:
+        """:meth:`push` of a model's output rows ``{"frames"[, "onsets"][, "velocities"]}``
+        (as :func:`decode_rolls` takes them)."""
+        return self.push(rolls["frames"], rolls.get("onsets"), rolls.get("velocities"))
+
+    def finish(self) -> Notes:
+        """The last notes: those still open at the end of the piece."""
+        if self.finished:
+            raise ValueError("NoteStream: finish called twice")
+        self.finished = True
+        if self.settled is None:
+            return Notes.empty()
+        return self._decode(final=True)
+
+    def _start(self, block: dict[str, np.ndarray]) -> None:
+        self.rolls = block
+        n_keys = block["frames"].shape[1]
+        self.settled = np.full(n_keys, -1, np.int64)
+        if not self.config.velocity and "velocities" not in block:  # velocity from the mean frame probability
+            self.sums = np.zeros((1, n_keys), np.float64)
+
+    def _decode(self, final: bool) -> Notes:
+        assert self.settled is not None
+        config, rolls = self.config, self.rolls
+        n = len(rolls["frames"])
+        keys, starts, ends, velocities, active = _frame_notes(
+            rolls["frames"], self.frame_rate, config, rolls.get("onsets"), rolls.get("velocities"), self.sums
+        )
+        last = n if final else n - (config.gap_frames + 2)  # notes ending by then are final
+        settled = self.settled - self.base  # per key, in frames held
+        new = (ends <= last) & (starts > settled[keys])
+        new[new] = [(k, s) not in self.given for k, s in zip(keys[new].tolist(), (starts[new] + self.base).tolist())]
+        keys, starts, ends, velocities = keys[new], starts[new] + self.base, ends[new] + self.base, velocities[new]
+        notes = _notes(keys, starts, ends, velocities, self.frame_rate, config)
+        if final:
+            return notes
+        self.given.update(zip(keys.tolist(), starts.tolist()))
+        # Per key, the frame before its earliest run still open (else `last`): inactive
+        # for good, so the key's frames before it can go.
+        run_keys, run_starts, run_ends = _segments(active, None)
+        still = (run_ends > last) & (run_starts > settled[run_keys])
+        done_before = np.full(len(settled), last, np.int64)
+        np.minimum.at(done_before, run_keys[still], run_starts[still] - 1)
+        settled = np.maximum(settled, done_before)
+        self.settled = settled + self.base
+        self.given = {(k, s) for k, s in self.given if s > self.settled[k]}  # the others are not found again
+        drop = int(settled.min())
+        if drop > 0:
+            self.rolls = {name: roll[drop:].copy() for name, roll in rolls.items()}
+            if self.sums is not None:
+                self.sums = self.sums[drop:].copy()
+            self.base += drop
+        return notes
+
+
+def _running_sums(carried: np.ndarray, frame_probs: np.ndarray) -> np.ndarray:
+    """The running float64 sums after each of the rows of ``frame_probs``, continuing
+    from ``carried`` (n_keys,): added one row at a time, as ``np.cumsum`` of the whole
+    column adds them, so the sums are the whole roll's to the bit."""
+    return np.cumsum(np.concatenate([carried[None], frame_probs.astype(np.float64)]), axis=0)[1:]
+
+
+def decode_stream(
+    blocks: Iterable[Mapping[str, np.ndarray]], frame_rate: float, config: DecodingConfig | None = None
+) -> Notes:
+    """:func:`decode_rolls` of rolls given block by block (see :class:`NoteStream`):
+    the same notes, exactly."""
+    stream = NoteStream(frame_rate, config)
+    parts = [stream.push_rolls(rolls) for rolls in blocks]
+    return join_notes([*parts, stream.finish()])
+
+
+def join_notes(parts: Iterable[Notes]) -> Notes:
+    """The notes of several :class:`Notes` together, sorted (as :class:`NoteStream`
+    gives them: in the order they became final)."""
+    parts = list(parts)
+    if not parts:
+        return Notes.empty()
+    return Notes.from_lists(
+        np.concatenate([p.intervals for p in parts]),
+        np.concatenate([p.pitches for p in parts]),
+        np.concatenate([p.velocities for p in parts]),
     )

@@ -294,3 +294,108 @@ def test_decoding_with_onsets_on_stored_activations() -> None:
     assert notes(0.0) == sorted([*played, *flickers, twelfth], **by_onset)
     assert notes(0.5) == sorted([*played, twelfth], **by_onset)  # 0.86 s: long enough to stay
     assert notes(1.0) == played
+
+
+def random_rolls(seed: int, n_frames: int, n_keys: int = 88) -> dict[str, np.ndarray]:
+    """Rolls with the structure a model gives: runs of high frame probability of random
+    lengths (some long), dropouts inside them, values near the thresholds, sparse onset
+    peaks (some inside runs), a velocity output."""
+    rng = np.random.default_rng(seed)
+    frames = rng.random((n_frames, n_keys)).astype(np.float32) * 0.45
+    onsets = rng.random((n_frames, n_keys)).astype(np.float32) * 0.4
+    for _ in range(n_frames * n_keys // 40):
+        key, start = int(rng.integers(n_keys)), int(rng.integers(n_frames))
+        length = int(rng.choice([1, 2, 3, 5, 8, 20, 60]))
+        frames[start : start + length, key] = rng.uniform(0.45, 1.0, len(frames[start : start + length, key]))
+        onsets[start, key] = rng.uniform(0.3, 1.0)
+        if rng.random() < 0.3:  # a dropout inside the run, and a re-strike
+            frames[min(start + length // 2, n_frames - 1), key] = rng.uniform(0.0, 0.5)
+            onsets[min(start + length // 3 + 1, n_frames - 1), key] = rng.uniform(0.6, 1.0)
+    velocities = rng.random((n_frames, n_keys)).astype(np.float32)
+    return {"frames": frames, "onsets": onsets, "velocities": velocities}
+
+
+def in_blocks(rolls: dict[str, np.ndarray], sizes: list[int]):
+    start, k = 0, 0
+    n = len(rolls["frames"])
+    while start < n:
+        stop = start + sizes[k % len(sizes)]
+        yield {name: roll[start:stop] for name, roll in rolls.items()}
+        start, k = stop, k + 1
+
+
+STREAM_CONFIGS = [
+    DecodingConfig(),
+    DecodingConfig(threshold=0.6, min_duration=0.0, gap_frames=1),
+    DecodingConfig(threshold=0.5, onset_threshold=0.7, gap_frames=3, min_duration=0.25),
+    DecodingConfig(onsetless_min_duration=1.0, onsetless_threshold=0.5, gap_frames=2, latency=0.05),
+    DecodingConfig(onsetless_min_duration=100.0, latency=-0.03, velocity=90),
+    DecodingConfig(threshold=0.45, gap_frames=8, latency=0.02, min_duration=0.0),
+]
+
+
+@pytest.mark.parametrize("config", STREAM_CONFIGS, ids=[f"config{i}" for i in range(len(STREAM_CONFIGS))])
+@pytest.mark.parametrize(
+    "heads", [("frames",), ("frames", "onsets"), ("frames", "velocities"), ("frames", "onsets", "velocities")]
+)
+@pytest.mark.parametrize("sizes", [[1], [7], [64, 3, 200], [10_000]], ids=["1", "7", "mixed", "longer-than-piece"])
+def test_streamed_notes_equal_decode_exactly(config, heads, sizes) -> None:
+    from pianotx.decoding import decode_rolls, decode_stream
+
+    rolls = {name: roll for name, roll in random_rolls(len(heads) + len(sizes), 400).items() if name in heads}
+    expected = decode_rolls(rolls, FR, config)
+    got = decode_stream(in_blocks(rolls, sizes), FR, config)
+    assert len(expected) > 100
+    assert as_tuples(got) == as_tuples(expected)  # the same floats, pitches, velocities, order
+
+
+def test_a_note_longer_than_any_block_holds_its_frames_only() -> None:
+    from pianotx.decoding import NoteStream, join_notes
+
+    rolls = random_rolls(5, 3000, n_keys=12)
+    rolls["frames"][100:2900, 3] = 0.9  # key 3 held for 2,800 frames
+    rolls["onsets"][101:2900, 3] = 0.0
+    config = DecodingConfig(gap_frames=1)
+    stream, parts, held, first = NoteStream(FR, config), [], [], []
+    for block in in_blocks(rolls, [50]):
+        parts.append(stream.push_rolls(block))
+        held.append(len(stream.rolls["frames"]))
+        first.append(stream.base)
+    parts.append(stream.finish())
+    notes = as_tuples(join_notes(parts))
+    assert notes == as_tuples(decode(rolls["frames"], FR, config, rolls["onsets"], rolls["velocities"]))
+    assert (10.0, 290.0, 24, 46) in notes
+    # while it sounds the frames held start at frame 99, the one before it; then a few again
+    assert first[3:58] == [99] * 55 and held[57] == 2900 - 99
+    assert first[58:] == [2946, 2990] and held[58:] == [4, 10]
+
+
+def test_note_stream_holds_a_bounded_tail_on_a_long_piece() -> None:
+    from pianotx.decoding import NoteStream, decode_rolls, join_notes
+
+    rolls = random_rolls(9, 20_000)
+    del rolls["velocities"]  # velocities from running sums over 20,000 frames
+    stream, parts, held = NoteStream(FR), [], []
+    for block in in_blocks(rolls, [256]):
+        parts.append(stream.push_rolls(block))
+        held.append(len(stream.rolls["frames"]))
+    parts.append(stream.finish())
+    assert max(held) == 56  # after each block: the runs still sounding at its end (and the last 2 frames)
+    assert as_tuples(join_notes(parts)) == as_tuples(decode_rolls(rolls, FR))
+
+
+def test_note_stream_refuses_blocks_that_do_not_match() -> None:
+    from pianotx.decoding import NoteStream
+
+    stream = NoteStream(FR)
+    stream.push(np.zeros((5, 88), np.float32), np.zeros((5, 88), np.float32))
+    with pytest.raises(
+        ValueError, match="a block of \\['frames'\\] \\(5, 88\\), after blocks of \\['frames', 'onsets'\\]"
+    ):
+        stream.push(np.zeros((5, 88), np.float32))
+    with pytest.raises(ValueError, match="onset_probs shape \\(4, 88\\) != \\(5, 88\\)"):
+        stream.push(np.zeros((5, 88), np.float32), np.zeros((4, 88), np.float32))
+    assert len(stream.finish()) == 0
+    with pytest.raises(ValueError, match="push after finish"):
+        stream.push(np.zeros((5, 88), np.float32))
+    assert len(NoteStream(FR).finish()) == 0  # nothing pushed: no notes

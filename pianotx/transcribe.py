@@ -6,6 +6,13 @@ or the bundled model, with the feature and decoding config and the context lengt
 carries; :func:`transcribe_file` turns one audio file into a MIDI file with the one
 feature function of :mod:`pianotx.features`, running the model in overlapping windows
 (:mod:`pianotx.windows`); :func:`transcribe_files` does a batch.
+
+A file is transcribed as a stream (:meth:`Transcriber.file_notes`): its features are
+computed block by block as it is decoded, each batch of windows runs as soon as its
+features are there, and the notes are decoded from the model's output as it comes
+(:class:`pianotx.decoding.NoteStream`). Memory then stays flat in the audio's length
+(neither its samples, its features nor its probability rolls are ever held whole), and
+the notes are those of the whole-array path (:meth:`Transcriber.notes`) exactly.
 """
 
 from __future__ import annotations
@@ -26,13 +33,13 @@ import numpy as np
 from pianotx.audio import AUDIO_EXTENSIONS, AudioError
 from pianotx.callable_module import make_callable
 from pianotx.config import ChunkConfig, DecodingConfig, FeatureConfig, from_dict, model_metadata, to_dict
-from pianotx.decoding import decode_rolls
+from pianotx.decoding import NoteStream, decode_rolls, join_notes
 from pianotx.errors import PianotxError
-from pianotx.features import file_features
+from pianotx.features import FeatureBlocks, stream_file_features
 from pianotx.files import OutputError, atomic_path, write_json_atomic
 from pianotx.locations import DEFAULT_URI, MODEL_NAME, Store, cache_dir, resolve_store
 from pianotx.midi import Notes, write_midi
-from pianotx.windows import predict_rolls
+from pianotx.windows import predict_rolls, stream_rolls
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_MODEL = BUNDLED_DIR / f"{MODEL_NAME}.keras"
@@ -48,6 +55,11 @@ class ModelError(PianotxError, ValueError):
 # Context frames for models that do not say (saved before they did): the chunk length they
 # were trained on.
 DEFAULT_CONTEXT = ChunkConfig.chunk_frames
+
+# How a transcription runs the model: output frames kept per window, and windows per call
+# (see pianotx.windows.predict_rolls).
+WINDOW_FRAMES = 2048
+BATCH_WINDOWS = 4
 
 
 @dataclass(frozen=True)
@@ -88,13 +100,67 @@ class Transcriber:
         """(n_frames, n_bins) features -> ``{"frames": (n_frames, 88)[, "onsets": ...]}``
         probabilities (onsets when the model has an onset head); ``progress`` is called
         with the fraction done."""
-        return predict_rolls(self.model.predict_on_batch, features, context=self.context, progress=progress)
+        return predict_rolls(
+            self.model.predict_on_batch, features, WINDOW_FRAMES, self.context, BATCH_WINDOWS, progress
+        )
 
     def notes(self, features: np.ndarray, progress: Callable[[float], None] | None = None) -> Notes:
         """(n_frames, n_bins) features -> notes, decoded with this model's settings
         (onsets start notes when the model has them)."""
         rolls = self.probabilities(features, progress)
         return decode_rolls(rolls, self.features.frame_rate, self.decoding)
+
+    def stream_notes(
+        self, n_frames: int, blocks: FeatureBlocks, progress: Callable[[float], None] | None = None
+    ) -> Notes:
+        """:meth:`notes` of features that arrive block by block (``(start, rows)``, in
+        order, ``n_frames`` in all): each batch of windows runs once its features are
+        there and its probabilities are decoded at once, so only the windows in flight
+        and the frames of the notes still sounding are held. The notes equal
+        :meth:`notes`' on the same features exactly; ``progress`` is called with the
+        fraction of windows done."""
+        stream = NoteStream(self.features.frame_rate, self.decoding)
+        rolls = stream_rolls(
+            self.model.predict_on_batch, n_frames, blocks, WINDOW_FRAMES, self.context, BATCH_WINDOWS, progress
+        )
+        parts = [stream.push_rolls(rows) for _, rows in rolls]
+        return join_notes([*parts, stream.finish()])
+
+    def file_notes(self, audio: str | Path, progress: Callable[[float], None] | None = None) -> tuple[Notes, int]:
+        """The notes of an audio file, transcribed as a stream: the file decoded, its
+        features computed, the model run and its output decoded block by block, in
+        memory that does not grow with the file's length. The notes are those of
+        :meth:`notes` on :func:`pianotx.features.file_features` of the file, exactly.
+
+        Args:
+            audio: the audio file.
+            progress: called with the fraction of the work done: the mean of the
+                fractions of the file through the features and through the model,
+                never going back, 1.0 at the end.
+
+        Returns:
+            (notes, n_samples of the file at the model's sample rate).
+
+        Raises:
+            AudioError: as :func:`pianotx.audio.load_audio`.
+        """
+        done = {"features": 0.0, "model": 0.0}
+        shown = [0.0]
+
+        def report(part: str, fraction: float) -> None:
+            done[part] = fraction
+            value = max(shown[0], (done["features"] + done["model"]) / 2)
+            if progress is not None and value > shown[0]:
+                progress(value)
+            shown[0] = value
+
+        def consume(n_frames: int, blocks: FeatureBlocks) -> Notes:
+            done["model"] = 0.0  # a file read a second time (its header's length was wrong)
+            return self.stream_notes(n_frames, blocks, lambda f: report("model", f))
+
+        notes, n_samples = stream_file_features(audio, self.features, consume, lambda f: report("features", f))
+        report("features", 1.0)
+        return notes, n_samples
 
     def with_decoding(self, **changes: Any) -> Transcriber:
         """The same model with some decoding settings replaced (``None`` values ignored).
@@ -410,7 +476,8 @@ def transcribe_file(
         audio: the audio file.
         out_dir: where ``NAME.mid`` goes; ``None``: beside ``audio``.
         overwrite: replace a MIDI file pianotx did not write.
-        progress: called with the fraction of the file done (features, then the model).
+        progress: called with the fraction of the file done (see
+            :meth:`Transcriber.file_notes`).
 
     Never raises for a bad file: the result carries a one-line ``error`` instead.
     """
@@ -420,8 +487,7 @@ def transcribe_file(
     if not overwrite and target.exists() and not written_by_pianotx(target):
         return FileResult(audio, None, skipped=f"{target} is there and pianotx did not write it")
     try:
-        features, n_samples = file_features(audio, transcriber.features, lambda f: step(f / 2))
-        notes = transcriber.notes(features, lambda f: step(0.5 + f / 2))
+        notes, n_samples = transcriber.file_notes(audio, step)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_midi(notes, target, text=midi_mark(transcriber))
     except AudioError as exc:

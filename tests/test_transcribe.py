@@ -300,10 +300,18 @@ def test_transcribe_file_reports_its_progress_to_the_end(bundled, tmp_path):
     result = transcribe_file(bundled, tmp_path / "a.wav", tmp_path / "out", progress=seen.append)
     assert not result.error
     n = 180 * SR
-    # the features: half the bar, block by block (the last block is pushed at the end)
-    assert seen[: n // CHUNK_SAMPLES] == [k * CHUNK_SAMPLES / n / 2 for k in range(1, n // CHUNK_SAMPLES + 1)]
-    # the model: each window in a batch of its own (with their context, no two have one length)
-    assert seen[n // CHUNK_SAMPLES :] == [0.5 + 1 / 6, 0.5 + 1 / 3, 1.0]
+    # one fraction over the file: the mean of the features' (the chunks pushed, but the last)
+    # and the model's (each window in a batch of its own: no two have one length with their
+    # context); the first window runs once 13 chunks gave its frames, the others at the end
+    features = [k * CHUNK_SAMPLES / n for k in range(1, n // CHUNK_SAMPLES + 1)]
+    assert len(features) == 21
+    assert seen == [
+        *[(f + 0.0) / 2 for f in features[:13]],
+        *[(f + 1 / 3) / 2 for f in features[12:]],
+        (features[-1] + 2 / 3) / 2,
+        (features[-1] + 1.0) / 2,
+        1.0,
+    ]
 
 
 def test_a_damaged_keras_file_is_one_line_with_keras_reason(tmp_path):
@@ -327,3 +335,38 @@ def test_version_and_short_help():
     assert runner.invoke(app, ["--version"]).output == f"pianotx {__version__}\n"
     short, long = runner.invoke(app, ["transcribe", "-h"]), runner.invoke(app, ["transcribe", "--help"])
     assert short.exit_code == 0 and short.output == long.output and "--overwrite" in short.output
+
+
+@pytest.mark.parametrize("window", [2048, 160])  # one window; windows in several batches, the decoding in blocks
+def test_a_file_streamed_gives_the_midi_of_the_whole_file_path(tmp_path, monkeypatch, window):
+    from pianotx import transcribe
+    from pianotx.features import file_features
+    from pianotx.midi import write_midi
+    from pianotx.transcribe import load_bundled, midi_mark
+
+    monkeypatch.setattr(transcribe, "WINDOW_FRAMES", window)
+    model = load_bundled()
+    samples = synth(melody(11, seconds=40), sample_rate=44100, seconds=40.0)
+    sf.write(tmp_path / "piece.wav", np.stack([samples, 0.5 * samples], axis=1), 44100, subtype="PCM_16")
+    # the whole-file path: the file's features, then the model over them, then the decoding
+    features, n_samples = file_features(tmp_path / "piece.wav", model.features)
+    whole = model.notes(features)
+    write_midi(whole, tmp_path / "whole.mid", text=midi_mark(model))
+    result = transcribe_file(model, tmp_path / "piece.wav", tmp_path / "out")
+    assert not result.error and result.notes == len(whole) > 40 and n_samples == 640000
+    streamed, _ = model.file_notes(tmp_path / "piece.wav")
+    np.testing.assert_array_equal(streamed.intervals, whole.intervals)
+    np.testing.assert_array_equal(streamed.pitches, whole.pitches)
+    np.testing.assert_array_equal(streamed.velocities, whole.velocities)
+    assert result.midi.read_bytes() == (tmp_path / "whole.mid").read_bytes()
+
+
+def test_a_model_failing_mid_file_is_its_own_error_not_a_decoding_one(bundled, tmp_path):
+    class Failing:
+        def predict_on_batch(self, batch):
+            raise RuntimeError("out of memory in the model")
+
+    _tone(tmp_path / "a.wav", seconds=5)
+    result = transcribe_file(dataclasses.replace(bundled, model=Failing()), tmp_path / "a.wav", tmp_path / "out")
+    assert (result.midi, result.error) == (None, "RuntimeError: out of memory in the model")
+    assert not (tmp_path / "out").exists()

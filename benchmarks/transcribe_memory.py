@@ -1,33 +1,45 @@
-"""Peak memory of `pianotx transcribe` on long audio: 15 s, 5 min and 30 min of 44.1 kHz.
+"""Peak memory of `pianotx transcribe` by the audio's length: 5 min, 30 min and 3 h.
 
-Writes CD-format files (44.1 kHz, stereo, 16-bit WAV: a generated 15-second piano-like
-excerpt repeated), then transcribes each in a fresh child process with the bundled
-model and reads the child's peak resident memory from ``os.wait4``. Each length runs
-twice: ``new`` (pianotx as it is: audio decoded and resampled in blocks, the CQT
-streamed) and ``old`` (the earlier path, kept here for comparison: ``librosa.load`` of
-the whole file, ``librosa.cqt`` of the whole signal, Keras imported with all its
-optional packages). The last line is a table.
+Writes a CD-format file of each length (44.1 kHz, stereo, 16-bit WAV: a generated
+15-second piano-like excerpt, notes and chords of decaying harmonics, repeated), then
+transcribes it with the bundled model in a fresh child process (`pianotx transcribe`,
+as a user runs it) and reads that child's peak resident memory from ``os.wait4``. Each
+length runs through two paths:
 
-    python benchmarks/transcribe_memory.py [--lengths 15 300 1800] [--paths new old]
+- ``stream``: pianotx as it is: the file decoded, its features computed, the model run
+  and its output decoded block by block (:meth:`pianotx.transcribe.Transcriber.file_notes`);
+  memory should not grow with the length.
+- ``whole``: the earlier path, for comparison: the whole file's features
+  (:func:`pianotx.features.file_features`), then the model over them, then the decoding
+  of the whole probability rolls (:meth:`~pianotx.transcribe.Transcriber.notes`).
+
+It prints a line per run and a table: length, path, peak RSS, seconds (the
+transcription alone, then the child's wall time with start-up and model loading) and
+the real-time factor (transcription seconds / audio seconds), then for each path the
+growth in MB per audio minute between the shortest and the longest length.
+
+    python benchmarks/transcribe_memory.py [--minutes 5 30 180] [--paths stream whole]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pianotx.config import FeatureConfig
-
 RATE = 44100
 EXCERPT_SECONDS = 15
+PATHS = ("stream", "whole")
 
 
 def excerpt(seed: int = 0) -> np.ndarray:
@@ -51,78 +63,57 @@ def excerpt(seed: int = 0) -> np.ndarray:
     return out
 
 
-def write_audio(path: Path, seconds: int) -> None:
+def write_audio(path: Path, seconds: float) -> None:
     """``seconds`` of the excerpt repeated, written piece by piece (little memory)."""
     import soundfile
 
     piece = excerpt()
+    total = int(round(seconds * RATE))
     with soundfile.SoundFile(str(path), "w", RATE, 2, subtype="PCM_16") as f:
-        for start in range(0, seconds * RATE, len(piece)):
-            f.write(piece[: min(len(piece), seconds * RATE - start)])
-
-
-def old_load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """The earlier ``pianotx.audio.load_audio``: ``librosa.load`` of the whole file."""
-    import librosa
-
-    from pianotx.audio import AudioError, check_decodable
-    from pianotx.quiet import quiet_native_stderr
-
-    check_decodable(Path(path))
-    with warnings.catch_warnings(), quiet_native_stderr():
-        warnings.simplefilter("ignore")
-        samples, _ = librosa.load(str(path), sr=sample_rate, mono=True)
-    if samples.size == 0:
-        raise AudioError("audio is empty")
-    return samples.astype(np.float32, copy=False)
-
-
-def old_compute_features(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """The earlier ``pianotx.features.compute_features``: ``librosa.cqt`` of the whole signal."""
-    import librosa
-
-    from pianotx.features import magnitude_to_features
-
-    samples = np.asarray(samples, dtype=np.float32)
-    n_frames = config.n_frames(len(samples))
-    if not np.any(samples):
-        return np.zeros((n_frames, config.n_bins), np.float32)
-    cqt = librosa.cqt(
-        samples,
-        sr=config.sample_rate,
-        hop_length=config.hop_length,
-        fmin=config.fmin,
-        n_bins=config.n_bins,
-        bins_per_octave=config.bins_per_octave,
-    )
-    return magnitude_to_features(np.abs(cqt).T[:n_frames], config)
-
-
-def old_import_keras_quietly() -> None:
-    """The earlier Keras import: every optional package Keras looks for comes along."""
-    from pianotx.quiet import quiet_native_stderr
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with quiet_native_stderr():
-        import keras  # noqa: F401
+        for start in range(0, total, len(piece)):
+            f.write(piece[: min(len(piece), total - start)])
 
 
 def child(path: str, audio: str, out_dir: str) -> None:
-    """Run `pianotx transcribe AUDIO -o OUT_DIR --model BUNDLED` in this process."""
-    import pianotx.quiet
+    """Run `pianotx transcribe AUDIO -o OUT_DIR --model BUNDLED` in this process, the
+    file's notes found by ``path`` (see the module docstring)."""
     import pianotx.transcribe
     from pianotx.cli import app
 
-    if path == "old":
-        pianotx.transcribe.load_audio = old_load_audio
-        pianotx.transcribe.compute_features = old_compute_features
-        pianotx.quiet.import_keras_quietly = old_import_keras_quietly
-    args = ["transcribe", audio, "-o", out_dir, "--model", str(pianotx.transcribe.BUNDLED_MODEL)]
-    app(args)
+    if path == "whole":
+        from pianotx.features import file_features
+
+        def whole_file(self: Any, audio: Path, progress: Any = None) -> tuple[Any, int]:  # the earlier two steps
+            features, n_samples = file_features(audio, self.features)
+            return self.notes(features), n_samples
+
+        pianotx.transcribe.Transcriber.file_notes = whole_file  # type: ignore[method-assign,assignment]
+    app(["transcribe", audio, "-o", out_dir, "--model", str(pianotx.transcribe.BUNDLED_MODEL)])
 
 
-def measure(path: str, audio: Path, out_dir: Path) -> tuple[float, float]:
-    """Peak RSS (MB) and wall seconds of one transcription in a fresh child process."""
+@dataclass(frozen=True)
+class Run:
+    """One transcription in a child process."""
+
+    minutes: float
+    path: str
+    peak_mb: float  # the child's peak resident memory
+    seconds: float  # the transcription, as `pianotx transcribe` reports it
+    wall: float  # the child's whole run: start-up, model loading, transcription
+    notes: int
+
+    @property
+    def realtime_factor(self) -> float:
+        """Transcription seconds per audio second."""
+        return self.seconds / (self.minutes * 60)
+
+
+def measure(path: str, audio: Path, out_dir: Path, minutes: float) -> Run:
+    """Transcribe ``audio`` through ``path`` in a fresh child process.
+
+    Raises:
+        RuntimeError: the child failed (its output in the message).
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", path, str(audio), str(out_dir)],
@@ -132,36 +123,61 @@ def measure(path: str, audio: Path, out_dir: Path) -> tuple[float, float]:
     )
     output = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{path} transcription of {audio.name} failed:\n{output}")
-    print(f"  {path}: {output.strip().splitlines()[-1]}")
-    return usage.ru_maxrss / 1024, seconds
+    wall = time.perf_counter() - start
+    done = re.search(r": (\d+) notes?, [\d.]+ s of audio in ([\d.]+) s$", output.strip(), re.MULTILINE)
+    if os.waitstatus_to_exitcode(status) != 0 or done is None:
+        raise RuntimeError(f"{path} transcription of {audio.name} failed:\n{output}")
+    return Run(minutes, path, usage.ru_maxrss / 1024, float(done.group(2)), wall, int(done.group(1)))
 
 
-def main() -> None:
+def run_lengths(minutes: list[float], paths: list[str], folder: Path, log: Callable[[str], None] = print) -> list[Run]:
+    """Write each length's audio in ``folder``, transcribe it through each path, delete it."""
+    runs = []
+    for length in minutes:
+        audio = folder / f"piece-{length:g}min.wav"
+        write_audio(audio, length * 60)
+        log(f"{audio.name}: {length:g} min, 44.1 kHz stereo 16-bit, {audio.stat().st_size / 1e6:.0f} MB")
+        for path in paths:
+            run = measure(path, audio, folder / path, length)
+            log(f"  {path}: {run.notes} notes, peak {run.peak_mb:.0f} MB, {run.seconds:.1f} s ({run.wall:.1f} s wall)")
+            runs.append(run)
+        audio.unlink()
+    return runs
+
+
+def table(runs: list[Run]) -> str:
+    """The runs as a Markdown table, then each path's growth per audio minute."""
+    lines = [
+        "| audio | path | peak RSS | transcription | wall | realtime factor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.minutes:g} min | {r.path} | {r.peak_mb:.0f} MB | {r.seconds:.1f} s | {r.wall:.1f} s "
+            f"| {r.realtime_factor:.3f} |"
+        )
+    for path in dict.fromkeys(r.path for r in runs):
+        mine = sorted((r for r in runs if r.path == path), key=lambda r: r.minutes)
+        if len(mine) > 1 and mine[-1].minutes > mine[0].minutes:
+            slope = (mine[-1].peak_mb - mine[0].peak_mb) / (mine[-1].minutes - mine[0].minutes)
+            lines.append(
+                f"{path}: {slope:+.2f} MB per audio minute from {mine[0].minutes:g} to {mine[-1].minutes:g} min"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[15, 300, 1800], help="seconds of audio")
-    parser.add_argument("--paths", nargs="+", choices=["new", "old"], default=["new", "old"])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5, 30, 180], help="audio lengths")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--child", nargs=3, metavar=("PATH", "AUDIO", "OUT_DIR"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         child(*args.child)
         return
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seconds in args.lengths:
-            audio = Path(tmp) / f"piece-{seconds}s.wav"
-            write_audio(audio, seconds)
-            print(f"{audio.name}: {seconds} s, 44.1 kHz stereo 16-bit, {audio.stat().st_size / 1e6:.0f} MB")
-            results = {path: measure(path, audio, Path(tmp) / path) for path in args.paths}
-            rows.append((seconds, results))
-            audio.unlink()
-    header = "audio | " + " | ".join(f"{p} peak RSS, wall" for p in args.paths)
-    cells = [
-        f"{s / 60:g} min | " + " | ".join(f"{r[p][0]:.0f} MB, {r[p][1]:.1f} s" for p in args.paths) for s, r in rows
-    ]
-    print(f"table: {header} || " + " || ".join(cells))
+    with tempfile.TemporaryDirectory(prefix="pianotx-memory-") as tmp:
+        runs = run_lengths(args.minutes, args.paths, Path(tmp))
+    print(table(runs))
 
 
 if __name__ == "__main__":

@@ -19,10 +19,12 @@ MUSIC = [
 ]  # fmt: skip
 # (first frame, end frame, pitch, velocity) at 31.25 frames/s: all seven notes, the D4
 # re-struck for four frames when the F4 starts, and two short notes on harmonics of the C3
-# (C4, G4) whose onset output fires with it
+# (C4, G4) whose onset output fires with it. Velocities come from the velocity head: the
+# clip is played at velocity 90 without the corpus' level calibration, so they are lower
+# in absolute terms, and alike (55 +- 5) where the frame-probability rule gave 91-126.
 EXPECTED = [
-    (8, 27, 60, 121), (8, 27, 64, 119), (8, 28, 67, 123), (31, 47, 62, 124), (47, 51, 62, 91),
-    (47, 62, 65, 124), (63, 94, 48, 126), (63, 66, 67, 57), (63, 93, 72, 98), (64, 66, 60, 53),
+    (8, 27, 60, 56), (8, 27, 64, 56), (8, 28, 67, 55), (31, 47, 62, 46), (47, 51, 62, 46),
+    (47, 62, 65, 50), (63, 94, 48, 55), (63, 66, 67, 56), (63, 93, 72, 51), (64, 66, 60, 51),
 ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ def _spec(tmp_path, text):
 
 def test_shipped_spaces_parse():
     objectives = {"seed": "val_f1", "quick": "val_note_f1", "full": "val_note_f1", "bundled": "val_note_f1"}
+    objectives["velocity"] = "val_note_with_velocity_f1"
     for name, objective in objectives.items():
         spec = load_spec(ROOT / "search_spaces" / f"{name}.yaml")
         assert spec.name == name and spec.objective == objective and spec.direction == "max"

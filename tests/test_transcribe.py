@@ -370,3 +370,37 @@ def test_a_model_failing_mid_file_is_its_own_error_not_a_decoding_one(bundled, t
     result = transcribe_file(dataclasses.replace(bundled, model=Failing()), tmp_path / "a.wav", tmp_path / "out")
     assert (result.midi, result.error) == (None, "RuntimeError: out of memory in the model")
     assert not (tmp_path / "out").exists()
+
+
+class _FeatureEcho:
+    """A stand-in model: the first 88 feature bins as frame and onset probabilities."""
+
+    def predict_on_batch(self, batch):
+        return {"frames": batch[:, :, :88], "onsets": batch[:, :, 1:89]}
+
+
+def test_transcribing_a_file_holds_no_more_for_a_longer_file(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from pianotx import transcribe
+    from pianotx.config import DecodingConfig, FeatureConfig
+    from pianotx.transcribe import Transcriber
+
+    monkeypatch.setattr(transcribe, "WINDOW_FRAMES", 512)
+    monkeypatch.setattr(transcribe, "BATCH_WINDOWS", 2)
+    model = Transcriber(_FeatureEcho(), FeatureConfig(n_bins=96), DecodingConfig(threshold=0.6), "echo", context=64)
+    phrase = synth(melody(4, seconds=30), seconds=30.0)
+    peaks, counts = {}, {}
+    for minutes in (2, 12):
+        sf.write(tmp_path / f"{minutes}.wav", np.tile(phrase, minutes * 2), SR)
+        model.file_notes(tmp_path / f"{minutes}.wav")  # the filter bases built before measuring
+        tracemalloc.start()
+        notes, _ = model.file_notes(tmp_path / f"{minutes}.wav")
+        peaks[minutes] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        counts[minutes] = len(notes)
+    assert counts == {2: 10716, 12: 64296}
+    # Ten minutes more would hold 10 * 1,875 frames of features and rolls (20 MB) on the
+    # whole-array path; here only the notes themselves grow (32 bytes each, twice while
+    # they are sorted together at the end).
+    assert peaks[12] - peaks[2] < 64 * (counts[12] - counts[2]) and peaks[12] < 12e6

@@ -260,15 +260,16 @@ def load_pieces(dataset: Path, split: str, limit: int) -> list[Piece]:
     """The split's pieces (the first ``limit``; 0: all) with audio lengths and references."""
     import soundfile as sf
 
-    from pianotx.store import SplitArrays, load_manifest
+    from pianotx.store import DatasetError, SplitArrays, load_manifest
 
     manifest = load_manifest(dataset)
     arrays = SplitArrays(manifest, split)
     pieces = []
     for record in manifest.pieces(split)[: limit or None]:
-        audio = Path(record["audio"])
-        if not audio.is_file():
-            raise BenchmarkError(f"{audio}: audio of piece {record['name']} is missing")
+        try:
+            audio = manifest.input_path(record)
+        except DatasetError as exc:
+            raise BenchmarkError(str(exc)) from exc
         pieces.append(Piece(record["name"], audio, sf.info(str(audio)).duration, arrays.notes(record["name"])))
     if not pieces:
         raise BenchmarkError(f"{dataset}: the {split} split has no pieces")

@@ -400,8 +400,11 @@ def _held_out_record(source: PieceSource, reason: str) -> dict[str, Any]:
 
 
 def _manifest(plan: _Plan, records: list[dict[str, Any]], split_info: dict[str, Any]) -> dict[str, Any]:
+    out = plan.out.resolve()
     for r in records:
         r.pop("bad_file", None)
+        for key in ("audio", "midi"):  # relative to the dataset: the two can move together
+            r[key] = os.path.relpath(Path(r[key]).resolve(), out)
     return {
         "version": MANIFEST_VERSION,
         "source": str(plan.root.resolve()),

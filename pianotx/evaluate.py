@@ -347,7 +347,7 @@ def split_rolls(
             frames, _, _ = arrays.piece(record)
         else:
             arrays.chunk_range(record)  # the manifest is checked whichever features are used
-            frames, _ = file_features(record["audio"], features)
+            frames, _ = file_features(manifest.input_path(record), features)
         rolls = predict(frames)
         yield record["name"], rolls if isinstance(rolls, dict) else {"frames": rolls}, arrays.notes(record["name"])
 

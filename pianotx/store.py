@@ -159,6 +159,24 @@ class Manifest:
     def chunk_frames(self) -> int:
         return self.config.chunks.chunk_frames
 
+    def input_path(self, record: dict[str, Any], key: str = "audio") -> Path:
+        """A piece's audio (or ``key="midi"``) file. Datasets record it relative to the
+        dataset folder, so a dataset opens from any working folder and moves with its
+        inputs; older ones recorded it as given to ``data build`` (relative to the folder
+        it ran in, or absolute), tried next.
+
+        Raises:
+            DatasetError: neither exists (naming the file and the dataset).
+        """
+        given = Path(record[key])
+        candidates = [given] if given.is_absolute() else [self.root / given, given]
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise DatasetError(
+            f"{candidates[0]}: no such file (the {key} of piece {record.get('name')!r} of {self.root / MANIFEST})"
+        )
+
     def pieces(self, split: str | None = None) -> list[dict[str, Any]]:
         """Included pieces (of one split, or all), in chunk order."""
         return [p for p in self.data["pieces"] if not p["excluded"] and (split is None or p["split"] == split)]

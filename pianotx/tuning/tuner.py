@@ -509,7 +509,7 @@ class TrackedTrials(_TunerBase):
             rolls = predict(x[:n])
             figure = piano_roll_figure(rolls["frames"], frames[:n], features.frame_rate, title)
             self.tracker.log_figure(run_id, figure, "piano_roll.png")
-            best_effort(self._log_excerpt, run_id, pieces[0]["audio"], rolls, decoding)
+            best_effort(self._log_excerpt, run_id, str(self.manifest.input_path(pieces[0])), rolls, decoding)
         example = np.zeros((1, 32, features.n_bins), np.float32)
         initial = self.piano.initial_model(train_cfg)
         metadata = model_metadata(

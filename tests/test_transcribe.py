@@ -28,8 +28,8 @@ def test_bundled_model_is_small_and_carries_its_feature_config(bundled):
     assert BUNDLED_MODEL.stat().st_size < 10 * 10**6  # the limit: under 10 MB
     features = bundled.features  # three bins per semitone: what paid most on the held-out piano
     assert (features.n_bins, features.bins_per_octave, features.hop_length) == (252, 36, 512)
-    assert sorted(bundled.model.output_names) == ["frames", "onsets"]
-    assert [tuple(s) for s in bundled.model.output_shape] == [(None, None, 88)] * 2
+    assert sorted(bundled.model.output_names) == ["frames", "onsets", "velocities"]
+    assert [tuple(s) for s in bundled.model.output_shape] == [(None, None, 88)] * 3
     assert bundled.context == 1024  # tuned on validation:
     assert (bundled.decoding.threshold, bundled.decoding.onset_threshold) == (0.3, 0.9)
     assert (bundled.decoding.onsetless_min_duration, bundled.decoding.onsetless_threshold) == (2.0, 0.6)

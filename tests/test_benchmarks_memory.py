@@ -39,6 +39,10 @@ def test_the_table_gives_each_run_and_the_growth_per_minute():
         bench.Run(30, "stream", 702.6, 180.0, 190.0, 5400),
         bench.Run(30, "whole", 900.0, 174.0, 184.0, 5400),
     ]
+    longer = [*runs, bench.Run(180, "stream", 702.6, 1000.0, 1010.0, 32400)]
+    assert bench.table(longer).splitlines()[-2] == (
+        "stream: MB per audio minute +0.09 from 5 to 30 min, +0.00 from 30 to 180 min"
+    )
     assert bench.table(runs).splitlines() == [
         "| audio | path | peak RSS | transcription | wall | realtime factor |",
         "|---|---|---|---|---|---|",
@@ -46,6 +50,6 @@ def test_the_table_gives_each_run_and_the_growth_per_minute():
         "| 5 min | whole | 750 MB | 29.0 s | 39.0 s | 0.097 |",
         "| 30 min | stream | 703 MB | 180.0 s | 190.0 s | 0.100 |",
         "| 30 min | whole | 900 MB | 174.0 s | 184.0 s | 0.097 |",
-        "stream: +0.09 MB per audio minute from 5 to 30 min",
-        "whole: +6.00 MB per audio minute from 5 to 30 min",
+        "stream: MB per audio minute +0.09 from 5 to 30 min",
+        "whole: MB per audio minute +6.00 from 5 to 30 min",
     ]

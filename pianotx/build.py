@@ -408,6 +408,7 @@ def _manifest(plan: _Plan, records: list[dict[str, Any]], split_info: dict[str, 
     return {
         "version": MANIFEST_VERSION,
         "source": str(plan.root.resolve()),
+        "built_in": str(out),  # where input paths are relative to when the dataset is copied alone
         "config": to_dict(plan.config),
         "splits": split_info,
         "pieces": records,

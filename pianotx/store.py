@@ -162,14 +162,20 @@ class Manifest:
     def input_path(self, record: dict[str, Any], key: str = "audio") -> Path:
         """A piece's audio (or ``key="midi"``) file. Datasets record it relative to the
         dataset folder, so a dataset opens from any working folder and moves with its
-        inputs; older ones recorded it as given to ``data build`` (relative to the folder
-        it ran in, or absolute), tried next.
+        inputs; then relative to the folder it was built in (a dataset copied without its
+        inputs); older ones recorded it as given to ``data build`` (relative to the folder
+        it ran in, or absolute), tried last.
 
         Raises:
             DatasetError: neither exists (naming the file and the dataset).
         """
         given = Path(record[key])
-        candidates = [given] if given.is_absolute() else [self.root / given, given]
+        built_in = self.data.get("built_in")
+        candidates = [given] if given.is_absolute() else [self.root / given]
+        if not given.is_absolute() and isinstance(built_in, str):
+            candidates.append(Path(built_in) / given)
+        if not given.is_absolute():
+            candidates.append(given)
         for path in candidates:
             if path.is_file():
                 return path

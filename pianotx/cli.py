@@ -577,7 +577,7 @@ def evaluate(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for the evaluation run.")] = None,
     log: Annotated[bool, typer.Option(help="Log an evaluation run to MLflow.")] = True,
 ) -> None:
-    """Frame, note and note-with-offset P/R/F1 (mir_eval) of a model on a dataset split."""
+    """Frame, note, note-with-offset and note-with-velocity P/R/F1 (mir_eval) of a model on a dataset split."""
     from pianotx.evaluate import evaluate_model, format_table
 
     _keras()

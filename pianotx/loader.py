@@ -15,8 +15,7 @@ import numpy as np
 
 from pianotx.config import MIDI_MIN, N_KEYS
 from pianotx.labels import note_frames
-from pianotx.midi import Notes
-from pianotx.store import DatasetError, Manifest, SplitArrays, load_manifest
+from pianotx.store import Manifest, SplitArrays, load_manifest
 
 Targets = np.ndarray | dict[str, np.ndarray]
 
@@ -73,22 +72,14 @@ class VelocityTargets:
         size = manifest.chunk_frames
         rate = manifest.features.frame_rate
         where, keys, values = [], [], []
-        path = manifest.root / split / "notes.npz"
-        try:
-            with np.load(path) as z:
-                for record in manifest.pieces(split):
-                    start, _, n_frames = arrays.chunk_range(record)
-                    name = record["name"]
-                    notes = Notes.from_arrays({k: z[f"{name}/{k}"] for k in ("intervals", "pitches", "velocities")})
-                    first, _ = note_frames(notes, rate)
-                    inside = (first >= 0) & (first < n_frames)
-                    where.append(start * size + first[inside])
-                    keys.append(notes.pitches[inside] - MIDI_MIN)
-                    values.append(np.clip(notes.velocities[inside], 1, 127))
-        except KeyError as exc:
-            raise DatasetError(f"{path}: no reference notes for a piece ({exc}); rebuild the dataset") from exc
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"{path}: unreadable reference notes ({exc})") from exc
+        records = {r["name"]: r for r in manifest.pieces(split)}
+        for name, notes in arrays.notes_of(list(records)):
+            start, _, n_frames = arrays.chunk_range(records[name])
+            first, _ = note_frames(notes, rate)
+            inside = (first >= 0) & (first < n_frames)
+            where.append(start * size + first[inside])
+            keys.append(notes.pitches[inside] - MIDI_MIN)
+            values.append(np.clip(notes.velocities[inside], 1, 127))
 
         def cat(parts: list[np.ndarray]) -> np.ndarray:
             return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -122,9 +122,6 @@ class OnsetVelocityLoss(keras.losses.Loss):
         batch = ops.cast(ops.shape(y_pred)[0], y_pred.dtype)
         return per_sample * batch / ops.maximum(ops.sum(mask), 1.0)
 
-    def get_config(self) -> dict[str, Any]:
-        return super().get_config()
-
 
 def build_model(
     model: ModelConfig,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,11 +172,10 @@ class Manifest:
         """
         given = Path(record[key])
         built_in = self.data.get("built_in")
-        candidates = [given] if given.is_absolute() else [self.root / given]
-        if not given.is_absolute() and isinstance(built_in, str):
-            candidates.append(Path(built_in) / given)
-        if not given.is_absolute():
-            candidates.append(given)
+        if given.is_absolute():
+            candidates = [given]
+        else:
+            candidates = [self.root / given, *([Path(built_in) / given] if isinstance(built_in, str) else []), given]
         for path in candidates:
             if path.is_file():
                 return path
@@ -280,10 +280,21 @@ class SplitArrays:
 
     def notes(self, name: str) -> Notes:
         """The aligned reference notes of piece ``name`` (seconds on the audio's clock)."""
+        ((_, notes),) = self.notes_of([name])
+        return notes
+
+    def notes_of(self, names: list[str]) -> Iterator[tuple[str, Notes]]:
+        """``(name, notes)`` of each piece named, reading ``notes.npz`` once.
+
+        Raises:
+            DatasetError: a piece without notes, or an unreadable file.
+        """
         path = self.manifest.root / self.split / "notes.npz"
+        name = ""
         try:
             with np.load(path) as z:
-                return Notes.from_arrays({k: z[f"{name}/{k}"] for k in ("intervals", "pitches", "velocities")})
+                for name in names:
+                    yield name, Notes.from_arrays({k: z[f"{name}/{k}"] for k in ("intervals", "pitches", "velocities")})
         except KeyError as exc:
             raise DatasetError(f"{path}: no reference notes for piece {name!r}; rebuild the dataset") from exc
         except (OSError, ValueError) as exc:
